@@ -1,0 +1,28 @@
+//! `dtx-core`: the pure domain of the dtx coordinator.
+//!
+//! Nothing here performs I/O, spawns tasks or reads a clock: every function takes the current time
+//! as an argument and returns decisions for the engine (`dtx-engine`) to carry out. That keeps the
+//! rules that matter (which branch runs next, when a saga rolls back, how long to wait before a
+//! retry) exhaustively testable.
+//!
+//! Layout:
+//! - [`time`]: [`Timestamp`] (milliseconds since the Unix epoch, UTC).
+//! - [`model`]: the global transaction ([`Global`]), its [`Branch`]es, statuses and ops.
+//! - [`options`]: per-transaction options ([`TransOptions`]) as DTM clients send them.
+//! - [`outcome`]: what a participant call returned ([`Outcome`]), read per DTM's result protocol.
+//! - [`retry`]: the retry policy (exponential backoff with jitter, fixed interval for ONGOING).
+//! - [`saga`]: the saga graph scheduler with pivot ordering.
+//! - [`timeout`]: when a transaction is past its `timeout_to_fail`.
+
+pub mod model;
+pub mod options;
+pub mod outcome;
+pub mod retry;
+pub mod saga;
+pub mod time;
+pub mod timeout;
+
+pub use model::{Branch, BranchStatus, Global, GlobalStatus, Op, TransType};
+pub use options::TransOptions;
+pub use outcome::Outcome;
+pub use time::Timestamp;

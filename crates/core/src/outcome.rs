@@ -1,0 +1,90 @@
+//! The result of one participant call, as DTM's result protocol defines it.
+
+/// What a participant answered.
+///
+/// HTTP: 200 = `Success`, 409 = `Failure`, 425 = `Ongoing`, anything else (or a transport error)
+/// = `Error`. A body containing `ONGOING` / `FAILURE` also counts (DTM's legacy rule), ONGOING
+/// first. gRPC has the equivalent status codes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The branch did its work.
+    Success,
+    /// A definite business failure: the branch will never succeed (roll back).
+    Failure(String),
+    /// Not done yet: ask again after the fixed retry interval.
+    Ongoing,
+    /// Unknown (network error, timeout, 5xx...): retry with backoff.
+    Error(String),
+}
+
+impl Outcome {
+    /// Reads an HTTP answer: the status code and the response body.
+    pub fn from_http(status: u16, body: &str) -> Outcome {
+        if status == 425 || body.contains("ONGOING") {
+            Outcome::Ongoing
+        } else if status == 409 || body.contains("FAILURE") {
+            Outcome::Failure(describe_body(status, body))
+        } else if status != 200 {
+            Outcome::Error(describe_body(status, body))
+        } else {
+            Outcome::Success
+        }
+    }
+
+    /// The text recorded as the branch's last error, if this outcome is not a success.
+    pub fn error_text(&self) -> Option<&str> {
+        match self {
+            Outcome::Success => None,
+            Outcome::Ongoing => Some("ONGOING"),
+            Outcome::Failure(m) | Outcome::Error(m) => Some(m),
+        }
+    }
+}
+
+/// Participants' bodies can be large; the recorded text is bounded.
+const MAX_BODY_TEXT: usize = 512;
+
+fn describe_body(status: u16, body: &str) -> String {
+    let body = body.trim();
+    let mut end = body.len().min(MAX_BODY_TEXT);
+    while !body.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("status {status}: {}", &body[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_status_codes_map_per_protocol() {
+        assert_eq!(Outcome::from_http(200, ""), Outcome::Success);
+        assert_eq!(Outcome::from_http(200, r#"{"dtm_result":"SUCCESS"}"#), Outcome::Success);
+        assert_eq!(Outcome::from_http(425, ""), Outcome::Ongoing);
+        assert!(matches!(Outcome::from_http(409, "no"), Outcome::Failure(_)));
+        assert!(matches!(Outcome::from_http(500, "boom"), Outcome::Error(_)));
+        assert!(matches!(Outcome::from_http(201, ""), Outcome::Error(_)));
+        assert!(matches!(Outcome::from_http(204, ""), Outcome::Error(_)));
+    }
+
+    #[test]
+    fn legacy_body_substrings_win_ongoing_first() {
+        assert_eq!(Outcome::from_http(200, r#"{"dtm_result":"ONGOING"}"#), Outcome::Ongoing);
+        assert!(matches!(
+            Outcome::from_http(200, r#"{"dtm_result":"FAILURE"}"#),
+            Outcome::Failure(_)
+        ));
+        assert!(matches!(Outcome::from_http(500, "FAILURE here"), Outcome::Failure(_)));
+        assert_eq!(Outcome::from_http(409, "ONGOING"), Outcome::Ongoing);
+    }
+
+    #[test]
+    fn recorded_text_is_bounded_on_a_char_boundary() {
+        let body = "é".repeat(600);
+        let Outcome::Error(text) = Outcome::from_http(500, &body) else {
+            panic!("expected an error");
+        };
+        assert!(text.len() <= MAX_BODY_TEXT + 16);
+    }
+}

@@ -1,0 +1,193 @@
+//! `dtx-store`: the storage contract of dtx.
+//!
+//! The engine knows only the [`Store`] trait. Every method is one *atomic domain operation*
+//! (one database transaction inside the backend), and every write made while processing a
+//! transaction is **fenced by its owner token**: the atomic-update ownership pattern.
+//!
+//! - [`Store::create`] inserts a transaction already owned by the node that received it.
+//! - [`Store::claim_due`] takes due, unowned (or lease-expired) transactions in one conditional
+//!   `UPDATE ... SET owner = :token, lease_until = :until WHERE ... RETURNING`.
+//! - [`Store::save`] applies branch results, a status change and a lease change in one write,
+//!   only if the row is still owned by the caller's token; otherwise [`Error::Fenced`] and
+//!   nothing changes, and the caller must stop calling participants for that transaction.
+//!
+//! Backends: `dtx-store-sqlite` (embedded default). The conformance suite that every backend
+//! runs lives in [`testsuite`] (feature `testsuite`).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dtx_core::{Branch, BranchStatus, Global, GlobalStatus, Op, Timestamp, TransType};
+
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
+
+/// What can go wrong in a store operation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The transaction (or row) does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A unique key already exists (duplicate gid on create, duplicate branch).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The caller no longer owns the transaction (another node claimed it after the lease
+    /// expired, or it was force-stopped). Nothing was written.
+    #[error("ownership of {gid} lost: the row is not owned by this token any more")]
+    Fenced {
+        /// The transaction whose write was rejected.
+        gid: String,
+    },
+    /// The database is unreachable or busy; the operation may be retried.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else (corrupt row, SQL error...).
+    #[error("store internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl Error {
+    /// True for errors worth retrying later (the database may come back).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Unavailable(_))
+    }
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A new transaction to insert, already owned by `global.owner` until `global.lease_until`.
+#[derive(Debug, Clone)]
+pub struct NewTransaction {
+    /// The global row (its `id` is ignored and assigned by the store).
+    pub global: Global,
+    /// Its branch rows, in order (their ids are assigned in this order).
+    pub branches: Vec<Branch>,
+}
+
+/// A transaction loaded with its branches (branches ordered by id).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded {
+    /// The global row.
+    pub global: Global,
+    /// The branch rows, ascending id.
+    pub branches: Vec<Branch>,
+}
+
+/// The new state of one branch row, identified by `(branch_id, op)` within the transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BranchUpdate {
+    /// Which branch.
+    pub branch_id: String,
+    /// Which op of it.
+    pub op: Op,
+    /// New status.
+    pub status: BranchStatus,
+    /// New attempt count.
+    pub attempts: u32,
+    /// New last error ("" when none).
+    pub last_error: String,
+    /// Set when the branch reaches a final status.
+    pub finish_time: Option<Timestamp>,
+}
+
+/// A change of the global status, written with the fence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusChange {
+    /// The new status. `succeed` sets `finish_time`, `failed` sets `rollback_time` (to `now`).
+    pub to: GlobalStatus,
+    /// When `Some`, replaces `rollback_reason`.
+    pub rollback_reason: Option<String>,
+}
+
+/// What happens to the ownership after a [`Store::save`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum LeaseChange {
+    /// Keep owning it, with the lease extended to this time.
+    Renew {
+        /// New `lease_until`.
+        lease_until: Timestamp,
+    },
+    /// Give it up (`owner` and `lease_until` cleared) and schedule the next processing.
+    Release {
+        /// When the scheduler should next process it.
+        next_cron_time: Timestamp,
+        /// The retry interval to remember (for backoff).
+        next_cron_interval: Duration,
+    },
+}
+
+/// One fenced write: applied only if the transaction is still owned by `owner`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Save {
+    /// The transaction.
+    pub gid: String,
+    /// The owner token the caller holds.
+    pub owner: String,
+    /// The write time (`update_time`).
+    pub now: Timestamp,
+    /// Branch rows to update.
+    pub branches: Vec<BranchUpdate>,
+    /// Optional status change.
+    pub status: Option<StatusChange>,
+    /// The lease afterwards.
+    pub lease: LeaseChange,
+}
+
+/// Filters of the admin listing (`/api/dtmsvr/all`), newest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListFilter {
+    /// Only ids strictly below this (the cursor); `None` = from the newest.
+    pub before_id: Option<i64>,
+    /// Page size.
+    pub limit: u32,
+    /// Only this status.
+    pub status: Option<GlobalStatus>,
+    /// Only this mode.
+    pub trans_type: Option<TransType>,
+    /// `create_time >= this`.
+    pub created_from: Option<Timestamp>,
+    /// `create_time <= this`.
+    pub created_to: Option<Timestamp>,
+}
+
+/// The storage contract. Implementations must be safe to share between tasks and, for
+/// server backends, between processes (several dtx nodes).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Inserts a transaction and its branches atomically. Durable before it returns `Ok`.
+    /// A duplicate gid → [`Error::Conflict`], and nothing is written.
+    async fn create(&self, tx: NewTransaction) -> Result<()>;
+
+    /// Loads a transaction with its branches (`None` if unknown).
+    async fn load(&self, gid: &str) -> Result<Option<Loaded>>;
+
+    /// Lists global rows for the admin API.
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<Global>>;
+
+    /// Claims up to `limit` due transactions for `owner`, atomically: status in
+    /// (prepared, submitted, aborting), `next_cron_time <= now`, and no valid lease
+    /// (`owner` null or `lease_until < now`). Sets `owner` and `lease_until`. No two callers
+    /// ever get the same transaction while its lease is valid.
+    async fn claim_due(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Loaded>>;
+
+    /// Claims one transaction by gid if it is not final and has no valid lease.
+    /// `Ok(None)` when it is owned by someone else, final, or unknown.
+    async fn claim(
+        &self,
+        gid: &str,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Option<Loaded>>;
+
+    /// Applies a fenced write. [`Error::Fenced`] (and nothing written) when `owner` no longer
+    /// owns the transaction. Durable before it returns `Ok`.
+    async fn save(&self, save: Save) -> Result<()>;
+}
