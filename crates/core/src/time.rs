@@ -20,11 +20,13 @@ impl Timestamp {
     }
 
     /// `self + d`, saturating.
+    #[allow(clippy::should_implement_trait)] // saturating, unlike `Add`
     pub fn add(self, d: Duration) -> Timestamp {
         Timestamp(self.0.saturating_add(duration_millis(d)))
     }
 
     /// `self - d`, saturating.
+    #[allow(clippy::should_implement_trait)] // saturating, unlike `Sub`
     pub fn sub(self, d: Duration) -> Timestamp {
         Timestamp(self.0.saturating_sub(duration_millis(d)))
     }

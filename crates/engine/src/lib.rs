@@ -1,1 +1,124 @@
-//! placeholder
+//! `dtx-engine`: the imperative shell around `dtx-core`.
+//!
+//! It validates and stores new transactions, runs processing rounds (drive the core's state
+//! machine, persist through the [`dtx_store::Store`] with owner fencing, call participants),
+//! and runs the scheduler that claims due work on every node.
+//!
+//! Layout:
+//! - [`Engine`] (cheap to clone): the handle the API front doors use.
+//! - `submit`: validation and creation of new transactions, idempotent re-submits.
+//! - `round`: one processing round per transaction mode (`round/saga.rs`).
+//! - `scheduler`: [`Engine::run_once`] (claim due work, process it, return) and [`Engine::run`].
+//! - [`participant`]: the HTTP participant caller (one pooled client).
+//! - [`clock`]: the time source ([`SystemClock`], [`ManualClock`] for tests).
+
+pub mod clock;
+mod error;
+mod options;
+pub mod participant;
+mod round;
+mod scheduler;
+mod submit;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dtx_core::{Global, Timestamp};
+use dtx_store::{ListFilter, Loaded, Store};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{Error, Result};
+pub use options::EngineOptions;
+pub use round::RoundEnd;
+pub use submit::{SagaStep, SubmitReply, SubmitSaga};
+
+use crate::participant::Participants;
+
+/// The engine handle. Clones share one engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    store: Arc<dyn Store>,
+    opts: EngineOptions,
+    clock: Arc<dyn Clock>,
+    participants: Participants,
+    /// Random per process: owner tokens are `<node>-<seq>`, fresh for every insert and claim.
+    node: String,
+    seq: AtomicU64,
+    /// Rounds running in the background (from submits and the scheduler).
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl Engine {
+    /// Builds an engine over a store.
+    pub fn new(store: Arc<dyn Store>, opts: EngineOptions, clock: Arc<dyn Clock>) -> Result<Engine> {
+        let participants = Participants::new()
+            .map_err(|e| Error::InvalidArgument(format!("cannot build the HTTP client: {e}")))?;
+        let node = format!("{:08x}", rand::random::<u32>());
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                store,
+                opts,
+                clock,
+                participants,
+                node,
+                seq: AtomicU64::new(0),
+                tasks: TaskTracker::new(),
+                shutdown: CancellationToken::new(),
+            }),
+        })
+    }
+
+    /// The engine's settings.
+    pub fn options(&self) -> &EngineOptions {
+        &self.inner.opts
+    }
+
+    /// The current time as the engine sees it.
+    pub fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    /// Loads a transaction and its branches.
+    pub async fn load(&self, gid: &str) -> Result<Option<Loaded>> {
+        Ok(self.inner.store.load(gid).await?)
+    }
+
+    /// Lists transactions, newest first.
+    pub async fn list(&self, filter: &ListFilter) -> Result<Vec<Global>> {
+        Ok(self.inner.store.list(filter).await?)
+    }
+
+    /// True when a saga has passed its point of no return (a non-rollbackable action
+    /// succeeded): it will only go forward. False for other modes.
+    pub fn is_forward_only(loaded: &Loaded) -> bool {
+        round::saga::SagaShape::of(&loaded.global, &loaded.branches)
+            .map(|s| s.forward_only(&loaded.branches))
+            .unwrap_or(false)
+    }
+
+    /// Stops claiming work, lets in-flight rounds finish (they start no new calls and release
+    /// what they own), and waits for them up to the configured grace period.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.tasks.close();
+        if tokio::time::timeout(self.inner.opts.shutdown_grace, self.inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown grace period over; unfinished rounds stay leased until they expire");
+        }
+    }
+}
+
+impl Inner {
+    fn fresh_owner(&self) -> String {
+        format!("{}-{}", self.node, self.seq.fetch_add(1, Ordering::Relaxed))
+    }
+}

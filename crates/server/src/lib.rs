@@ -1,1 +1,16 @@
-//! placeholder
+//! `dtx-server`: the dtx coordinator process.
+//!
+//! - [`config`]: settings (defaults → TOML → `DTX_*` → flags) and their validation.
+//! - [`api`]: the DTM-compatible HTTP API over the engine.
+//! - [`Server`]: wiring (store, engine, listener), serving and graceful shutdown.
+//! - [`telemetry`]: log output.
+//! - [`cli`]: the `dtx` binary's entry point.
+
+pub mod api;
+mod app;
+pub mod cli;
+pub mod config;
+pub mod telemetry;
+
+pub use app::{Error, Server};
+pub use config::Config;

@@ -1,0 +1,51 @@
+//! Engine settings (built by the server from its configuration).
+
+use std::time::Duration;
+
+use dtx_core::retry::RetryPolicy;
+
+/// Everything the engine needs to know about its environment.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Retry intervals and backoff cap.
+    pub retry: RetryPolicy,
+    /// Default timeout of one participant call (DTM: 3 s).
+    pub request_timeout: Duration,
+    /// Default `timeout_to_fail` of tcc / msg (DTM: 35 s). Sagas have none unless asked.
+    pub timeout_to_fail: Duration,
+    /// How long a claim or an insert owns a transaction before another node may take it.
+    pub lease: Duration,
+    /// How many due transactions one claim takes at most.
+    pub claim_batch: u32,
+    /// How many transactions the scheduler processes at once.
+    pub max_concurrent_rounds: usize,
+    /// How long the scheduler sleeps when nothing is due.
+    pub poll_interval: Duration,
+    /// Whether [`crate::Engine::run`] claims work (tests turn it off and call `run_once`).
+    pub scheduler_enabled: bool,
+    /// How long shutdown waits for in-flight rounds before abandoning them to their leases.
+    pub shutdown_grace: Duration,
+    /// The most steps a saga may have.
+    pub max_steps: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            retry: RetryPolicy {
+                retry_interval: Duration::from_secs(10),
+                max_interval: Duration::from_secs(3600),
+                jitter: 0.1,
+            },
+            request_timeout: Duration::from_secs(3),
+            timeout_to_fail: Duration::from_secs(35),
+            lease: Duration::from_secs(10),
+            claim_batch: 64,
+            max_concurrent_rounds: 256,
+            poll_interval: Duration::from_secs(1),
+            scheduler_enabled: true,
+            shutdown_grace: Duration::from_secs(5),
+            max_steps: 100,
+        }
+    }
+}

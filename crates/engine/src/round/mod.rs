@@ -1,0 +1,46 @@
+//! One processing round of a transaction: drive its state machine, persist, call participants.
+//!
+//! A round runs while this node owns the transaction (an insert or a claim gave it a lease). It
+//! ends in a final status, or by releasing the row with the next retry time, or because the
+//! ownership was lost (fenced write): then it stops at once and calls nobody else.
+
+pub mod saga;
+
+use dtx_core::{GlobalStatus, TransType};
+use dtx_store::Loaded;
+use tracing::warn;
+
+use crate::Inner;
+
+/// How a round ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoundEnd {
+    /// The transaction reached a final status.
+    Finished {
+        /// `succeed` or `failed`.
+        status: GlobalStatus,
+        /// The rollback reason (empty on success).
+        reason: String,
+    },
+    /// Released for a later round.
+    Pending {
+        /// The status it was left in.
+        status: GlobalStatus,
+        /// The rollback reason so far.
+        reason: String,
+    },
+    /// The ownership was lost (or the store failed); another round will carry on.
+    Abandoned,
+}
+
+/// Runs one round of an owned transaction.
+pub(crate) async fn run(inner: &Inner, loaded: Loaded, owner: String, premarked: bool) -> RoundEnd {
+    match loaded.global.trans_type {
+        TransType::Saga => saga::SagaRound::new(inner, loaded, owner, premarked).run().await,
+        other => {
+            // Only sagas can be submitted in this version; a row of another mode is left alone.
+            warn!(gid = %loaded.global.gid, trans_type = %other, "no processor for this transaction mode");
+            RoundEnd::Abandoned
+        }
+    }
+}

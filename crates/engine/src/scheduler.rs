@@ -1,0 +1,108 @@
+//! The scheduler every node runs: claim due transactions, process them, repeat.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tracing::{error, info};
+
+use crate::{Engine, Inner, Result, round};
+
+impl Engine {
+    /// Claims the transactions due now (up to one batch) and processes them, returning when
+    /// every claimed round has ended. Returns how many were claimed. Tests step time with it.
+    pub async fn run_once(&self) -> Result<usize> {
+        let inner = &self.inner;
+        let owner = inner.fresh_owner();
+        let now = inner.clock.now();
+        let claimed = inner
+            .store
+            .claim_due(&owner, now, now.add(inner.opts.lease), inner.opts.claim_batch)
+            .await?;
+        let n = claimed.len();
+        let rounds = claimed.into_iter().map(|loaded| round::run(inner, loaded, owner.clone(), false));
+        futures::future::join_all(rounds).await;
+        Ok(n)
+    }
+
+    /// The scheduler loop: until shutdown, claim due work while there is room (bounded
+    /// concurrency) and process each claimed transaction in its own task.
+    pub async fn run(&self) {
+        if !self.inner.opts.scheduler_enabled {
+            self.inner.shutdown.cancelled().await;
+            return;
+        }
+        let slots = Arc::new(Semaphore::new(self.inner.opts.max_concurrent_rounds.max(1)));
+        let mut store_down = false;
+        loop {
+            if self.inner.shutdown.is_cancelled() {
+                return;
+            }
+            let claimed = match self.claim_batch(&slots).await {
+                Ok(n) => {
+                    if store_down {
+                        info!("store reachable again; scheduling resumed");
+                        store_down = false;
+                    }
+                    n
+                }
+                Err(e) => {
+                    // Logged once per outage, not on every poll.
+                    if !store_down {
+                        error!(error = %e, "claiming due transactions failed; retrying");
+                        store_down = true;
+                    }
+                    0
+                }
+            };
+            if claimed == 0 {
+                let pause = jittered(self.inner.opts.poll_interval);
+                tokio::select! {
+                    _ = self.inner.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
+    }
+
+    async fn claim_batch(&self, slots: &Arc<Semaphore>) -> Result<usize> {
+        let inner: &Arc<Inner> = &self.inner;
+        // Wait for room before claiming, so claimed rows never sit unprocessed under a lease.
+        let Ok(first) = slots.clone().acquire_owned().await else {
+            return Ok(0);
+        };
+        let room = 1 + slots.available_permits().min(inner.opts.claim_batch as usize - 1);
+        let owner = inner.fresh_owner();
+        let now = inner.clock.now();
+        let claimed = inner
+            .store
+            .claim_due(&owner, now, now.add(inner.opts.lease), room as u32)
+            .await?;
+        let n = claimed.len();
+        let mut first = Some(first);
+        for loaded in claimed {
+            let permit = match first.take() {
+                Some(p) => p,
+                None => match slots.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(_) => match slots.clone().acquire_owned().await {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                },
+            };
+            let inner = inner.clone();
+            let owner = owner.clone();
+            self.inner.tasks.spawn(async move {
+                round::run(&inner, loaded, owner, false).await;
+                drop(permit);
+            });
+        }
+        Ok(n)
+    }
+}
+
+/// The poll pause, ±25 %, so nodes started together do not poll in step.
+fn jittered(d: Duration) -> Duration {
+    d.mul_f64(0.75 + rand::random::<f64>() * 0.5)
+}

@@ -1,0 +1,41 @@
+//! The DTM-compatible HTTP API (`/api/dtmsvr/...`, spec section 2).
+//!
+//! Handlers decode the wire format (`wire`), call the engine, and render DTM's envelope
+//! (`error`). No transaction logic lives here.
+
+mod error;
+mod handlers;
+mod wire;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{any, get, post};
+use dtx_engine::Engine;
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The engine.
+    pub engine: Engine,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+}
+
+/// The API router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/ping", any(handlers::ping))
+        .route("/api/dtmsvr/version", get(handlers::version))
+        .route("/api/dtmsvr/newGid", get(handlers::new_gid))
+        .route("/api/dtmsvr/submit", post(handlers::submit))
+        .route("/api/dtmsvr/query", get(handlers::query))
+        .route("/api/dtmsvr/all", get(handlers::all))
+        // Bodies are limited by the handlers themselves, so that an oversized body gets a 400
+        // in the envelope like any other bad input.
+        .layer(DefaultBodyLimit::disable())
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

@@ -1,0 +1,219 @@
+//! DTM's JSON on the wire: the global request body (spec 1.1) and the query output (1.4, 1.5).
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use chrono::{DateTime, SecondsFormat, Utc};
+use dtx_core::{Branch, Global, TransOptions, Timestamp};
+use dtx_engine::{SagaStep, SubmitSaga};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::api::error::ApiError;
+
+/// The longest gid accepted (DTM's column is varchar(128)).
+pub const MAX_GID_LEN: usize = 128;
+
+/// The global request body. Every key is optional and may be `null`; unknown keys
+/// (`passthrough_headers`, storage-only keys...) are ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct GlobalRequest {
+    pub gid: Option<String>,
+    pub trans_type: Option<String>,
+    pub steps: Option<Vec<Option<BTreeMap<String, Option<String>>>>>,
+    pub payloads: Option<Vec<Option<String>>>,
+    pub custom_data: Option<Value>,
+    pub protocol: Option<String>,
+    pub query_prepared: Option<String>,
+    pub rollback_reason: Option<String>,
+    pub wait_result: Option<bool>,
+    pub timeout_to_fail: Option<i64>,
+    pub request_timeout: Option<i64>,
+    pub retry_interval: Option<i64>,
+    pub retry_limit: Option<i64>,
+    pub branch_headers: Option<BTreeMap<String, String>>,
+    pub concurrent: Option<bool>,
+}
+
+/// DTM removes `\n`, `\r` and `;` from gids received over HTTP; dtx then checks the rest.
+pub fn clean_gid(raw: Option<&str>) -> Result<String, ApiError> {
+    let gid: String = raw.unwrap_or_default().chars().filter(|c| !matches!(c, '\n' | '\r' | ';')).collect();
+    if gid.is_empty() {
+        return Err(ApiError::BadRequest("gid is missing".into()));
+    }
+    if gid.len() > MAX_GID_LEN {
+        return Err(ApiError::BadRequest(format!("gid is longer than {MAX_GID_LEN} bytes")));
+    }
+    if let Some(c) = gid.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ApiError::BadRequest(format!("gid contains the character {c:?}")));
+    }
+    Ok(gid)
+}
+
+fn non_negative(v: Option<i64>, key: &str) -> Result<u64, ApiError> {
+    match v {
+        None => Ok(0),
+        Some(n) => u64::try_from(n).map_err(|_| ApiError::BadRequest(format!("{key} must not be negative"))),
+    }
+}
+
+impl GlobalRequest {
+    /// The per-transaction options.
+    pub fn options(&self) -> Result<TransOptions, ApiError> {
+        Ok(TransOptions {
+            wait_result: self.wait_result.unwrap_or(false),
+            timeout_to_fail: non_negative(self.timeout_to_fail, "timeout_to_fail")?,
+            request_timeout: non_negative(self.request_timeout, "request_timeout")?,
+            retry_interval: non_negative(self.retry_interval, "retry_interval")?,
+            branch_headers: self.branch_headers.clone().unwrap_or_default(),
+            concurrent: self.concurrent.unwrap_or(false),
+            retry_limit: non_negative(self.retry_limit, "retry_limit")?,
+        })
+    }
+
+    /// `custom_data` as text: DTM clients send a JSON string; an object is accepted too.
+    fn custom_data_text(&self) -> Result<String, ApiError> {
+        match &self.custom_data {
+            None | Some(Value::Null) => Ok(String::new()),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(v @ Value::Object(_)) => Ok(v.to_string()),
+            Some(_) => Err(ApiError::BadRequest("custom_data must be a JSON string".into())),
+        }
+    }
+
+    /// Decodes a saga submit. Payloads come from `payloads`, or from the legacy `steps[].data`.
+    pub fn into_saga(self, gid: String) -> Result<SubmitSaga, ApiError> {
+        let options = self.options()?;
+        let custom_data = self.custom_data_text()?;
+        let raw_steps = self.steps.unwrap_or_default();
+        let mut steps = Vec::with_capacity(raw_steps.len());
+        let mut legacy_payloads = Vec::new();
+        for (i, s) in raw_steps.into_iter().enumerate() {
+            let mut s = s.ok_or_else(|| ApiError::BadRequest(format!("steps[{i}] is null")))?;
+            let mut take = |k: &str| s.remove(k).flatten().unwrap_or_default();
+            let step = SagaStep { action: take("action"), compensate: take("compensate") };
+            let data = take("data");
+            if !data.is_empty() {
+                legacy_payloads.push(data.into_bytes());
+            }
+            steps.push(step);
+        }
+        let payloads = match self.payloads {
+            Some(p) => p.into_iter().map(|p| p.unwrap_or_default().into_bytes()).collect(),
+            None => legacy_payloads,
+        };
+        Ok(SubmitSaga {
+            gid,
+            protocol: self.protocol.unwrap_or_default(),
+            steps,
+            payloads,
+            custom_data,
+            options,
+        })
+    }
+}
+
+/// RFC 3339 in UTC with milliseconds.
+pub fn time_text(t: Timestamp) -> Value {
+    match DateTime::<Utc>::from_timestamp_millis(t.0) {
+        Some(dt) => Value::String(dt.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        None => Value::Null,
+    }
+}
+
+fn put_nonempty(m: &mut Map<String, Value>, k: &str, v: &str) {
+    if !v.is_empty() {
+        m.insert(k.into(), Value::String(v.into()));
+    }
+}
+
+fn put_time(m: &mut Map<String, Value>, k: &str, v: Option<Timestamp>) {
+    if let Some(t) = v {
+        m.insert(k.into(), time_text(t));
+    }
+}
+
+/// A global transaction as `query` / `all` return it (DTM's keys, plus dtx's `lease_until`
+/// and `forward_only`).
+pub fn global_json(g: &Global, forward_only: bool) -> Value {
+    let mut m = Map::new();
+    m.insert("id".into(), json!(g.id));
+    m.insert("create_time".into(), time_text(g.create_time));
+    m.insert("update_time".into(), time_text(g.update_time));
+    m.insert("gid".into(), json!(g.gid));
+    m.insert("trans_type".into(), json!(g.trans_type.as_str()));
+    m.insert("status".into(), json!(g.status.as_str()));
+    put_nonempty(&mut m, "query_prepared", &g.query_prepared);
+    put_nonempty(&mut m, "protocol", &g.protocol);
+    put_time(&mut m, "finish_time", g.finish_time);
+    put_time(&mut m, "rollback_time", g.rollback_time);
+    put_nonempty(&mut m, "result", &g.result);
+    put_nonempty(&mut m, "rollback_reason", &g.rollback_reason);
+    m.insert("options".into(), json!(g.options.to_json()));
+    put_nonempty(&mut m, "custom_data", &g.custom_data);
+    m.insert("next_cron_interval".into(), json!(g.next_cron_interval.as_secs()));
+    if !g.status.is_final() {
+        m.insert("next_cron_time".into(), time_text(g.next_cron_time));
+    }
+    if let Some(owner) = &g.owner {
+        m.insert("owner".into(), json!(owner));
+    }
+    put_time(&mut m, "lease_until", g.lease_until);
+    m.insert("concurrent".into(), json!(false));
+    if forward_only {
+        m.insert("forward_only".into(), json!(true));
+    }
+    Value::Object(m)
+}
+
+/// A branch row as `query` returns it (`bin_data` is base64), plus `attempts` and `last_error`.
+pub fn branch_json(gid: &str, b: &Branch) -> Value {
+    let mut m = Map::new();
+    m.insert("id".into(), json!(b.id));
+    m.insert("create_time".into(), time_text(b.create_time));
+    m.insert("update_time".into(), time_text(b.update_time));
+    m.insert("gid".into(), json!(gid));
+    put_nonempty(&mut m, "url", &b.url);
+    if !b.payload.is_empty() {
+        m.insert("bin_data".into(), json!(base64::engine::general_purpose::STANDARD.encode(&b.payload)));
+    }
+    m.insert("branch_id".into(), json!(b.branch_id));
+    m.insert("op".into(), json!(b.op.as_str()));
+    m.insert("status".into(), json!(b.status.as_str()));
+    put_time(&mut m, "finish_time", b.finish_time);
+    m.insert("attempts".into(), json!(b.attempts));
+    put_nonempty(&mut m, "last_error", &b.last_error);
+    Value::Object(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gid_is_cleaned_then_checked() {
+        assert_eq!(clean_gid(Some("a;b\n")).unwrap(), "ab");
+        assert!(clean_gid(None).is_err());
+        assert!(clean_gid(Some(";")).is_err());
+        assert!(clean_gid(Some("a b")).is_err());
+        assert!(clean_gid(Some(&"x".repeat(129))).is_err());
+    }
+
+    #[test]
+    fn python_sdk_nulls_and_legacy_data_are_accepted() {
+        let body = r#"{"gid":"g","trans_type":"saga","custom_data":null,"protocol":null,
+            "passthrough_headers":null,"wait_result":null,"branch_headers":null,
+            "steps":[{"action":"http://h/a","compensate":"http://h/c","data":"{\"x\":1}"}]}"#;
+        let r: GlobalRequest = serde_json::from_str(body).unwrap();
+        let saga = r.into_saga("g".into()).unwrap();
+        assert_eq!(saga.payloads, vec![br#"{"x":1}"#.to_vec()]);
+        assert_eq!(saga.steps[0].compensate, "http://h/c");
+    }
+
+    #[test]
+    fn negative_options_are_rejected() {
+        let r: GlobalRequest = serde_json::from_str(r#"{"retry_interval":-1}"#).unwrap();
+        assert!(r.options().is_err());
+    }
+}

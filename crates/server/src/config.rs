@@ -1,0 +1,354 @@
+//! Settings: defaults, then a TOML file (`--config`), then `DTX_*` environment variables, then
+//! flags (clap merges the last two, flags first). Bad values fail at start, naming the setting.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use dtx_core::retry::RetryPolicy;
+use dtx_engine::EngineOptions;
+use serde::Deserialize;
+
+/// A setting has a value dtx cannot use.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The value of `setting` is not acceptable.
+    #[error("invalid {setting}: {message}")]
+    Invalid {
+        /// The flag name (`--retry-interval`).
+        setting: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The config file could not be read or parsed.
+    #[error("config file {path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The `dtx` command line.
+#[derive(Debug, Parser)]
+#[command(name = "dtx", version, about = "dtx: a DTM-compatible distributed transaction coordinator")]
+pub struct Cli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings of `serve` (also accepted without the subcommand).
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the coordinator (the default).
+    Serve(Settings),
+    /// Print the default configuration as TOML.
+    PrintDefaultConfig,
+}
+
+/// Every setting, as a flag and a `DTX_*` variable; the TOML file uses the same names in
+/// snake_case (`retry_interval = "10s"`). Durations take `500ms`, `10s`, `2m` or plain seconds.
+#[derive(Debug, Default, Clone, Args, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// TOML configuration file.
+    #[arg(long, env = "DTX_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Store URL: `sqlite://path` (created if missing).
+    #[arg(long, env = "DTX_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// HTTP API address (port 0 = any free port).
+    #[arg(long, env = "DTX_HTTP_LISTEN")]
+    pub http_listen: Option<String>,
+    /// gRPC API address (validated; the gRPC front door is not part of this version yet).
+    #[arg(long, env = "DTX_GRPC_LISTEN")]
+    pub grpc_listen: Option<String>,
+    /// Log format: `pretty` or `json` (level from RUST_LOG).
+    #[arg(long, env = "DTX_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// Base retry interval (DTM: 10s); per-transaction `retry_interval` overrides it.
+    #[arg(long, env = "DTX_RETRY_INTERVAL")]
+    pub retry_interval: Option<String>,
+    /// Cap of the exponential backoff after participant errors.
+    #[arg(long, env = "DTX_BACKOFF_CAP")]
+    pub backoff_cap: Option<String>,
+    /// Default timeout of one participant call (DTM: 3s).
+    #[arg(long, env = "DTX_REQUEST_TIMEOUT")]
+    pub request_timeout: Option<String>,
+    /// Default timeout-to-fail of tcc / msg transactions (DTM: 35s).
+    #[arg(long, env = "DTX_TIMEOUT_TO_FAIL")]
+    pub timeout_to_fail: Option<String>,
+    /// How long a node owns a transaction it processes before others may take it over.
+    #[arg(long, env = "DTX_LEASE")]
+    pub lease: Option<String>,
+    /// How often the scheduler looks for due work when idle.
+    #[arg(long, env = "DTX_POLL_INTERVAL")]
+    pub poll_interval: Option<String>,
+    /// How many due transactions one claim takes.
+    #[arg(long, env = "DTX_CLAIM_BATCH")]
+    pub claim_batch: Option<u32>,
+    /// How many transactions the scheduler processes at once.
+    #[arg(long, env = "DTX_MAX_CONCURRENT_ROUNDS")]
+    pub max_concurrent_rounds: Option<usize>,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "DTX_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Most steps a saga may have.
+    #[arg(long, env = "DTX_MAX_STEPS")]
+    pub max_steps: Option<usize>,
+    /// SQLite `synchronous`: `full` (default: an acknowledged submit survives power loss) or
+    /// `normal` (survives a process crash only).
+    #[arg(long, env = "DTX_SQLITE_SYNCHRONOUS")]
+    pub sqlite_synchronous: Option<String>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Store URL.
+    pub database_url: String,
+    /// HTTP listen address.
+    pub http_listen: SocketAddr,
+    /// gRPC listen address.
+    pub grpc_listen: SocketAddr,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Engine settings.
+    pub engine: EngineOptions,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// SQLite durability.
+    pub sqlite_full_sync: bool,
+}
+
+/// The defaults, as a TOML document (`dtx print-default-config`).
+pub const DEFAULT_TOML: &str = r#"# dtx configuration. Every key is optional; flags and DTX_* variables override it.
+database_url = "sqlite://dtx.db"
+http_listen = "0.0.0.0:36789"
+grpc_listen = "0.0.0.0:36790"
+log_format = "pretty"
+retry_interval = "10s"
+backoff_cap = "1h"
+request_timeout = "3s"
+timeout_to_fail = "35s"
+lease = "10s"
+poll_interval = "1s"
+claim_batch = 64
+max_concurrent_rounds = 256
+max_body_bytes = 1048576
+max_steps = 100
+sqlite_synchronous = "full"
+"#;
+
+impl Settings {
+    /// Fills every unset value from `lower`.
+    fn or(self, lower: Settings) -> Settings {
+        Settings {
+            config: self.config.or(lower.config),
+            database_url: self.database_url.or(lower.database_url),
+            http_listen: self.http_listen.or(lower.http_listen),
+            grpc_listen: self.grpc_listen.or(lower.grpc_listen),
+            log_format: self.log_format.or(lower.log_format),
+            retry_interval: self.retry_interval.or(lower.retry_interval),
+            backoff_cap: self.backoff_cap.or(lower.backoff_cap),
+            request_timeout: self.request_timeout.or(lower.request_timeout),
+            timeout_to_fail: self.timeout_to_fail.or(lower.timeout_to_fail),
+            lease: self.lease.or(lower.lease),
+            poll_interval: self.poll_interval.or(lower.poll_interval),
+            claim_batch: self.claim_batch.or(lower.claim_batch),
+            max_concurrent_rounds: self.max_concurrent_rounds.or(lower.max_concurrent_rounds),
+            max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),
+            max_steps: self.max_steps.or(lower.max_steps),
+            sqlite_synchronous: self.sqlite_synchronous.or(lower.sqlite_synchronous),
+        }
+    }
+
+    /// Layers these (flag / env) settings over the config file and the defaults, and validates.
+    pub fn resolve(self) -> Result<Config, Error> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| Error::File { path: path.clone(), message: e.to_string() })?;
+                toml::from_str::<Settings>(&text)
+                    .map_err(|e| Error::File { path: path.clone(), message: e.to_string() })?
+            }
+            None => Settings::default(),
+        };
+        let defaults: Settings = toml::from_str(DEFAULT_TOML).map_err(|e| Error::File {
+            path: PathBuf::from("<defaults>"),
+            message: e.to_string(),
+        })?;
+        let s = self.or(file).or(defaults);
+        let req = |v: Option<String>, setting: &'static str| {
+            v.ok_or(Error::Invalid { setting, message: "missing".into() })
+        };
+
+        let database_url = req(s.database_url, "--database-url")?;
+        if !database_url.starts_with("sqlite:") {
+            let scheme = database_url.split(':').next().unwrap_or_default();
+            return Err(Error::Invalid {
+                setting: "--database-url",
+                message: format!(
+                    "unsupported scheme '{scheme}' in '{database_url}' (this version supports sqlite://path)"
+                ),
+            });
+        }
+        let http_listen = addr(&req(s.http_listen, "--http-listen")?, "--http-listen")?;
+        let grpc_listen = addr(&req(s.grpc_listen, "--grpc-listen")?, "--grpc-listen")?;
+        let log_format = match req(s.log_format, "--log-format")?.as_str() {
+            "pretty" => LogFormat::Pretty,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(Error::Invalid {
+                    setting: "--log-format",
+                    message: format!("'{other}' (expected pretty or json)"),
+                });
+            }
+        };
+        let retry_interval = positive(&req(s.retry_interval, "--retry-interval")?, "--retry-interval")?;
+        let backoff_cap = positive(&req(s.backoff_cap, "--backoff-cap")?, "--backoff-cap")?;
+        let request_timeout = positive(&req(s.request_timeout, "--request-timeout")?, "--request-timeout")?;
+        let timeout_to_fail = positive(&req(s.timeout_to_fail, "--timeout-to-fail")?, "--timeout-to-fail")?;
+        let lease = positive(&req(s.lease, "--lease")?, "--lease")?;
+        let poll_interval = positive(&req(s.poll_interval, "--poll-interval")?, "--poll-interval")?;
+        let claim_batch = at_least(s.claim_batch.unwrap_or(64) as usize, 1, "--claim-batch")? as u32;
+        let max_concurrent_rounds =
+            at_least(s.max_concurrent_rounds.unwrap_or(256), 1, "--max-concurrent-rounds")?;
+        let max_body_bytes = at_least(s.max_body_bytes.unwrap_or(1 << 20), 1024, "--max-body-bytes")?;
+        let max_steps = at_least(s.max_steps.unwrap_or(100), 1, "--max-steps")?;
+        let sqlite_full_sync = match req(s.sqlite_synchronous, "--sqlite-synchronous")?.as_str() {
+            "full" => true,
+            "normal" => false,
+            other => {
+                return Err(Error::Invalid {
+                    setting: "--sqlite-synchronous",
+                    message: format!("'{other}' (expected full or normal)"),
+                });
+            }
+        };
+        let engine = EngineOptions {
+            retry: RetryPolicy { retry_interval, max_interval: backoff_cap, jitter: 0.1 },
+            request_timeout,
+            timeout_to_fail,
+            lease,
+            claim_batch,
+            max_concurrent_rounds,
+            poll_interval,
+            max_steps,
+            ..EngineOptions::default()
+        };
+        Ok(Config {
+            database_url,
+            http_listen,
+            grpc_listen,
+            log_format,
+            engine,
+            max_body_bytes,
+            sqlite_full_sync,
+        })
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // The defaults are a constant document; resolving them cannot fail.
+        #[allow(clippy::expect_used)]
+        Settings::default().resolve().expect("invariant: the default configuration is valid")
+    }
+}
+
+fn addr(v: &str, setting: &'static str) -> Result<SocketAddr, Error> {
+    v.parse().map_err(|e| Error::Invalid { setting, message: format!("'{v}' is not host:port ({e})") })
+}
+
+/// Parses `500ms`, `10s`, `2m`... or plain seconds.
+pub fn parse_duration(v: &str) -> Result<Duration, String> {
+    if let Ok(secs) = v.trim().parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(v.trim()).map_err(|e| format!("'{v}' is not a duration ({e}); use e.g. 500ms, 10s, 2m"))
+}
+
+fn positive(v: &str, setting: &'static str) -> Result<Duration, Error> {
+    let d = parse_duration(v).map_err(|message| Error::Invalid { setting, message })?;
+    if d.is_zero() {
+        return Err(Error::Invalid { setting, message: "must be greater than zero".into() });
+    }
+    Ok(d)
+}
+
+fn at_least(v: usize, min: usize, setting: &'static str) -> Result<usize, Error> {
+    if v < min {
+        return Err(Error::Invalid { setting, message: format!("{v} is below the minimum {min}") });
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_dtm() {
+        let c = Config::default();
+        assert_eq!(c.database_url, "sqlite://dtx.db");
+        assert_eq!(c.http_listen.port(), 36789);
+        assert_eq!(c.grpc_listen.port(), 36790);
+        assert_eq!(c.engine.retry.retry_interval, Duration::from_secs(10));
+        assert_eq!(c.engine.request_timeout, Duration::from_secs(3));
+        assert_eq!(c.engine.timeout_to_fail, Duration::from_secs(35));
+    }
+
+    #[test]
+    fn flags_beat_the_file_which_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dtx.toml");
+        std::fs::write(&path, "retry_interval = \"2s\"\nlease = \"4s\"\n").unwrap();
+        let s = Settings { config: Some(path), lease: Some("7s".into()), ..Default::default() };
+        let c = s.resolve().unwrap();
+        assert_eq!(c.engine.retry.retry_interval, Duration::from_secs(2));
+        assert_eq!(c.engine.lease, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let cases = [
+            Settings { retry_interval: Some("soon".into()), ..Default::default() },
+            Settings { lease: Some("0s".into()), ..Default::default() },
+            Settings { log_format: Some("xml".into()), ..Default::default() },
+            Settings { http_listen: Some("nowhere".into()), ..Default::default() },
+            Settings { database_url: Some("mysql://x".into()), ..Default::default() },
+            Settings { claim_batch: Some(0), ..Default::default() },
+        ];
+        let names = ["--retry-interval", "--lease", "--log-format", "--http-listen", "--database-url", "--claim-batch"];
+        for (s, name) in cases.into_iter().zip(names) {
+            let e = s.resolve().unwrap_err().to_string();
+            assert!(e.contains(name), "{e} should name {name}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dtx.toml");
+        std::fs::write(&path, "retry_intervall = \"2s\"\n").unwrap();
+        let e = Settings { config: Some(path), ..Default::default() }.resolve().unwrap_err();
+        assert!(e.to_string().contains("retry_intervall"));
+    }
+}
