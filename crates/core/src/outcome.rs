@@ -71,10 +71,7 @@ mod tests {
     #[test]
     fn legacy_body_substrings_win_ongoing_first() {
         assert_eq!(Outcome::from_http(200, r#"{"dtm_result":"ONGOING"}"#), Outcome::Ongoing);
-        assert!(matches!(
-            Outcome::from_http(200, r#"{"dtm_result":"FAILURE"}"#),
-            Outcome::Failure(_)
-        ));
+        assert!(matches!(Outcome::from_http(200, r#"{"dtm_result":"FAILURE"}"#), Outcome::Failure(_)));
         assert!(matches!(Outcome::from_http(500, "FAILURE here"), Outcome::Failure(_)));
         assert_eq!(Outcome::from_http(409, "ONGOING"), Outcome::Ongoing);
     }

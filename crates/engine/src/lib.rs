@@ -108,10 +108,7 @@ impl Engine {
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
         self.inner.tasks.close();
-        if tokio::time::timeout(self.inner.opts.shutdown_grace, self.inner.tasks.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(self.inner.opts.shutdown_grace, self.inner.tasks.wait()).await.is_err() {
             tracing::warn!("shutdown grace period over; unfinished rounds stay leased until they expire");
         }
     }

@@ -15,10 +15,8 @@ impl Engine {
         let inner = &self.inner;
         let owner = inner.fresh_owner();
         let now = inner.clock.now();
-        let claimed = inner
-            .store
-            .claim_due(&owner, now, now.add(inner.opts.lease), inner.opts.claim_batch)
-            .await?;
+        let claimed =
+            inner.store.claim_due(&owner, now, now.add(inner.opts.lease), inner.opts.claim_batch).await?;
         let n = claimed.len();
         let rounds = claimed.into_iter().map(|loaded| round::run(inner, loaded, owner.clone(), false));
         futures::future::join_all(rounds).await;
@@ -71,13 +69,10 @@ impl Engine {
         let Ok(first) = slots.clone().acquire_owned().await else {
             return Ok(0);
         };
-        let room = 1 + slots.available_permits().min(inner.opts.claim_batch as usize - 1);
+        let room = 1 + slots.available_permits().min((inner.opts.claim_batch as usize).saturating_sub(1));
         let owner = inner.fresh_owner();
         let now = inner.clock.now();
-        let claimed = inner
-            .store
-            .claim_due(&owner, now, now.add(inner.opts.lease), room as u32)
-            .await?;
+        let claimed = inner.store.claim_due(&owner, now, now.add(inner.opts.lease), room as u32).await?;
         let n = claimed.len();
         let mut first = Some(first);
         for loaded in claimed {

@@ -89,14 +89,22 @@ impl Engine {
         for (i, (step, payload)) in req.steps.iter().zip(&req.payloads).enumerate() {
             let id = step_branch_id(i);
             // DTM's row order: compensate first, then action.
-            branches.push(Branch::new(id.clone(), Op::Compensate, step.compensate.clone(), payload.clone(), now));
+            branches.push(Branch::new(
+                id.clone(),
+                Op::Compensate,
+                step.compensate.clone(),
+                payload.clone(),
+                now,
+            ));
             branches.push(Branch::new(id, Op::Action, step.action.clone(), payload.clone(), now));
         }
         let premarked = round::saga::premark_first_actions(&global, &mut branches, now);
         let tx = NewTransaction { global, branches };
         match inner.store.create(tx.clone()).await {
             Ok(()) => {}
-            Err(StoreError::Conflict(_)) => return self.resubmit(&req.gid, TransType::Saga, req.options.wait_result).await,
+            Err(StoreError::Conflict(_)) => {
+                return self.resubmit(&req.gid, TransType::Saga, req.options.wait_result).await;
+            }
             Err(e) => return Err(e.into()),
         }
         info!(gid = %req.gid, steps = req.steps.len(), "saga submitted");
@@ -128,7 +136,9 @@ impl Engine {
         match inner.store.claim(gid, &owner, now, now.add(inner.opts.lease)).await? {
             Some(loaded) => Ok(self.process(loaded, owner, false, wait).await),
             // Another round owns it right now and will carry it on.
-            None if wait => Ok(SubmitReply::InProgress { status: g.status, reason: g.rollback_reason.clone() }),
+            None if wait => {
+                Ok(SubmitReply::InProgress { status: g.status, reason: g.rollback_reason.clone() })
+            }
             None => Ok(SubmitReply::Accepted),
         }
     }
@@ -189,12 +199,9 @@ fn validate_saga(req: &SubmitSaga, max_steps: usize) -> Result<()> {
             return bad(format!("branch_headers: '{value}' is not a valid header value"));
         }
     }
-    let custom = SagaCustomData::parse(&req.custom_data).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-    let rollbackable = req
-        .steps
-        .iter()
-        .map(|s| s.action.is_empty() || !s.compensate.is_empty())
-        .collect();
+    let custom =
+        SagaCustomData::parse(&req.custom_data).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let rollbackable = req.steps.iter().map(|s| s.action.is_empty() || !s.compensate.is_empty()).collect();
     SagaLayout::new(rollbackable, &custom).map_err(|e| Error::InvalidArgument(e.to_string()))?;
     Ok(())
 }

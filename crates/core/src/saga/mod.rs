@@ -12,6 +12,11 @@
 pub mod layout;
 pub mod plan;
 
+#[cfg(test)]
+mod plan_tests;
+#[cfg(test)]
+mod sim_tests;
+
 pub use layout::{LayoutError, SagaCustomData, SagaLayout};
 pub use plan::{
     AbortCause, Decision, Phase, StepState, action_phase_after, compensate_phase_after, forward_only, plan,

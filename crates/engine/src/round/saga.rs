@@ -8,11 +8,11 @@
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
+use dtx_core::retry::RetryKind;
 use dtx_core::saga::{
     self, AbortCause, Decision, Phase, SagaCustomData, SagaLayout, StepState, action_phase_after,
     compensate_phase_after,
 };
-use dtx_core::retry::RetryKind;
 use dtx_core::{Branch, BranchStatus, Global, GlobalStatus, Op, Outcome, Timestamp, timeout};
 use dtx_store::{BranchUpdate, Error as StoreError, LeaseChange, Loaded, Save, StatusChange};
 use futures::StreamExt;
@@ -156,13 +156,8 @@ impl<'a> SagaRound<'a> {
         loop {
             let now = inner.clock.now();
             let timed_out = timeout::is_timed_out(self.global.create_time, timeout, now);
-            let decision = saga::plan(
-                &shape.layout,
-                self.global.status,
-                &steps,
-                timed_out,
-                self.retry_limit_exceeded,
-            );
+            let decision =
+                saga::plan(&shape.layout, self.global.status, &steps, timed_out, self.retry_limit_exceeded);
             match decision {
                 Decision::Start { actions, compensations } if !self.stopping() || self.premarked => {
                     let mut calls = Vec::with_capacity(actions.len() + compensations.len());
@@ -218,10 +213,8 @@ impl<'a> SagaRound<'a> {
                     info!(gid = %self.global.gid, %reason, "saga rolling back");
                     self.global.status = GlobalStatus::Aborting;
                     self.global.rollback_reason = reason.clone();
-                    self.status_change = Some(StatusChange {
-                        to: GlobalStatus::Aborting,
-                        rollback_reason: Some(reason),
-                    });
+                    self.status_change =
+                        Some(StatusChange { to: GlobalStatus::Aborting, rollback_reason: Some(reason) });
                 }
                 Decision::Finish(status) => {
                     self.global.status = status;
