@@ -1,1 +1,212 @@
-//! placeholder
+//! `dtx-store-sqlite`: the embedded SQLite backend of the dtx [`Store`].
+//!
+//! - **One writer, group commit.** Every write (create, claim, save) is sent to a single task
+//!   that owns the only write connection. It batches whatever is queued into one
+//!   `BEGIN IMMEDIATE … COMMIT` (one fsync for many sagas) and answers each caller after the
+//!   commit, so `Ok` means durable. A SAVEPOINT per request keeps one request's `Conflict` or
+//!   `Fenced` from affecting the others (module `writer`).
+//! - **Concurrent reads.** `load` and `list` use a separate read-only pool; WAL lets readers run
+//!   beside the writer.
+//! - **Durability.** `synchronous = FULL` by default: an acknowledged write survives power loss.
+//!   [`Synchronous::Normal`] survives a process crash only, and is faster.
+//! - **Schema.** `migrations/sqlite` at the workspace root, applied by [`SqliteStore::open`].
+//!
+//! Layout: `writer` (the batch loop), `write` (the SQL of each write), `read` (load, list),
+//! `rows` (row decoding), `error` (SQLite errors → [`dtx_store::Error`]).
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dtx_core::{Global, Timestamp};
+use dtx_store::{Error, ListFilter, Loaded, NewTransaction, Result, Save, Store};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, SqliteConnection, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+use tracing::info;
+
+mod error;
+mod read;
+mod rows;
+mod write;
+mod writer;
+
+use crate::error::map_sqlx;
+use crate::writer::Request;
+
+/// How long a connection waits for a lock held by another connection before giving up
+/// (then the operation fails `Unavailable`). Only matters if another process opens the file.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// SQLite's `synchronous` setting for the write connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Synchronous {
+    /// fsync the WAL on every commit: an acknowledged write survives power loss.
+    #[default]
+    Full,
+    /// fsync only at checkpoints: survives a crash of the process, not of the machine.
+    Normal,
+}
+
+impl FromStr for Synchronous {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Synchronous, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "full" => Ok(Synchronous::Full),
+            "normal" => Ok(Synchronous::Normal),
+            _ => Err(format!("unknown synchronous mode '{s}' (expected full or normal)")),
+        }
+    }
+}
+
+impl From<Synchronous> for SqliteSynchronous {
+    fn from(s: Synchronous) -> SqliteSynchronous {
+        match s {
+            Synchronous::Full => SqliteSynchronous::Full,
+            Synchronous::Normal => SqliteSynchronous::Normal,
+        }
+    }
+}
+
+/// Tuning of a [`SqliteStore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// Durability of each commit (default [`Synchronous::Full`]).
+    pub synchronous: Synchronous,
+    /// The most write requests committed together in one transaction (default 256).
+    pub max_batch: usize,
+    /// Connections serving `load` / `list` (default 4).
+    pub read_pool_size: u32,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> SqliteOptions {
+        SqliteOptions { synchronous: Synchronous::Full, max_batch: 256, read_pool_size: 4 }
+    }
+}
+
+/// The SQLite [`Store`]. Cheap to clone; every clone shares the writer and the read pool.
+/// The writer task stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: mpsc::Sender<Request>,
+    reads: SqlitePool,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating it if missing) the database at `url` (`sqlite://dtx.db`,
+    /// `sqlite:///abs/path.db`), applies the migrations and starts the writer task.
+    /// Must be called inside a Tokio runtime. In-memory databases are not supported: the
+    /// writer and the readers must see the same file.
+    pub async fn open(url: &str, opts: SqliteOptions) -> Result<SqliteStore> {
+        if url.contains(":memory:") || url.contains("mode=memory") {
+            return Err(Error::Internal(anyhow::anyhow!("in-memory sqlite is not supported: {url}")));
+        }
+        let base = SqliteConnectOptions::from_str(url)
+            .map_err(|e| map_sqlx("parse sqlite url", e))?
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(false);
+
+        let write_opts = base
+            .clone()
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(opts.synchronous.into());
+        let mut conn =
+            SqliteConnection::connect_with(&write_opts).await.map_err(|e| map_sqlx("open sqlite", e))?;
+        sqlx::migrate!("../../migrations/sqlite")
+            .run(&mut conn)
+            .await
+            .map_err(|e| Error::Internal(anyhow::Error::new(e).context("sqlite migrations")))?;
+
+        // query_only guards the "reads never write" split: a write on a reader would bypass
+        // the writer's batching and contend for the database lock.
+        let read_opts = base.pragma("query_only", "ON");
+        let reads = SqlitePoolOptions::new()
+            .max_connections(opts.read_pool_size.max(1))
+            .connect_with(read_opts)
+            .await
+            .map_err(|e| map_sqlx("open sqlite read pool", e))?;
+
+        let max_batch = opts.max_batch.max(1);
+        // A few batches of headroom; beyond that, callers wait (backpressure).
+        let (tx, rx) = mpsc::channel(max_batch.saturating_mul(4));
+        tokio::spawn(writer::run(conn, rx, max_batch));
+        info!(
+            url,
+            synchronous = ?opts.synchronous,
+            max_batch,
+            read_pool_size = opts.read_pool_size,
+            "sqlite store open"
+        );
+        Ok(SqliteStore { inner: Arc::new(Inner { writer: tx, reads }) })
+    }
+
+    /// Sends a request to the writer and waits for its post-commit answer.
+    async fn write<T>(&self, request: Request, answer: oneshot::Receiver<Result<T>>) -> Result<T> {
+        let stopped = || Error::Unavailable("the sqlite writer has stopped".to_owned());
+        self.inner.writer.send(request).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create(&self, tx: NewTransaction) -> Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.write(Request::Create { tx: Box::new(tx), reply }, answer).await
+    }
+
+    async fn load(&self, gid: &str) -> Result<Option<Loaded>> {
+        read::load(&self.inner.reads, gid).await
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<Global>> {
+        read::list(&self.inner.reads, filter).await
+    }
+
+    async fn claim_due(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Loaded>> {
+        let (reply, answer) = oneshot::channel();
+        let request = Request::ClaimDue { owner: owner.to_owned(), now, lease_until, limit, reply };
+        self.write(request, answer).await
+    }
+
+    async fn claim(
+        &self,
+        gid: &str,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Option<Loaded>> {
+        let (reply, answer) = oneshot::channel();
+        let request =
+            Request::Claim { gid: gid.to_owned(), owner: owner.to_owned(), now, lease_until, reply };
+        self.write(request, answer).await
+    }
+
+    async fn save(&self, save: Save) -> Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.write(Request::Save { save, reply }, answer).await
+    }
+}
+
+#[cfg(test)]
+mod tests;

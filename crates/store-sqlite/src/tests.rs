@@ -1,0 +1,78 @@
+//! Backend-specific checks; the behaviour of the `Store` contract is covered by the shared
+//! conformance suite in `tests/conformance.rs`.
+
+use sqlx::Row;
+
+use super::*;
+
+async fn open_in(dir: &tempfile::TempDir, opts: SqliteOptions) -> SqliteStore {
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    SqliteStore::open(&url, opts).await.expect("open")
+}
+
+async fn pragma(store: &SqliteStore, sql: &'static str) -> String {
+    let row = sqlx::query(sql).fetch_one(&store.inner.reads).await.expect("pragma");
+    match row.try_get::<String, _>(0) {
+        Ok(s) => s,
+        Err(_) => row.try_get::<i64, _>(0).expect("pragma value").to_string(),
+    }
+}
+
+#[tokio::test]
+async fn open_creates_a_wal_database_and_reopens_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open_in(&dir, SqliteOptions::default()).await;
+    assert_eq!(pragma(&store, "PRAGMA journal_mode").await, "wal");
+    drop(store);
+    // Migrations already applied: a second open is a no-op for the schema.
+    let again = open_in(&dir, SqliteOptions::default()).await;
+    assert_eq!(again.load("x").await.expect("load"), None);
+}
+
+#[tokio::test]
+async fn writes_are_refused_on_the_read_pool() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open_in(&dir, SqliteOptions::default()).await;
+    let result = sqlx::query("DELETE FROM trans_global").execute(&store.inner.reads).await;
+    assert!(result.is_err(), "query_only must reject writes on readers");
+}
+
+#[tokio::test]
+async fn in_memory_is_rejected() {
+    let result = SqliteStore::open("sqlite::memory:", SqliteOptions::default()).await;
+    assert!(matches!(result, Err(Error::Internal(_))));
+}
+
+#[tokio::test]
+async fn claim_due_scans_the_partial_index() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open_in(&dir, SqliteOptions::default()).await;
+    let sql = format!("EXPLAIN QUERY PLAN {}", write::CLAIM_DUE);
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind("o")
+        .bind(1_i64)
+        .bind(1_i64)
+        .bind(10_i64)
+        .fetch_all(&store.inner.reads)
+        .await
+        .expect("explain");
+    let plan: Vec<String> = rows.iter().map(|r| r.try_get::<String, _>("detail").expect("detail")).collect();
+    assert!(plan.iter().any(|d| d.contains("trans_global_due")), "plan: {plan:?}");
+}
+
+#[tokio::test]
+async fn normal_synchronous_is_accepted() {
+    let dir = tempfile::tempdir().expect("dir");
+    let opts = SqliteOptions { synchronous: Synchronous::Normal, max_batch: 1, read_pool_size: 1 };
+    let store = open_in(&dir, opts).await;
+    store.create(dtx_store::testsuite::saga("n")).await.expect("create");
+    assert!(store.load("n").await.expect("load").is_some());
+}
+
+#[test]
+fn synchronous_parses_case_insensitively() {
+    assert_eq!("FULL".parse::<Synchronous>(), Ok(Synchronous::Full));
+    assert_eq!("normal".parse::<Synchronous>(), Ok(Synchronous::Normal));
+    assert!("off".parse::<Synchronous>().is_err());
+    assert_eq!(SqliteOptions::default().synchronous, Synchronous::Full);
+}
