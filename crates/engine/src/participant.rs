@@ -44,6 +44,9 @@ impl Participants {
             .pool_max_idle_per_host(512)
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
+            // Participants are addressed directly: an HTTP_PROXY meant for outbound traffic
+            // must not capture calls to services on this network (or on loopback).
+            .no_proxy()
             .build()?;
         Ok(Participants { http })
     }

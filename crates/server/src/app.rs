@@ -71,7 +71,8 @@ impl Server {
         let listener = TcpListener::bind(config.http_listen)
             .await
             .map_err(|source| Error::Bind { addr: config.http_listen, source })?;
-        let http_addr = listener.local_addr().map_err(|source| Error::Bind { addr: config.http_listen, source })?;
+        let http_addr =
+            listener.local_addr().map_err(|source| Error::Bind { addr: config.http_listen, source })?;
         Ok(Server { engine, listener, http_addr, max_body_bytes: config.max_body_bytes })
     }
 

@@ -44,6 +44,8 @@ pub struct Cli {
 }
 
 /// Subcommands.
+// Parsed once at start: the size of `Serve` does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the coordinator (the default).
@@ -190,10 +192,8 @@ impl Settings {
             }
             None => Settings::default(),
         };
-        let defaults: Settings = toml::from_str(DEFAULT_TOML).map_err(|e| Error::File {
-            path: PathBuf::from("<defaults>"),
-            message: e.to_string(),
-        })?;
+        let defaults: Settings = toml::from_str(DEFAULT_TOML)
+            .map_err(|e| Error::File { path: PathBuf::from("<defaults>"), message: e.to_string() })?;
         let s = self.or(file).or(defaults);
         let req = |v: Option<String>, setting: &'static str| {
             v.ok_or(Error::Invalid { setting, message: "missing".into() })
@@ -282,7 +282,8 @@ pub fn parse_duration(v: &str) -> Result<Duration, String> {
     if let Ok(secs) = v.trim().parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
-    humantime::parse_duration(v.trim()).map_err(|e| format!("'{v}' is not a duration ({e}); use e.g. 500ms, 10s, 2m"))
+    humantime::parse_duration(v.trim())
+        .map_err(|e| format!("'{v}' is not a duration ({e}); use e.g. 500ms, 10s, 2m"))
 }
 
 fn positive(v: &str, setting: &'static str) -> Result<Duration, Error> {
@@ -336,7 +337,14 @@ mod tests {
             Settings { database_url: Some("mysql://x".into()), ..Default::default() },
             Settings { claim_batch: Some(0), ..Default::default() },
         ];
-        let names = ["--retry-interval", "--lease", "--log-format", "--http-listen", "--database-url", "--claim-batch"];
+        let names = [
+            "--retry-interval",
+            "--lease",
+            "--log-format",
+            "--http-listen",
+            "--database-url",
+            "--claim-batch",
+        ];
         for (s, name) in cases.into_iter().zip(names) {
             let e = s.resolve().unwrap_err().to_string();
             assert!(e.contains(name), "{e} should name {name}");

@@ -257,7 +257,9 @@ impl<'a> SagaRound<'a> {
         branch.last_error = outcome.error_text().unwrap_or_default().to_owned();
         branch.update_time = now;
         self.dirty.insert(row);
-        if phase == Phase::Waiting && side == Side::Action {
+        // Immediate re-execution (retry_limit) only while going forward: a rollback never
+        // re-runs an action.
+        if phase == Phase::Waiting && side == Side::Action && self.global.status == GlobalStatus::Submitted {
             let limit = self.global.options.retry_limit;
             if limit > 0 {
                 if self.retries_used < limit {
@@ -319,7 +321,7 @@ impl<'a> SagaRound<'a> {
             }
             AbortCause::Timeout => timeout::timeout_reason(t.unwrap_or_default()),
             AbortCause::RetryLimit => format!(
-                "retry limit exhausted: {} immediate retries allowed (retry_limit)",
+                "retry limit exhausted: more than {} immediate retries (retry_limit)",
                 self.global.options.retry_limit
             ),
         }
@@ -349,11 +351,25 @@ impl<'a> SagaRound<'a> {
             let current = if self.progress { base } else { self.global.next_cron_interval.max(base) };
             policy.next_interval(base, current, kind)
         };
-        let next = if self.stopping() && !self.saw_error {
+        let mut next = if self.stopping() && !self.saw_error {
             now
         } else {
             now.add(policy.jittered(interval, rand::random::<f64>()))
         };
+        // A saga going forward is due again no later than its timeout, so `timeout_to_fail`
+        // rolls it back on time rather than at the next (possibly backed-off) retry.
+        if self.global.status == GlobalStatus::Submitted
+            && let Some(t) = timeout::effective_timeout(
+                self.global.trans_type,
+                self.global.options.timeout_to_fail,
+                self.inner.opts.timeout_to_fail,
+            )
+        {
+            let deadline = self.global.create_time.add(t);
+            if deadline > now && deadline < next {
+                next = deadline;
+            }
+        }
         let lease = LeaseChange::Release { next_cron_time: next, next_cron_interval: interval };
         if let Err(end) = self.flush(lease).await {
             return end;

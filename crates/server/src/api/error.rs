@@ -60,7 +60,9 @@ impl IntoResponse for ApiError {
                 StatusCode::TOO_EARLY,
                 json!({"dtm_result": "ONGOING", "code": "ongoing", "message": message}),
             ),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, json!({"code": "not_found", "message": message})),
+            ApiError::NotFound(_) => {
+                (StatusCode::NOT_FOUND, json!({"code": "not_found", "message": message}))
+            }
             ApiError::Unavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, json!({"code": "unavailable", "message": message}))
             }

@@ -61,7 +61,9 @@ pub async fn submit(State(state): State<AppState>, body: Body) -> Result<Respons
             let saga = req.into_saga(gid)?;
             reply(state.engine.submit_saga(saga).await?)
         }
-        other => Err(ApiError::BadRequest(format!("trans_type '{other}' is not supported by this version yet"))),
+        other => {
+            Err(ApiError::BadRequest(format!("trans_type '{other}' is not supported by this version yet")))
+        }
     }
 }
 
@@ -69,11 +71,9 @@ pub async fn submit(State(state): State<AppState>, body: Body) -> Result<Respons
 fn reply(r: SubmitReply) -> Result<Response, ApiError> {
     match r {
         SubmitReply::Accepted | SubmitReply::Finished { status: GlobalStatus::Succeed, .. } => Ok(success()),
-        SubmitReply::Finished { reason, .. } => Err(ApiError::Failure(if reason.is_empty() {
-            "the transaction failed".into()
-        } else {
-            reason
-        })),
+        SubmitReply::Finished { reason, .. } => {
+            Err(ApiError::Failure(if reason.is_empty() { "the transaction failed".into() } else { reason }))
+        }
         // Rolling back: the outcome is decided even though compensations are still pending.
         SubmitReply::InProgress { status: GlobalStatus::Aborting, reason } => {
             Err(ApiError::Failure(format!("rolling back: {reason}")))
@@ -108,7 +108,9 @@ pub async fn query(
 fn param<T: std::str::FromStr>(params: &HashMap<String, String>, key: &str) -> Result<Option<T>, ApiError> {
     match params.get(key).map(|v| v.trim()).filter(|v| !v.is_empty()) {
         None => Ok(None),
-        Some(v) => v.parse().map(Some).map_err(|_| ApiError::BadRequest(format!("{key}: '{v}' is not valid"))),
+        Some(v) => {
+            v.parse().map(Some).map_err(|_| ApiError::BadRequest(format!("{key}: '{v}' is not valid")))
+        }
     }
 }
 
@@ -119,17 +121,25 @@ pub async fn all(
 ) -> Result<Response, ApiError> {
     let position: Option<String> = param(&params, "position")?;
     if let Some(gid) = params.get("gid").filter(|g| !g.is_empty()) {
-        let tx = state.engine.load(gid).await?.map(|l| vec![wire::global_json(&l.global, Engine::is_forward_only(&l))]);
-        return Ok(Json(json!({"transactions": tx, "next_position": position.unwrap_or_default()})).into_response());
+        let tx = state
+            .engine
+            .load(gid)
+            .await?
+            .map(|l| vec![wire::global_json(&l.global, Engine::is_forward_only(&l))]);
+        return Ok(
+            Json(json!({"transactions": tx, "next_position": position.unwrap_or_default()})).into_response()
+        );
     }
     let limit: u32 = param(&params, "limit")?.unwrap_or(100);
     if limit == 0 || limit > 1000 {
         return Err(ApiError::BadRequest("limit must be between 1 and 1000".into()));
     }
     let filter = ListFilter {
-        before_id: position.as_deref().map(str::parse).transpose().map_err(|_| {
-            ApiError::BadRequest("position: not a cursor returned by this API".into())
-        })?,
+        before_id: position
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|_| ApiError::BadRequest("position: not a cursor returned by this API".into()))?,
         limit,
         status: param(&params, "status")?,
         trans_type: param(&params, "transType")?,

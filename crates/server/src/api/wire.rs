@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use chrono::{DateTime, SecondsFormat, Utc};
-use dtx_core::{Branch, Global, TransOptions, Timestamp};
+use dtx_core::{Branch, Global, Timestamp, TransOptions};
 use dtx_engine::{SagaStep, SubmitSaga};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -14,6 +14,10 @@ use crate::api::error::ApiError;
 /// The longest gid accepted (DTM's column is varchar(128)).
 pub const MAX_GID_LEN: usize = 128;
 
+/// One element of `steps` as sent: `{"action": url, "compensate": url, "data": payload}`, any
+/// key possibly missing or `null`, the element itself possibly `null`.
+pub type RawStep = Option<BTreeMap<String, Option<String>>>;
+
 /// The global request body. Every key is optional and may be `null`; unknown keys
 /// (`passthrough_headers`, storage-only keys...) are ignored.
 #[derive(Debug, Default, Deserialize)]
@@ -21,7 +25,7 @@ pub const MAX_GID_LEN: usize = 128;
 pub struct GlobalRequest {
     pub gid: Option<String>,
     pub trans_type: Option<String>,
-    pub steps: Option<Vec<Option<BTreeMap<String, Option<String>>>>>,
+    pub steps: Option<Vec<RawStep>>,
     pub payloads: Option<Vec<Option<String>>>,
     pub custom_data: Option<Value>,
     pub protocol: Option<String>,

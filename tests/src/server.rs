@@ -1,0 +1,186 @@
+//! The dtx server in process, driven by a manual clock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dtx_engine::{Clock, Engine, ManualClock};
+use dtx_server::{Config, Server};
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+/// A running in-process dtx server. The scheduler is off: [`TestServer::cron`] runs due work.
+pub struct TestServer {
+    base: String,
+    engine: Engine,
+    clock: Arc<ManualClock>,
+    http: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    // Last: the database files outlive the server handle.
+    _dir: TempDir,
+}
+
+impl TestServer {
+    /// A server with the test defaults.
+    pub async fn start() -> TestServer {
+        TestServer::spawn(|_| {}).await
+    }
+
+    /// A server with the test defaults (loopback port 0, temporary database, scheduler off),
+    /// then `tweak` applied to the configuration.
+    pub async fn spawn(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        if std::env::var_os("RUST_LOG").is_some() {
+            dtx_server::telemetry::init(dtx_server::config::LogFormat::Pretty);
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config {
+            http_listen: "127.0.0.1:0".parse().expect("loopback address"),
+            database_url: format!("sqlite://{}", dir.path().join("dtx.db").display()),
+            // A test database need not survive power loss.
+            sqlite_full_sync: false,
+            ..Config::default()
+        };
+        config.engine.scheduler_enabled = false;
+        tweak(&mut config);
+
+        let clock = Arc::new(ManualClock::starting_now());
+        let dyn_clock: Arc<dyn Clock> = clock.clone();
+        let server = Server::build_with_clock(&config, dyn_clock).await.expect("build the dtx server");
+        let base = format!("http://{}/api/dtmsvr", server.http_addr());
+        let engine = server.engine();
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let stop = async {
+                let _ = rx.await;
+            };
+            if let Err(e) = server.run(stop).await {
+                eprintln!("dtx server stopped with an error: {e}");
+            }
+        });
+        let http = reqwest::Client::builder().no_proxy().build().expect("http client");
+        TestServer { base, engine, clock, http, shutdown: Some(tx), _dir: dir }
+    }
+
+    /// `http://127.0.0.1:PORT/api/dtmsvr`.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// `http://127.0.0.1:PORT` (for `/api/ping`).
+    pub fn root_url(&self) -> &str {
+        self.base.trim_end_matches("/api/dtmsvr")
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The clock the engine reads.
+    pub fn clock(&self) -> &ManualClock {
+        &self.clock
+    }
+
+    /// A plain HTTP client (no proxy).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The engine's "now", in milliseconds since the epoch.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now().0
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+
+    /// Runs one scheduler step: claims what is due now, processes it, returns how many.
+    pub async fn cron(&self) -> usize {
+        self.engine.run_once().await.expect("run_once")
+    }
+
+    /// `POST /submit` with a JSON body.
+    pub async fn submit(&self, body: &Value) -> (u16, Value) {
+        self.submit_raw(body.to_string()).await
+    }
+
+    /// `POST /submit` with raw bytes.
+    pub async fn submit_raw(&self, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}/submit", self.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("submit request");
+        read(resp).await
+    }
+
+    /// `GET <base><path_and_query>` (e.g. `/query?gid=x`).
+    pub async fn get(&self, path_and_query: &str) -> (u16, Value) {
+        let resp = self.http.get(format!("{}{path_and_query}", self.base)).send().await.expect("GET");
+        read(resp).await
+    }
+
+    /// `GET /query?gid=`; panics unless 200.
+    pub async fn query(&self, gid: &str) -> Value {
+        let (status, body) = self.get(&format!("/query?gid={gid}")).await;
+        assert_eq!(status, 200, "query {gid}: {body}");
+        body
+    }
+
+    /// The global status ("" when unknown).
+    pub async fn status(&self, gid: &str) -> String {
+        crate::status_of(&self.query(gid).await)
+    }
+
+    /// The branch statuses in row order.
+    pub async fn statuses(&self, gid: &str) -> Vec<String> {
+        crate::branch_statuses(&self.query(gid).await)
+    }
+
+    /// Waits (up to 5 s) until `gid` has `status` and no round owns it; returns the query.
+    pub async fn wait_status(&self, gid: &str, status: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let q = self.query(gid).await;
+            let t = &q["transaction"];
+            if t["status"] == status && t.get("owner").is_none() {
+                return q;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!("{gid} never reached {status} (released); last query: {q}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits (up to 5 s) until no round owns `gid` (a background round released it).
+    pub async fn wait_idle(&self, gid: &str) -> Value {
+        crate::eventually(Duration::from_secs(5), &format!("{gid} to be released"), || async {
+            let q = self.query(gid).await;
+            let t = &q["transaction"];
+            (!t.is_null() && t.get("owner").is_none()).then_some(q)
+        })
+        .await
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Reads a response as (status, JSON); a non-JSON body becomes a JSON string.
+pub async fn read(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("response body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}

@@ -1,0 +1,67 @@
+//! Leases: a round that outlives its lease loses the transaction to another claimer, which
+//! carries on from the stored state; the stale round is fenced off.
+
+use std::time::Duration;
+
+use dtx_tests::{Gate, Participant, Reply, Saga, TestServer, branch_statuses};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_lease_is_taken_over_and_the_stale_round_is_fenced() {
+    let s = TestServer::spawn(|c| {
+        c.engine.lease = Duration::from_secs(1);
+    })
+    .await;
+    let p = Participant::spawn().await;
+    let gate = Gate::new();
+    p.script("/A2", [Reply::ok().blocked_by(&gate)]);
+    let saga = Saga::new("lease-takeover")
+        .step(p.url("/A1"), p.url("/C1"), "{}")
+        .step(p.url("/A2"), p.url("/C2"), "{}")
+        .step(p.url("/A3"), p.url("/C3"), "{}");
+    s.submit(&saga.json()).await;
+    p.wait_calls("/A2", 1).await;
+
+    // The first round is stuck in /A2; its lease runs out.
+    s.advance(Duration::from_secs(2));
+    assert_eq!(s.cron().await, 1, "the expired lease is claimable");
+    let q = s.wait_status("lease-takeover", "succeed").await;
+    assert_eq!(branch_statuses(&q), ["prepared", "succeed", "prepared", "succeed", "prepared", "succeed"]);
+    assert_eq!(p.calls_for("/A2").len(), 2);
+
+    // The stale round gets its answer now; its write is fenced and changes nothing.
+    gate.release();
+    p.wait_answered("/A2", 2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let q2 = s.query("lease-takeover").await;
+    assert_eq!(q2, q, "the stale round wrote nothing");
+    assert_eq!(p.calls_for("/A3").len(), 1, "the stale round called nobody else");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_loop_takes_over_an_expired_lease_by_itself() {
+    let s = TestServer::spawn(|c| {
+        c.engine.lease = Duration::from_secs(1);
+        c.engine.scheduler_enabled = true;
+        c.engine.poll_interval = Duration::from_millis(50);
+    })
+    .await;
+    let p = Participant::spawn().await;
+    let gate = Gate::new();
+    p.script("/A2", [Reply::ok().blocked_by(&gate)]);
+    let saga = Saga::new("lease-sched")
+        .step(p.url("/A1"), p.url("/C1"), "{}")
+        .step(p.url("/A2"), p.url("/C2"), "{}")
+        .step(p.url("/A3"), p.url("/C3"), "{}");
+    s.submit(&saga.json()).await;
+    p.wait_calls("/A2", 1).await;
+    // While the lease is valid, the scheduler leaves the saga to its round...
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(p.calls_for("/A2").len(), 1, "a valid lease is never taken over");
+    // ...and once it expires, the running scheduler claims the saga and finishes it.
+    s.advance(Duration::from_secs(2));
+    let q = s.wait_status("lease-sched", "succeed").await;
+    assert_eq!(branch_statuses(&q), ["prepared", "succeed", "prepared", "succeed", "prepared", "succeed"]);
+    assert_eq!(p.calls_for("/A2").len(), 2);
+    assert_eq!(p.calls_for("/A3").len(), 1);
+    gate.release();
+}
