@@ -5,7 +5,7 @@ use dtx_store::{ListFilter, Loaded, Result};
 use sqlx::SqlitePool;
 
 use crate::error::map_sqlx;
-use crate::rows::{self, branch_columns, global_columns};
+use crate::rows::{self, global_columns};
 
 /// A transaction and its branches, read in one snapshot (a read transaction).
 pub(crate) async fn load(pool: &SqlitePool, gid: &str) -> Result<Option<Loaded>> {
@@ -19,17 +19,9 @@ pub(crate) async fn load(pool: &SqlitePool, gid: &str) -> Result<Option<Loaded>>
         return Ok(None);
     };
     let global = rows::global(&row)?;
-    let branch_rows = sqlx::query(concat!(
-        "SELECT ",
-        branch_columns!(),
-        " FROM trans_branch_op WHERE gid = $1 ORDER BY id"
-    ))
-    .bind(gid)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(|e| map_sqlx("load branches", e))?;
+    let loaded = rows::with_branches(&mut tx, global, "load branches").await?;
     tx.commit().await.map_err(|e| map_sqlx("load: commit", e))?;
-    Ok(rows::assemble(vec![global], &branch_rows)?.pop())
+    Ok(Some(loaded))
 }
 
 /// The admin listing: newest first, keyset-paged by id.

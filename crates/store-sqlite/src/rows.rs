@@ -125,3 +125,24 @@ pub(crate) fn assemble(globals: Vec<Global>, rows: &[SqliteRow]) -> Result<Vec<L
     }
     Ok(loaded)
 }
+
+/// Reads one transaction's branch rows (ascending id) and pairs them with its global row,
+/// on whatever connection or transaction the caller is in.
+pub(crate) async fn with_branches(
+    conn: &mut sqlx::SqliteConnection,
+    global: Global,
+    context: &'static str,
+) -> Result<Loaded> {
+    let branch_rows = sqlx::query(concat!(
+        "SELECT ",
+        branch_columns!(),
+        " FROM trans_branch_op WHERE gid = $1 ORDER BY id"
+    ))
+    .bind(&global.gid)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| map_sqlx(context, e))?;
+    assemble(vec![global], &branch_rows)?
+        .pop()
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("{context}: the transaction vanished while loading")))
+}

@@ -143,16 +143,7 @@ pub(crate) async fn claim(
         return Ok(None);
     };
     let global = rows::global(&row)?;
-    let branch_rows = sqlx::query(concat!(
-        "SELECT ",
-        branch_columns!(),
-        " FROM trans_branch_op WHERE gid = $1 ORDER BY id"
-    ))
-    .bind(gid)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(|e| map_sqlx("claim: branches", e))?;
-    Ok(rows::assemble(vec![global], &branch_rows)?.pop())
+    Ok(Some(rows::with_branches(conn, global, "claim: branches").await?))
 }
 
 /// The fenced write. The global UPDATE goes first and carries the fence (`owner = $token`):
