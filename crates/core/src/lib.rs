@@ -12,13 +12,19 @@
 //! - [`outcome`]: what a participant call returned ([`Outcome`]), read per DTM's result protocol.
 //! - [`retry`]: the retry policy (exponential backoff with jitter, fixed interval for ONGOING).
 //! - [`saga`]: the saga graph scheduler with pivot ordering.
+//! - [`tcc`]: TCC phase two (confirm all / cancel all, newest first).
+//! - [`msg`]: 2-phase messages (check-back, actions).
+//! - [`lifecycle`]: what prepare / submit / abort do in each status (idempotency rules).
 //! - [`timeout`]: when a transaction is past its `timeout_to_fail`.
 
+pub mod lifecycle;
 pub mod model;
+pub mod msg;
 pub mod options;
 pub mod outcome;
 pub mod retry;
 pub mod saga;
+pub mod tcc;
 pub mod time;
 pub mod timeout;
 
