@@ -69,6 +69,7 @@ pub(crate) fn replicate(err: &Error) -> Error {
         Error::NotFound(s) => Error::NotFound(s.clone()),
         Error::Conflict(s) => Error::Conflict(s.clone()),
         Error::Fenced { gid } => Error::Fenced { gid: gid.clone() },
+        Error::Precondition(s) => Error::Precondition(s.clone()),
         Error::Unavailable(s) => Error::Unavailable(s.clone()),
         Error::Internal(e) => Error::Internal(anyhow::anyhow!("{e:#}")),
     }

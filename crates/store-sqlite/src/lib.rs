@@ -1,17 +1,19 @@
 //! `dtx-store-sqlite`: the embedded SQLite backend of the dtx [`Store`].
 //!
-//! - **One writer, group commit.** Every write (create, claim, save) is sent to a single task
-//!   that owns the only write connection. It batches whatever is queued into one
-//!   `BEGIN IMMEDIATE … COMMIT` (one fsync for many sagas) and answers each caller after the
-//!   commit, so `Ok` means durable. A SAVEPOINT per request keeps one request's `Conflict` or
-//!   `Fenced` from affecting the others (module `writer`).
-//! - **Concurrent reads.** `load` and `list` use a separate read-only pool; WAL lets readers run
-//!   beside the writer.
+//! - **One writer, group commit.** Every write (create, claim, save, add_branches, the operator
+//!   stop and resets, kv writes) is sent to a single task that owns the only write connection.
+//!   It batches whatever is queued into one `BEGIN IMMEDIATE … COMMIT` (one fsync for many
+//!   sagas) and answers each caller after the commit, so `Ok` means durable. A SAVEPOINT per
+//!   request keeps one request's `Conflict`, `Fenced` or `Precondition` from affecting the
+//!   others (module `writer`). Requests run one at a time, so a check followed by a write
+//!   inside one request is atomic.
+//! - **Concurrent reads.** `load`, `list`, `kv_get` and `kv_scan` use a separate read-only
+//!   pool; WAL lets readers run beside the writer.
 //! - **Durability.** `synchronous = FULL` by default: an acknowledged write survives power loss.
 //!   [`Synchronous::Normal`] survives a process crash only, and is faster.
 //! - **Schema.** `migrations/sqlite` at the workspace root, applied by [`SqliteStore::open`].
 //!
-//! Layout: `writer` (the batch loop), `write` (the SQL of each write), `read` (load, list),
+//! Layout: `writer` (the batch loop), `write` (the SQL of each write), `read` (load, list, kv),
 //! `rows` (row decoding), `error` (SQLite errors → [`dtx_store::Error`]).
 
 use std::str::FromStr;
@@ -19,8 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use dtx_core::{Global, Timestamp};
-use dtx_store::{Error, ListFilter, Loaded, NewTransaction, Result, Save, Store};
+use dtx_core::{Branch, Global, GlobalStatus, Timestamp};
+use dtx_store::{Error, KvRow, ListFilter, Loaded, NewTransaction, Result, Save, Store};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
@@ -205,6 +207,53 @@ impl Store for SqliteStore {
     async fn save(&self, save: Save) -> Result<()> {
         let (reply, answer) = oneshot::channel();
         self.write(Request::Save { save, reply }, answer).await
+    }
+
+    async fn add_branches(&self, gid: &str, branches: Vec<Branch>, now: Timestamp) -> Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.write(Request::AddBranches { gid: gid.to_owned(), branches, now, reply }, answer).await
+    }
+
+    async fn force_stop(&self, gid: &str, reason: &str, now: Timestamp) -> Result<GlobalStatus> {
+        let (reply, answer) = oneshot::channel();
+        let request = Request::ForceStop { gid: gid.to_owned(), reason: reason.to_owned(), now, reply };
+        self.write(request, answer).await
+    }
+
+    async fn reset_next_cron_time(&self, gid: &str, base: Duration, now: Timestamp) -> Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.write(Request::ResetNextCronTime { gid: gid.to_owned(), base, now, reply }, answer).await
+    }
+
+    async fn reset_cron_time(&self, later_than: Timestamp, limit: u32, now: Timestamp) -> Result<u64> {
+        let (reply, answer) = oneshot::channel();
+        self.write(Request::ResetCronTime { later_than, limit, now, reply }, answer).await
+    }
+
+    async fn kv_get(&self, cat: &str, k: &str) -> Result<Option<KvRow>> {
+        read::kv_get(&self.inner.reads, cat, k).await
+    }
+
+    async fn kv_scan(&self, cat: &str, before_id: Option<i64>, limit: u32) -> Result<Vec<KvRow>> {
+        read::kv_scan(&self.inner.reads, cat, before_id, limit).await
+    }
+
+    async fn kv_insert(&self, cat: &str, k: &str, v: &str, now: Timestamp) -> Result<()> {
+        let (reply, answer) = oneshot::channel();
+        let request = Request::KvInsert { cat: cat.to_owned(), k: k.to_owned(), v: v.to_owned(), now, reply };
+        self.write(request, answer).await
+    }
+
+    async fn kv_update(&self, cat: &str, k: &str, v: &str, version: i64, now: Timestamp) -> Result<()> {
+        let (reply, answer) = oneshot::channel();
+        let request =
+            Request::KvUpdate { cat: cat.to_owned(), k: k.to_owned(), v: v.to_owned(), version, now, reply };
+        self.write(request, answer).await
+    }
+
+    async fn kv_delete(&self, cat: &str, k: &str) -> Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.write(Request::KvDelete { cat: cat.to_owned(), k: k.to_owned(), reply }, answer).await
     }
 }
 

@@ -1,11 +1,11 @@
 //! Reads, served by the read pool: WAL lets them run beside the writer without blocking it.
 
 use dtx_core::Global;
-use dtx_store::{ListFilter, Loaded, Result};
+use dtx_store::{KvRow, ListFilter, Loaded, Result};
 use sqlx::SqlitePool;
 
 use crate::error::map_sqlx;
-use crate::rows::{self, global_columns};
+use crate::rows::{self, global_columns, kv_columns};
 
 /// A transaction and its branches, read in one snapshot (a read transaction).
 pub(crate) async fn load(pool: &SqlitePool, gid: &str) -> Result<Option<Loaded>> {
@@ -49,4 +49,37 @@ pub(crate) async fn list(pool: &SqlitePool, filter: &ListFilter) -> Result<Vec<G
     .await
     .map_err(|e| map_sqlx("list", e))?;
     rows.iter().map(rows::global).collect()
+}
+
+/// One key-value row.
+pub(crate) async fn kv_get(pool: &SqlitePool, cat: &str, k: &str) -> Result<Option<KvRow>> {
+    let row = sqlx::query(concat!("SELECT ", kv_columns!(), " FROM kv WHERE cat = $1 AND k = $2"))
+        .bind(cat)
+        .bind(k)
+        .fetch_optional(pool)
+        .await
+        .map_err(|e| map_sqlx("kv get", e))?;
+    row.as_ref().map(rows::kv).transpose()
+}
+
+/// A category's rows, newest (highest id) first, keyset-paged by id like [`list`].
+pub(crate) async fn kv_scan(
+    pool: &SqlitePool,
+    cat: &str,
+    before_id: Option<i64>,
+    limit: u32,
+) -> Result<Vec<KvRow>> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        kv_columns!(),
+        " FROM kv WHERE cat = $1 AND id < COALESCE($2, 9223372036854775807)",
+        " ORDER BY id DESC LIMIT $3"
+    ))
+    .bind(cat)
+    .bind(before_id)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await
+    .map_err(|e| map_sqlx("kv scan", e))?;
+    rows.iter().map(rows::kv).collect()
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use dtx_core::{Branch, Global, Timestamp, TransOptions};
-use dtx_store::{Error, Loaded, Result};
+use dtx_store::{Error, KvRow, Loaded, Result};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
@@ -28,9 +28,16 @@ macro_rules! branch_columns {
     };
 }
 
-pub(crate) use {branch_columns, global_columns};
+/// The columns of `kv` that [`kv`] reads.
+macro_rules! kv_columns {
+    () => {
+        "id, cat, k, v, version, create_time, update_time"
+    };
+}
 
-fn get<'r, T>(row: &'r SqliteRow, column: &'static str) -> Result<T>
+pub(crate) use {branch_columns, global_columns, kv_columns};
+
+pub(crate) fn get<'r, T>(row: &'r SqliteRow, column: &'static str) -> Result<T>
 where
     T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
 {
@@ -45,7 +52,7 @@ fn opt_time(row: &SqliteRow, column: &'static str) -> Result<Option<Timestamp>> 
     get::<Option<i64>>(row, column).map(|t| t.map(Timestamp))
 }
 
-fn parsed<T>(row: &SqliteRow, column: &'static str, gid: &str) -> Result<T>
+pub(crate) fn parsed<T>(row: &SqliteRow, column: &'static str, gid: &str) -> Result<T>
 where
     T: std::str::FromStr<Err = dtx_core::model::UnknownName>,
 {
@@ -110,6 +117,19 @@ pub(crate) fn branch(row: &SqliteRow) -> Result<(String, Branch)> {
         finish_time: opt_time(row, "finish_time")?,
     };
     Ok((gid, branch))
+}
+
+/// Decodes a `kv` row selected with [`kv_columns!`].
+pub(crate) fn kv(row: &SqliteRow) -> Result<KvRow> {
+    Ok(KvRow {
+        id: get(row, "id")?,
+        cat: get(row, "cat")?,
+        k: get(row, "k")?,
+        v: get(row, "v")?,
+        version: get(row, "version")?,
+        create_time: time(row, "create_time")?,
+        update_time: time(row, "update_time")?,
+    })
 }
 
 /// Pairs globals with their branches (`rows` ascending by id), keeping the globals' order.

@@ -61,6 +61,22 @@ async fn claim_due_scans_the_partial_index() {
 }
 
 #[tokio::test]
+async fn reset_cron_time_scans_the_partial_index() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open_in(&dir, SqliteOptions::default()).await;
+    let sql = format!("EXPLAIN QUERY PLAN {}", write::RESET_CRON_TIME);
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(1_i64)
+        .bind(1_i64)
+        .bind(10_i64)
+        .fetch_all(&store.inner.reads)
+        .await
+        .expect("explain");
+    let plan: Vec<String> = rows.iter().map(|r| r.try_get::<String, _>("detail").expect("detail")).collect();
+    assert!(plan.iter().any(|d| d.contains("trans_global_due")), "plan: {plan:?}");
+}
+
+#[tokio::test]
 async fn normal_synchronous_is_accepted() {
     let dir = tempfile::tempdir().expect("dir");
     let opts = SqliteOptions { synchronous: Synchronous::Normal, max_batch: 1, read_pool_size: 1 };

@@ -1,8 +1,10 @@
 //! The write operations, each run by the writer inside the batch's transaction (and its own
 //! savepoint). They only issue SQL: transaction control belongs to [`crate::writer`].
 
+use std::time::Duration;
+
 use dtx_core::time::duration_millis;
-use dtx_core::{GlobalStatus, Timestamp};
+use dtx_core::{Branch, GlobalStatus, Timestamp};
 use dtx_store::{Error, LeaseChange, Loaded, NewTransaction, Result, Save};
 use sqlx::SqliteConnection;
 
@@ -44,27 +46,32 @@ pub(crate) async fn create(conn: &mut SqliteConnection, tx: &NewTransaction) -> 
     })?;
 
     for b in &tx.branches {
-        sqlx::query(
-            "INSERT INTO trans_branch_op (gid, branch_id, op, url, payload, status, attempts, \
-             last_error, create_time, update_time, finish_time) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(&g.gid)
-        .bind(&b.branch_id)
-        .bind(b.op.as_str())
-        .bind(&b.url)
-        .bind(b.payload.as_slice())
-        .bind(b.status.as_str())
-        .bind(i64::from(b.attempts))
-        .bind(&b.last_error)
-        .bind(b.create_time.as_millis())
-        .bind(b.update_time.as_millis())
-        .bind(b.finish_time.map(Timestamp::as_millis))
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| map_sqlx("create branch", e))?;
+        insert_branch(conn, &g.gid, b).await.map_err(|e| map_sqlx("create branch", e))?;
     }
     Ok(())
+}
+
+/// Inserts one branch row of `gid`, exactly as given (its id is assigned here).
+async fn insert_branch(conn: &mut SqliteConnection, gid: &str, b: &Branch) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO trans_branch_op (gid, branch_id, op, url, payload, status, attempts, \
+         last_error, create_time, update_time, finish_time) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(gid)
+    .bind(&b.branch_id)
+    .bind(b.op.as_str())
+    .bind(&b.url)
+    .bind(b.payload.as_slice())
+    .bind(b.status.as_str())
+    .bind(i64::from(b.attempts))
+    .bind(&b.last_error)
+    .bind(b.create_time.as_millis())
+    .bind(b.update_time.as_millis())
+    .bind(b.finish_time.map(Timestamp::as_millis))
+    .execute(&mut *conn)
+    .await
+    .map(|_| ())
 }
 
 /// The claim: one conditional UPDATE, so no two claimers can both match a row. The status list
@@ -209,6 +216,233 @@ pub(crate) async fn save(conn: &mut SqliteConnection, save: &Save) -> Result<()>
         if done.rows_affected() == 0 {
             return Err(Error::NotFound(format!("branch {}/{} of {}", b.branch_id, b.op, save.gid)));
         }
+    }
+    Ok(())
+}
+
+/// Adds branch rows to a transaction that is `prepared` and not held under a valid lease.
+///
+/// The check is the conditional UPDATE (it also bumps `update_time`), the inserts follow. No
+/// claim can slip in between: every write runs serially on the writer task's one connection,
+/// inside the batch's `BEGIN IMMEDIATE` and this request's savepoint, so nothing else writes
+/// between the two statements. A failed insert (a duplicate `(gid, branch_id, op)`) rolls the
+/// savepoint back: neither the bump nor any of the rows is kept.
+pub(crate) async fn add_branches(
+    conn: &mut SqliteConnection,
+    gid: &str,
+    branches: &[Branch],
+    now: Timestamp,
+) -> Result<()> {
+    let checked = sqlx::query(
+        "UPDATE trans_global SET update_time = $1 WHERE gid = $2 AND status = 'prepared' \
+         AND (owner IS NULL OR lease_until IS NULL OR lease_until < $1)",
+    )
+    .bind(now.as_millis())
+    .bind(gid)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| map_sqlx("add branches", e))?;
+    if checked.rows_affected() == 0 {
+        return Err(add_branches_refusal(conn, gid, now).await);
+    }
+    for b in branches {
+        insert_branch(conn, gid, b).await.map_err(|e| match map_sqlx("add branch", e) {
+            Error::Conflict(_) => {
+                Error::Conflict(format!("branch {}/{} of {gid} already exists", b.branch_id, b.op))
+            }
+            other => other,
+        })?;
+    }
+    Ok(())
+}
+
+/// Why [`add_branches`] matched no row: unknown, not `prepared`, or being processed.
+async fn add_branches_refusal(conn: &mut SqliteConnection, gid: &str, now: Timestamp) -> Error {
+    let row = sqlx::query("SELECT status, owner, lease_until FROM trans_global WHERE gid = $1")
+        .bind(gid)
+        .fetch_optional(&mut *conn)
+        .await;
+    let row = match row {
+        Ok(Some(row)) => row,
+        Ok(None) => return Error::NotFound(format!("transaction {gid}")),
+        Err(e) => return map_sqlx("add branches: check", e),
+    };
+    let status: Result<String> = rows::get(&row, "status");
+    let lease: Result<Option<i64>> = rows::get(&row, "lease_until");
+    match (status, lease) {
+        (Ok(status), _) if status != GlobalStatus::Prepared.as_str() => {
+            Error::Precondition(format!("transaction {gid} is {status}, not prepared"))
+        }
+        (Ok(_), Ok(lease)) => Error::Precondition(format!(
+            "transaction {gid} is being processed (leased until {} ms, now {} ms)",
+            lease.unwrap_or_default(),
+            now.as_millis()
+        )),
+        (Err(e), _) | (_, Err(e)) => e,
+    }
+}
+
+/// Operator stop of a non-final transaction: `failed`, owner cleared (the round holding it is
+/// fenced at its next save). The status is read first, inside this request's savepoint; the
+/// writer runs nothing else in between, so the UPDATE sees the same row.
+pub(crate) async fn force_stop(
+    conn: &mut SqliteConnection,
+    gid: &str,
+    reason: &str,
+    now: Timestamp,
+) -> Result<GlobalStatus> {
+    let row = sqlx::query("SELECT status FROM trans_global WHERE gid = $1")
+        .bind(gid)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| map_sqlx("force stop: read", e))?
+        .ok_or_else(|| Error::NotFound(format!("transaction {gid}")))?;
+    let old: GlobalStatus = rows::parsed(&row, "status", gid)?;
+    if old.is_final() {
+        return Err(Error::Precondition(format!("transaction {gid} already {old}")));
+    }
+    let done = sqlx::query(
+        "UPDATE trans_global SET status = $1, rollback_time = $2, update_time = $2, \
+         rollback_reason = $3, owner = NULL, lease_until = NULL \
+         WHERE gid = $4 AND status IN ('prepared', 'submitted', 'aborting')",
+    )
+    .bind(GlobalStatus::Failed.as_str())
+    .bind(now.as_millis())
+    .bind(reason)
+    .bind(gid)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| map_sqlx("force stop", e))?;
+    if done.rows_affected() != 1 {
+        return Err(Error::Internal(anyhow::anyhow!(
+            "force stop of {gid}: the row changed between the read and the update"
+        )));
+    }
+    Ok(old)
+}
+
+/// Makes one transaction due now with its retry interval back to `base` (any status).
+pub(crate) async fn reset_next_cron_time(
+    conn: &mut SqliteConnection,
+    gid: &str,
+    base: Duration,
+    now: Timestamp,
+) -> Result<()> {
+    let done = sqlx::query(
+        "UPDATE trans_global SET next_cron_time = $1, next_cron_interval = $2, update_time = $1 \
+         WHERE gid = $3",
+    )
+    .bind(now.as_millis())
+    .bind(duration_millis(base))
+    .bind(gid)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| map_sqlx("reset next cron time", e))?;
+    if done.rows_affected() == 0 {
+        return Err(Error::NotFound(format!("transaction {gid}")));
+    }
+    Ok(())
+}
+
+/// Pulls up to `$3` unfinished rows scheduled after `$2` back to `$1`. The status list must
+/// stay textually equal to the partial index `trans_global_due`, so the selection is a range
+/// scan of that index.
+pub(crate) const RESET_CRON_TIME: &str = concat!(
+    "UPDATE trans_global SET next_cron_time = $1, update_time = $1 WHERE id IN (",
+    "SELECT id FROM trans_global",
+    " WHERE status IN ('prepared', 'submitted', 'aborting') AND next_cron_time > $2",
+    " LIMIT $3",
+    ")"
+);
+
+/// Runs [`RESET_CRON_TIME`]; returns how many rows it moved.
+pub(crate) async fn reset_cron_time(
+    conn: &mut SqliteConnection,
+    later_than: Timestamp,
+    limit: u32,
+    now: Timestamp,
+) -> Result<u64> {
+    let done = sqlx::query(RESET_CRON_TIME)
+        .bind(now.as_millis())
+        .bind(later_than.as_millis())
+        .bind(i64::from(limit))
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| map_sqlx("reset cron time", e))?;
+    Ok(done.rows_affected())
+}
+
+/// Inserts a kv row at version 1; an existing `(cat, k)` fails on the unique index.
+pub(crate) async fn kv_insert(
+    conn: &mut SqliteConnection,
+    cat: &str,
+    k: &str,
+    v: &str,
+    now: Timestamp,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO kv (cat, k, v, version, create_time, update_time) VALUES ($1, $2, $3, 1, $4, $4)",
+    )
+    .bind(cat)
+    .bind(k)
+    .bind(v)
+    .bind(now.as_millis())
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| match map_sqlx("kv insert", e) {
+        Error::Conflict(_) => Error::Conflict(format!("kv {cat}/{k} already exists")),
+        other => other,
+    })?;
+    Ok(())
+}
+
+/// Compare-and-set: replaces the value only at `version`, which then becomes `version + 1`.
+pub(crate) async fn kv_update(
+    conn: &mut SqliteConnection,
+    cat: &str,
+    k: &str,
+    v: &str,
+    version: i64,
+    now: Timestamp,
+) -> Result<()> {
+    let done = sqlx::query(
+        "UPDATE kv SET v = $1, version = version + 1, update_time = $2 \
+         WHERE cat = $3 AND k = $4 AND version = $5",
+    )
+    .bind(v)
+    .bind(now.as_millis())
+    .bind(cat)
+    .bind(k)
+    .bind(version)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| map_sqlx("kv update", e))?;
+    if done.rows_affected() > 0 {
+        return Ok(());
+    }
+    // Nothing matched: tell a stale version from a missing row (same savepoint, same state).
+    let current: Option<i64> = sqlx::query_scalar("SELECT version FROM kv WHERE cat = $1 AND k = $2")
+        .bind(cat)
+        .bind(k)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| map_sqlx("kv update: check", e))?;
+    Err(match current {
+        Some(current) => Error::Conflict(format!("kv {cat}/{k} is at version {current}, not {version}")),
+        None => Error::NotFound(format!("kv {cat}/{k}")),
+    })
+}
+
+/// Deletes a kv row.
+pub(crate) async fn kv_delete(conn: &mut SqliteConnection, cat: &str, k: &str) -> Result<()> {
+    let done = sqlx::query("DELETE FROM kv WHERE cat = $1 AND k = $2")
+        .bind(cat)
+        .bind(k)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| map_sqlx("kv delete", e))?;
+    if done.rows_affected() == 0 {
+        return Err(Error::NotFound(format!("kv {cat}/{k}")));
     }
     Ok(())
 }

@@ -2,10 +2,15 @@
 //! runs them all inside one `BEGIN IMMEDIATE … COMMIT` (one fsync for the batch) and answers
 //! each caller only after that commit, so an `Ok` always means "durable".
 //!
-//! Each request runs under its own SAVEPOINT: a logical failure (duplicate gid, lost fence)
-//! rolls back that request alone and the rest of the batch still commits.
+//! Each request runs under its own SAVEPOINT: a logical failure (duplicate gid, lost fence,
+//! refused precondition, stale kv version) rolls back that request alone and the rest of the
+//! batch still commits. Requests run one after another on the one connection, so a request's
+//! reads and writes see no other writer in between: a read-then-write inside one request is
+//! atomic.
 
-use dtx_core::Timestamp;
+use std::time::Duration;
+
+use dtx_core::{Branch, GlobalStatus, Timestamp};
 use dtx_store::{Error, Loaded, NewTransaction, Result, Save};
 use sqlx::SqliteConnection;
 use tokio::sync::{mpsc, oneshot};
@@ -24,68 +29,107 @@ pub(crate) enum Request {
     ClaimDue { owner: String, now: Timestamp, lease_until: Timestamp, limit: u32, reply: Reply<Vec<Loaded>> },
     Claim { gid: String, owner: String, now: Timestamp, lease_until: Timestamp, reply: Reply<Option<Loaded>> },
     Save { save: Save, reply: Reply<()> },
+    AddBranches { gid: String, branches: Vec<Branch>, now: Timestamp, reply: Reply<()> },
+    ForceStop { gid: String, reason: String, now: Timestamp, reply: Reply<GlobalStatus> },
+    ResetNextCronTime { gid: String, base: Duration, now: Timestamp, reply: Reply<()> },
+    ResetCronTime { later_than: Timestamp, limit: u32, now: Timestamp, reply: Reply<u64> },
+    KvInsert { cat: String, k: String, v: String, now: Timestamp, reply: Reply<()> },
+    KvUpdate { cat: String, k: String, v: String, version: i64, now: Timestamp, reply: Reply<()> },
+    KvDelete { cat: String, k: String, reply: Reply<()> },
 }
 
 /// A request that has run, holding its outcome until the batch commits.
-enum Done {
-    Unit(Reply<()>, Result<()>),
-    Many(Reply<Vec<Loaded>>, Result<Vec<Loaded>>),
-    One(Reply<Option<Loaded>>, Box<Result<Option<Loaded>>>),
+type Done = Box<dyn Answer>;
+
+/// What the batch does with a request's outcome once it knows whether the batch committed.
+trait Answer: Send {
+    fn is_ok(&self) -> bool;
+    /// Answers the caller. A caller that stopped waiting is not an error: its write stands.
+    fn send(self: Box<Self>);
+    /// Answers the caller with the batch's failure instead of its own outcome.
+    fn fail(self: Box<Self>, err: &Error);
 }
 
-impl Done {
+/// The one [`Answer`]: a request's result and where it goes, for any result type.
+struct Outcome<T> {
+    reply: Reply<T>,
+    result: Result<T>,
+}
+
+impl<T: Send + 'static> Answer for Outcome<T> {
     fn is_ok(&self) -> bool {
-        match self {
-            Done::Unit(_, r) => r.is_ok(),
-            Done::Many(_, r) => r.is_ok(),
-            Done::One(_, r) => r.is_ok(),
-        }
+        self.result.is_ok()
     }
 
-    /// Answers the caller. A caller that stopped waiting is not an error: its write stands.
-    fn send(self) {
-        match self {
-            Done::Unit(tx, r) => drop(tx.send(r)),
-            Done::Many(tx, r) => drop(tx.send(r)),
-            Done::One(tx, r) => drop(tx.send(*r)),
-        }
+    fn send(self: Box<Self>) {
+        drop(self.reply.send(self.result));
     }
 
-    /// Answers the caller with the batch's failure instead of its own outcome.
-    fn fail(self, err: &Error) {
-        match self {
-            Done::Unit(tx, _) => drop(tx.send(Err(replicate(err)))),
-            Done::Many(tx, _) => drop(tx.send(Err(replicate(err)))),
-            Done::One(tx, _) => drop(tx.send(Err(replicate(err)))),
-        }
+    fn fail(self: Box<Self>, err: &Error) {
+        drop(self.reply.send(Err(replicate(err))));
     }
+}
+
+/// Boxes a request's outcome for the batch.
+fn finished<T: Send + 'static>(reply: Reply<T>, result: Result<T>) -> Done {
+    Box::new(Outcome { reply, result })
+}
+
+/// Answers a request that never ran with the batch's failure.
+fn refuse<T>(reply: Reply<T>, err: &Error) {
+    drop(reply.send(Err(replicate(err))));
 }
 
 impl Request {
     /// Answers the caller without running the request (the batch could not even begin).
     fn fail(self, err: &Error) {
         match self {
-            Request::Create { reply, .. } | Request::Save { reply, .. } => {
-                drop(reply.send(Err(replicate(err))));
-            }
-            Request::ClaimDue { reply, .. } => drop(reply.send(Err(replicate(err)))),
-            Request::Claim { reply, .. } => drop(reply.send(Err(replicate(err)))),
+            Request::Create { reply, .. }
+            | Request::Save { reply, .. }
+            | Request::AddBranches { reply, .. }
+            | Request::ResetNextCronTime { reply, .. }
+            | Request::KvInsert { reply, .. }
+            | Request::KvUpdate { reply, .. }
+            | Request::KvDelete { reply, .. } => refuse(reply, err),
+            Request::ClaimDue { reply, .. } => refuse(reply, err),
+            Request::Claim { reply, .. } => refuse(reply, err),
+            Request::ForceStop { reply, .. } => refuse(reply, err),
+            Request::ResetCronTime { reply, .. } => refuse(reply, err),
         }
     }
 
     async fn run(self, conn: &mut SqliteConnection) -> Done {
         match self {
-            Request::Create { tx, reply } => Done::Unit(reply, write::create(conn, &tx).await),
+            Request::Create { tx, reply } => finished(reply, write::create(conn, &tx).await),
             // A claimer that gave up would leave its rows leased to nobody until expiry.
-            Request::ClaimDue { reply, .. } if reply.is_closed() => Done::Many(reply, Ok(Vec::new())),
-            Request::Claim { reply, .. } if reply.is_closed() => Done::One(reply, Box::new(Ok(None))),
+            Request::ClaimDue { reply, .. } if reply.is_closed() => finished(reply, Ok(Vec::new())),
+            Request::Claim { reply, .. } if reply.is_closed() => finished(reply, Ok(None)),
             Request::ClaimDue { owner, now, lease_until, limit, reply } => {
-                Done::Many(reply, write::claim_due(conn, &owner, now, lease_until, limit).await)
+                finished(reply, write::claim_due(conn, &owner, now, lease_until, limit).await)
             }
             Request::Claim { gid, owner, now, lease_until, reply } => {
-                Done::One(reply, Box::new(write::claim(conn, &gid, &owner, now, lease_until).await))
+                finished(reply, write::claim(conn, &gid, &owner, now, lease_until).await)
             }
-            Request::Save { save, reply } => Done::Unit(reply, write::save(conn, &save).await),
+            Request::Save { save, reply } => finished(reply, write::save(conn, &save).await),
+            Request::AddBranches { gid, branches, now, reply } => {
+                finished(reply, write::add_branches(conn, &gid, &branches, now).await)
+            }
+            Request::ForceStop { gid, reason, now, reply } => {
+                finished(reply, write::force_stop(conn, &gid, &reason, now).await)
+            }
+            Request::ResetNextCronTime { gid, base, now, reply } => {
+                finished(reply, write::reset_next_cron_time(conn, &gid, base, now).await)
+            }
+            Request::ResetCronTime { later_than, limit, now, reply } => {
+                finished(reply, write::reset_cron_time(conn, later_than, limit, now).await)
+            }
+            Request::KvInsert { cat, k, v, now, reply } => {
+                finished(reply, write::kv_insert(conn, &cat, &k, &v, now).await)
+            }
+            Request::KvUpdate { cat, k, v, version, now, reply } => {
+                finished(reply, write::kv_update(conn, &cat, &k, &v, version, now).await)
+            }
+            Request::KvDelete { cat, k, reply } => finished(reply, write::kv_delete(conn, &cat, &k).await),
         }
     }
 }
@@ -128,7 +172,7 @@ async fn run_batch(conn: &mut SqliteConnection, mut batch: impl ExactSizeIterato
     match exec(conn, "COMMIT").await {
         Ok(()) => {
             debug!(size, "sqlite write batch committed");
-            done.into_iter().for_each(Done::send);
+            done.into_iter().for_each(|d| d.send());
         }
         Err(e) => abort(conn, &map_sqlx("commit batch", e), done, size).await,
     }

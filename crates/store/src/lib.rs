@@ -38,6 +38,10 @@ pub enum Error {
         /// The transaction whose write was rejected.
         gid: String,
     },
+    /// The transaction is not in a state that allows the operation (e.g. adding branches to a
+    /// transaction that is no longer `prepared`, or is being processed). Nothing was written.
+    #[error("precondition failed: {0}")]
+    Precondition(String),
     /// The database is unreachable or busy; the operation may be retried.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -151,6 +155,25 @@ pub struct ListFilter {
     pub created_to: Option<Timestamp>,
 }
 
+/// A key-value row (category `topics`: key = topic name, value = JSON list of subscribers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvRow {
+    /// Storage id (the `scanKV` cursor).
+    pub id: i64,
+    /// Category.
+    pub cat: String,
+    /// Key.
+    pub k: String,
+    /// Value.
+    pub v: String,
+    /// Incremented by every update (compare-and-set).
+    pub version: i64,
+    /// When it was created.
+    pub create_time: Timestamp,
+    /// Last write.
+    pub update_time: Timestamp,
+}
+
 /// The storage contract. Implementations must be safe to share between tasks and, for
 /// server backends, between processes (several dtx nodes).
 #[async_trait]
@@ -190,4 +213,41 @@ pub trait Store: Send + Sync + 'static {
     /// Applies a fenced write. [`Error::Fenced`] (and nothing written) when `owner` no longer
     /// owns the transaction. Durable before it returns `Ok`.
     async fn save(&self, save: Save) -> Result<()>;
+
+    /// Adds branch rows to a transaction, atomically, only while it is `prepared` and not
+    /// owned under a valid lease (no round is processing it). A duplicate `(branch_id, op)` →
+    /// [`Error::Conflict`]; unknown gid → [`Error::NotFound`]; wrong status or owned →
+    /// [`Error::Precondition`]. Nothing is written on error.
+    async fn add_branches(&self, gid: &str, branches: Vec<Branch>, now: Timestamp) -> Result<()>;
+
+    /// Operator stop: any non-final transaction becomes `failed` (rollback_time = now,
+    /// rollback_reason = `reason`), and its owner is cleared, so the round processing it is
+    /// fenced out at its next write. Returns the status it had. Unknown gid →
+    /// [`Error::NotFound`]; already final → [`Error::Precondition`].
+    async fn force_stop(&self, gid: &str, reason: &str, now: Timestamp) -> Result<GlobalStatus>;
+
+    /// Operator "retry now": `next_cron_time = now` and the interval back to `base` for one
+    /// transaction (any status). Unknown gid → [`Error::NotFound`].
+    async fn reset_next_cron_time(&self, gid: &str, base: Duration, now: Timestamp) -> Result<()>;
+
+    /// Operator "retry everything backed off too far": for up to `limit` unfinished
+    /// transactions whose `next_cron_time > later_than`, set `next_cron_time = now`. Returns
+    /// how many were reset.
+    async fn reset_cron_time(&self, later_than: Timestamp, limit: u32, now: Timestamp) -> Result<u64>;
+
+    /// One key-value row.
+    async fn kv_get(&self, cat: &str, k: &str) -> Result<Option<KvRow>>;
+
+    /// Rows of a category, newest first, ids strictly below `before_id` when given.
+    async fn kv_scan(&self, cat: &str, before_id: Option<i64>, limit: u32) -> Result<Vec<KvRow>>;
+
+    /// Inserts a row with version 1. Existing `(cat, k)` → [`Error::Conflict`].
+    async fn kv_insert(&self, cat: &str, k: &str, v: &str, now: Timestamp) -> Result<()>;
+
+    /// Replaces the value if the row still has `version` (then version + 1). Otherwise
+    /// [`Error::Conflict`] (someone else changed it); unknown row → [`Error::NotFound`].
+    async fn kv_update(&self, cat: &str, k: &str, v: &str, version: i64, now: Timestamp) -> Result<()>;
+
+    /// Deletes a row. Unknown → [`Error::NotFound`].
+    async fn kv_delete(&self, cat: &str, k: &str) -> Result<()>;
 }

@@ -24,11 +24,19 @@ use dtx_core::{Branch, Global, GlobalStatus, Op, Timestamp, TransOptions, TransT
 use crate::{Error, Loaded, NewTransaction, Store};
 
 mod batch;
+mod branches;
 mod claim;
 mod create;
+mod kv;
+mod operator;
 mod save;
 
 pub use batch::{batch_duplicate_fails_only_that_request, concurrent_creates_all_durable};
+pub use branches::{
+    add_branches_appends_in_order, add_branches_duplicate_conflicts_and_writes_nothing,
+    add_branches_never_lands_in_a_claimed_round, add_branches_only_while_prepared_and_unowned,
+    add_branches_unknown_gid_not_found,
+};
 pub use claim::{
     claim_by_gid, claim_due_respects_limit, claim_due_takes_only_eligible,
     claimed_row_not_claimable_until_lease_expires, concurrent_claimers_never_share,
@@ -36,6 +44,14 @@ pub use claim::{
 pub use create::{
     create_duplicate_gid_conflicts, create_then_load, list_filters, list_pages_newest_first,
     load_unknown_is_none,
+};
+pub use kv::{
+    kv_concurrent_updates_count_winners, kv_insert_get_delete, kv_scan_pages_newest_first,
+    kv_update_is_compare_and_set,
+};
+pub use operator::{
+    force_stop_fails_and_fences_the_owner, force_stop_final_or_unknown, reset_cron_time_resets_in_batches,
+    reset_next_cron_time_makes_due_now,
 };
 pub use save::{
     release_clears_owner_and_reschedules, save_applies_branches_and_renews,
@@ -67,6 +83,19 @@ macro_rules! store_test_suite {
             save_unknown_branch_writes_nothing,
             concurrent_creates_all_durable,
             batch_duplicate_fails_only_that_request,
+            add_branches_appends_in_order,
+            add_branches_duplicate_conflicts_and_writes_nothing,
+            add_branches_only_while_prepared_and_unowned,
+            add_branches_unknown_gid_not_found,
+            add_branches_never_lands_in_a_claimed_round,
+            force_stop_fails_and_fences_the_owner,
+            force_stop_final_or_unknown,
+            reset_next_cron_time_makes_due_now,
+            reset_cron_time_resets_in_batches,
+            kv_insert_get_delete,
+            kv_scan_pages_newest_first,
+            kv_update_is_compare_and_set,
+            kv_concurrent_updates_count_winners,
         );
     };
     (@tests $factory:expr; $($test:ident),+ $(,)?) => {
