@@ -27,6 +27,8 @@ impl From<dtx_store::Error> for Error {
     fn from(e: dtx_store::Error) -> Self {
         match e {
             dtx_store::Error::Unavailable(m) => Error::Unavailable(m),
+            dtx_store::Error::NotFound(m) => Error::NotFound(m),
+            dtx_store::Error::Conflict(m) | dtx_store::Error::Precondition(m) => Error::Conflict(m),
             other => Error::Internal(other),
         }
     }

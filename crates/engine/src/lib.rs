@@ -6,16 +6,23 @@
 //!
 //! Layout:
 //! - [`Engine`] (cheap to clone): the handle the API front doors use.
-//! - `submit`: validation and creation of new transactions, idempotent re-submits.
+//! - `request`: a client's global request, validated and turned into rows.
+//! - `submit` (submit, prepare), `abort`, `register` (TCC branches): DTM's client operations
+//!   with its idempotency rules.
+//! - `admin`: operator actions (forceStop, resetNextCronTime, resetCronTime) and topics.
 //! - `round`: one processing round per transaction mode (`round/saga.rs`).
 //! - `scheduler`: [`Engine::run_once`] (claim due work, process it, return) and [`Engine::run`].
 //! - [`participant`]: the HTTP participant caller (one pooled client).
 //! - [`clock`]: the time source ([`SystemClock`], [`ManualClock`] for tests).
 
+mod abort;
+mod admin;
 pub mod clock;
 mod error;
 mod options;
 pub mod participant;
+mod register;
+mod request;
 mod round;
 mod scheduler;
 mod submit;
@@ -31,8 +38,10 @@ use tokio_util::task::TaskTracker;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use options::EngineOptions;
+pub use register::RegisterBranch;
+pub use request::{Step, Subscriber, TransRequest};
 pub use round::RoundEnd;
-pub use submit::{SagaStep, SubmitReply, SubmitSaga};
+pub use submit::SubmitReply;
 
 use crate::participant::Participants;
 

@@ -1,56 +1,32 @@
-//! New transactions: validation, creation (owned by this node), idempotent re-submits.
+//! `submit` and `prepare`: creating transactions (owned by this node when they are processed at
+//! once) and DTM's idempotency rules for gids that already exist.
 
 use std::sync::Arc;
 
-use dtx_core::saga::{SagaCustomData, SagaLayout};
-use dtx_core::{Branch, Global, GlobalStatus, Op, TransOptions, TransType, model::step_branch_id};
-use dtx_store::{Error as StoreError, Loaded, NewTransaction};
+use dtx_core::lifecycle::{self, OnPrepare, OnSubmit};
+use dtx_core::{GlobalStatus, TransType, timeout};
+use dtx_store::{Error as StoreError, LeaseChange, Loaded, NewTransaction, Save, StatusChange};
 use tracing::info;
 
+use crate::request::TransRequest;
 use crate::round::{self, RoundEnd};
 use crate::{Engine, Error, Inner, Result};
 
-/// One saga step as the client sent it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SagaStep {
-    /// Forward URL (empty = nothing to call).
-    pub action: String,
-    /// Compensation URL (empty = this step cannot be rolled back, unless its action is empty).
-    pub compensate: String,
-}
-
-/// A saga submit, already decoded from the wire.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SubmitSaga {
-    /// Global id.
-    pub gid: String,
-    /// `http` (or empty).
-    pub protocol: String,
-    /// The steps.
-    pub steps: Vec<SagaStep>,
-    /// One request body per step.
-    pub payloads: Vec<Vec<u8>>,
-    /// `custom_data` text (orders, concurrent).
-    pub custom_data: String,
-    /// Per-transaction options.
-    pub options: TransOptions,
-}
-
-/// The answer to a submit.
+/// The answer to a request that processes a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SubmitReply {
     /// Stored durably; processing goes on in the background.
     Accepted,
-    /// `wait_result`: the first round reached a final status.
+    /// `wait_result`: the round reached a final status.
     Finished {
         /// `succeed` or `failed`.
         status: GlobalStatus,
         /// The rollback reason when failed.
         reason: String,
     },
-    /// `wait_result`: the first round ended without a final status.
+    /// `wait_result`: the round ended without a final status.
     InProgress {
-        /// Where it stands (`submitted` or `aborting`).
+        /// Where it stands (`submitted`, `aborting`, `prepared`).
         status: GlobalStatus,
         /// The rollback reason so far.
         reason: String,
@@ -58,93 +34,196 @@ pub enum SubmitReply {
 }
 
 impl Engine {
-    /// Validates, stores (durably, owned by this node) and starts a saga.
-    pub async fn submit_saga(&self, req: SubmitSaga) -> Result<SubmitReply> {
-        validate_saga(&req, self.inner.opts.max_steps)?;
+    /// `submit`: validates, stores durably and processes a transaction (or, for a known gid,
+    /// applies DTM's rules: a prepared one is submitted, a submitted one reprocessed).
+    pub async fn submit(&self, req: TransRequest) -> Result<SubmitReply> {
+        req.validate(self.inner.opts.max_steps)?;
         let inner = &self.inner;
         let now = inner.clock.now();
+        let delay = if req.trans_type == TransType::Msg { req.msg_delay()? } else { 0 };
+        let mut global = req.global(inner, GlobalStatus::Submitted, now);
+        let mut branches = req.branches(inner, now).await?;
         let owner = inner.fresh_owner();
-        let global = Global {
-            id: 0,
-            gid: req.gid.clone(),
-            trans_type: TransType::Saga,
-            status: GlobalStatus::Submitted,
-            protocol: if req.protocol.is_empty() { "http".into() } else { req.protocol.clone() },
-            query_prepared: String::new(),
-            custom_data: req.custom_data.clone(),
-            options: req.options.clone(),
-            rollback_reason: String::new(),
-            result: String::new(),
-            create_time: now,
-            update_time: now,
-            finish_time: None,
-            rollback_time: None,
+        let owned = delay == 0;
+        if owned {
             // Due at once if this node dies: the lease alone keeps others away meanwhile.
-            next_cron_time: now,
-            next_cron_interval: inner.opts.retry.base(req.options.retry_interval),
-            owner: Some(owner.clone()),
-            lease_until: Some(now.add(inner.opts.lease)),
-        };
-        let mut branches = Vec::with_capacity(req.steps.len() * 2);
-        for (i, (step, payload)) in req.steps.iter().zip(&req.payloads).enumerate() {
-            let id = step_branch_id(i);
-            // DTM's row order: compensate first, then action.
-            branches.push(Branch::new(
-                id.clone(),
-                Op::Compensate,
-                step.compensate.clone(),
-                payload.clone(),
-                now,
-            ));
-            branches.push(Branch::new(id, Op::Action, step.action.clone(), payload.clone(), now));
+            global.owner = Some(owner.clone());
+            global.lease_until = Some(now.add(inner.opts.lease));
+        } else {
+            global.next_cron_time = now.add(std::time::Duration::from_secs(delay));
         }
-        let premarked = round::saga::premark_first_actions(&global, &mut branches, now);
+        let premarked = owned
+            && req.trans_type == TransType::Saga
+            && round::saga::premark_first_actions(&global, &mut branches, now);
         let tx = NewTransaction { global, branches };
         match inner.store.create(tx.clone()).await {
             Ok(()) => {}
-            Err(StoreError::Conflict(_)) => {
-                return self.resubmit(&req.gid, TransType::Saga, req.options.wait_result).await;
-            }
+            Err(StoreError::Conflict(_)) => return self.submit_existing(&req, delay).await,
             Err(e) => return Err(e.into()),
         }
-        info!(gid = %req.gid, steps = req.steps.len(), "saga submitted");
+        info!(gid = %req.gid, trans_type = %req.trans_type, branches = tx.branches.len(), "submitted");
+        if !owned {
+            return Ok(SubmitReply::Accepted);
+        }
         let loaded = Loaded { global: tx.global, branches: tx.branches };
         Ok(self.process(loaded, owner, premarked, req.options.wait_result).await)
     }
 
-    /// The same gid again: a `submitted` transaction is processed again from its stored
-    /// branches; a finished or rolling-back one is refused.
-    async fn resubmit(&self, gid: &str, trans_type: TransType, wait: bool) -> Result<SubmitReply> {
+    /// `submit` of a gid that exists.
+    async fn submit_existing(&self, req: &TransRequest, delay: u64) -> Result<SubmitReply> {
         let inner = &self.inner;
-        let existing = inner
-            .store
-            .load(gid)
-            .await?
-            .ok_or_else(|| Error::Conflict(format!("transaction {gid} is being created concurrently")))?;
-        let g = &existing.global;
-        if g.trans_type != trans_type {
-            return Err(Error::Conflict(format!(
-                "gid {gid} is already used by a {} transaction",
-                g.trans_type
-            )));
-        }
-        if g.status != GlobalStatus::Submitted {
-            return Err(Error::Conflict(format!("current status '{}', cannot submit", g.status)));
-        }
-        let now = inner.clock.now();
-        let owner = inner.fresh_owner();
-        match inner.store.claim(gid, &owner, now, now.add(inner.opts.lease)).await? {
-            Some(loaded) => Ok(self.process(loaded, owner, false, wait).await),
-            // Another round owns it right now and will carry it on.
-            None if wait => {
-                Ok(SubmitReply::InProgress { status: g.status, reason: g.rollback_reason.clone() })
+        let existing = self.load_same_type(&req.gid, req.trans_type).await?;
+        let status = existing.global.status;
+        match lifecycle::on_submit(Some(status)) {
+            OnSubmit::Refuse | OnSubmit::Create => {
+                Err(Error::Conflict(format!("current status '{status}', cannot submit")))
             }
-            None => Ok(SubmitReply::Accepted),
+            OnSubmit::Reprocess | OnSubmit::FromPrepared => {
+                let now = inner.clock.now();
+                let owner = inner.fresh_owner();
+                let Some(loaded) =
+                    inner.store.claim(&req.gid, &owner, now, now.add(inner.opts.lease)).await?
+                else {
+                    // Another round owns it right now and carries it on.
+                    return Ok(if req.options.wait_result {
+                        SubmitReply::InProgress { status, reason: existing.global.rollback_reason }
+                    } else {
+                        SubmitReply::Accepted
+                    });
+                };
+                let mut loaded = loaded;
+                match lifecycle::on_submit(Some(loaded.global.status)) {
+                    OnSubmit::Reprocess => {}
+                    OnSubmit::FromPrepared => {
+                        // prepared -> submitted, fenced by the claim just made.
+                        let lease = if delay > 0 {
+                            LeaseChange::Release {
+                                next_cron_time: now.add(std::time::Duration::from_secs(delay)),
+                                next_cron_interval: loaded.global.next_cron_interval,
+                            }
+                        } else {
+                            LeaseChange::Renew { lease_until: now.add(inner.opts.lease) }
+                        };
+                        inner
+                            .store
+                            .save(Save {
+                                gid: req.gid.clone(),
+                                owner: owner.clone(),
+                                now,
+                                branches: Vec::new(),
+                                status: Some(StatusChange {
+                                    to: GlobalStatus::Submitted,
+                                    rollback_reason: None,
+                                }),
+                                lease,
+                            })
+                            .await?;
+                        info!(gid = %req.gid, "prepared transaction submitted");
+                        if delay > 0 {
+                            return Ok(SubmitReply::Accepted);
+                        }
+                        loaded.global.status = GlobalStatus::Submitted;
+                    }
+                    other => {
+                        // Changed between the load and the claim: give it back untouched.
+                        self.release_now(&loaded, &owner).await;
+                        let s = loaded.global.status;
+                        return Err(Error::Conflict(format!(
+                            "current status '{s}', cannot submit ({other:?})"
+                        )));
+                    }
+                }
+                // The submit request's options apply to this answer (DTM: wait_result of the
+                // request), the stored ones to the processing.
+                Ok(self.process(loaded, owner, false, req.options.wait_result).await)
+            }
         }
     }
 
-    /// Runs a round inline (`wait_result`) or in the background.
-    async fn process(&self, loaded: Loaded, owner: String, premarked: bool, wait: bool) -> SubmitReply {
+    /// `prepare`: stores a tcc or msg `prepared`, not owned, due when it times out.
+    pub async fn prepare(&self, req: TransRequest) -> Result<()> {
+        if !matches!(req.trans_type, TransType::Tcc | TransType::Msg) {
+            return Err(Error::InvalidArgument(format!(
+                "prepare is for tcc and msg transactions, not '{}'",
+                req.trans_type
+            )));
+        }
+        req.validate(self.inner.opts.max_steps)?;
+        let inner = &self.inner;
+        let now = inner.clock.now();
+        let mut global = req.global(inner, GlobalStatus::Prepared, now);
+        if let Some(t) = timeout::effective_timeout(
+            req.trans_type,
+            req.options.timeout_to_fail,
+            inner.opts.timeout_to_fail,
+        ) {
+            global.next_cron_time = now.add(t);
+        }
+        let branches = req.branches(inner, now).await?;
+        match inner.store.create(NewTransaction { global, branches }).await {
+            Ok(()) => {
+                info!(gid = %req.gid, trans_type = %req.trans_type, "prepared");
+                Ok(())
+            }
+            Err(StoreError::Conflict(_)) => {
+                let existing = self.load_same_type(&req.gid, req.trans_type).await?;
+                match lifecycle::on_prepare(Some(existing.global.status)) {
+                    OnPrepare::AlreadyPrepared => Ok(()),
+                    OnPrepare::Create | OnPrepare::Refuse => Err(Error::Conflict(format!(
+                        "current status '{}', cannot prepare",
+                        existing.global.status
+                    ))),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Loads a transaction that a request names by gid and mode.
+    pub(crate) async fn load_same_type(&self, gid: &str, trans_type: TransType) -> Result<Loaded> {
+        let loaded = self
+            .inner
+            .store
+            .load(gid)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no transaction with gid {gid}")))?;
+        if loaded.global.trans_type != trans_type {
+            return Err(Error::Conflict(format!(
+                "gid {gid} is used by a {} transaction, not {trans_type}",
+                loaded.global.trans_type
+            )));
+        }
+        Ok(loaded)
+    }
+
+    /// Gives a claimed row back at once, unchanged.
+    pub(crate) async fn release_now(&self, loaded: &Loaded, owner: &str) {
+        let now = self.inner.clock.now();
+        let _ = self
+            .inner
+            .store
+            .save(Save {
+                gid: loaded.global.gid.clone(),
+                owner: owner.to_owned(),
+                now,
+                branches: Vec::new(),
+                status: None,
+                lease: LeaseChange::Release {
+                    next_cron_time: loaded.global.next_cron_time,
+                    next_cron_interval: loaded.global.next_cron_interval,
+                },
+            })
+            .await;
+    }
+
+    /// Runs a round inline (`wait`) or in the background.
+    pub(crate) async fn process(
+        &self,
+        loaded: Loaded,
+        owner: String,
+        premarked: bool,
+        wait: bool,
+    ) -> SubmitReply {
         if wait {
             return reply_of(round::run(&self.inner, loaded, owner, premarked).await);
         }
@@ -163,101 +242,5 @@ fn reply_of(end: RoundEnd) -> SubmitReply {
         RoundEnd::Abandoned => {
             SubmitReply::InProgress { status: GlobalStatus::Submitted, reason: String::new() }
         }
-    }
-}
-
-/// Checks everything that can be checked before anything is stored.
-fn validate_saga(req: &SubmitSaga, max_steps: usize) -> Result<()> {
-    let bad = |m: String| Err(Error::InvalidArgument(m));
-    if req.steps.is_empty() {
-        return bad("a saga needs at least one step".into());
-    }
-    if req.steps.len() > max_steps {
-        return bad(format!("too many steps: {} (the limit is {max_steps})", req.steps.len()));
-    }
-    if req.payloads.len() != req.steps.len() {
-        return bad(format!(
-            "steps and payloads do not match: {} steps, {} payloads",
-            req.steps.len(),
-            req.payloads.len()
-        ));
-    }
-    if !matches!(req.protocol.as_str(), "" | "http") {
-        return bad(format!("protocol '{}' is not supported (use http)", req.protocol));
-    }
-    for (i, s) in req.steps.iter().enumerate() {
-        check_url(&s.action).map_err(|m| Error::InvalidArgument(format!("step {i} action: {m}")))?;
-        check_url(&s.compensate).map_err(|m| Error::InvalidArgument(format!("step {i} compensate: {m}")))?;
-    }
-    for name in req.options.branch_headers.keys() {
-        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            return bad(format!("branch_headers: '{name}' is not a valid header name"));
-        }
-    }
-    for value in req.options.branch_headers.values() {
-        if reqwest::header::HeaderValue::from_str(value).is_err() {
-            return bad(format!("branch_headers: '{value}' is not a valid header value"));
-        }
-    }
-    let custom =
-        SagaCustomData::parse(&req.custom_data).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-    let rollbackable = req.steps.iter().map(|s| s.action.is_empty() || !s.compensate.is_empty()).collect();
-    SagaLayout::new(rollbackable, &custom).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-    Ok(())
-}
-
-/// A participant URL must be empty (nothing to call) or an absolute http(s) URL with a host.
-fn check_url(u: &str) -> std::result::Result<(), String> {
-    if u.is_empty() {
-        return Ok(());
-    }
-    let parsed = url::Url::parse(u).map_err(|e| format!("'{u}' is not a valid URL: {e}"))?;
-    if parsed.scheme() != "http" {
-        return Err(format!("'{u}': unsupported scheme '{}' (only http is supported)", parsed.scheme()));
-    }
-    if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(format!("'{u}' has no host"));
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn req(steps: usize, payloads: usize) -> SubmitSaga {
-        SubmitSaga {
-            gid: "g".into(),
-            protocol: String::new(),
-            steps: (0..steps)
-                .map(|i| SagaStep { action: format!("http://h/a{i}"), compensate: format!("http://h/c{i}") })
-                .collect(),
-            payloads: vec![b"{}".to_vec(); payloads],
-            custom_data: String::new(),
-            options: TransOptions::default(),
-        }
-    }
-
-    #[test]
-    fn validation_names_the_problem() {
-        let err = |r: &SubmitSaga| validate_saga(r, 10).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(validate_saga(&req(2, 2), 10).is_ok());
-        assert!(err(&req(0, 0)).contains("at least one step"));
-        assert!(err(&req(11, 11)).contains("too many steps"));
-        assert!(err(&req(2, 1)).contains("do not match"));
-        let mut r = req(1, 1);
-        r.steps[0].action = "ftp://h/x".into();
-        assert!(err(&r).contains("unsupported scheme"));
-        r.steps[0].action = "not a url".into();
-        assert!(err(&r).contains("not a valid URL"));
-        let mut r = req(2, 2);
-        r.custom_data = r#"{"orders":{"1":[5]}}"#.into();
-        assert!(err(&r).contains("orders"));
-        let mut r = req(1, 1);
-        r.options.branch_headers.insert("bad header".into(), "v".into());
-        assert!(err(&r).contains("branch_headers"));
-        let mut r = req(1, 1);
-        r.protocol = "grpc".into();
-        assert!(err(&r).contains("protocol"));
     }
 }

@@ -4,7 +4,10 @@
 //! ends in a final status, or by releasing the row with the next retry time, or because the
 //! ownership was lost (fenced write): then it stops at once and calls nobody else.
 
+mod ctx;
+mod msg;
 pub mod saga;
+mod tcc;
 
 use dtx_core::{GlobalStatus, TransType};
 use dtx_store::Loaded;
@@ -37,8 +40,10 @@ pub enum RoundEnd {
 pub(crate) async fn run(inner: &Inner, loaded: Loaded, owner: String, premarked: bool) -> RoundEnd {
     match loaded.global.trans_type {
         TransType::Saga => saga::SagaRound::new(inner, loaded, owner, premarked).run().await,
+        TransType::Tcc => tcc::run(inner, loaded, owner).await,
+        TransType::Msg => msg::run(inner, loaded, owner).await,
         other => {
-            // Only sagas can be submitted in this version; a row of another mode is left alone.
+            // xa / workflow cannot be created in this version; a row of another mode is left alone.
             warn!(gid = %loaded.global.gid, trans_type = %other, "no processor for this transaction mode");
             RoundEnd::Abandoned
         }

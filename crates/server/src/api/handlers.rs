@@ -4,10 +4,12 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::body::{Body, to_bytes};
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
+use std::time::Duration;
+
 use dtx_core::{GlobalStatus, Timestamp, TransType};
-use dtx_engine::{Engine, SubmitReply};
+use dtx_engine::{Engine, RegisterBranch, SubmitReply, TransRequest};
 use dtx_store::ListFilter;
 use rand::Rng;
 use serde_json::{Value, json};
@@ -52,19 +54,18 @@ fn trans_type(raw: Option<&str>) -> Result<TransType, ApiError> {
     })
 }
 
+/// Decodes a global request body: gid cleaned, trans_type known.
+async fn read_request(state: &AppState, body: Body) -> Result<TransRequest, ApiError> {
+    let req = read_global(state, body).await?;
+    let gid = wire::clean_gid(req.gid.as_deref())?;
+    let t = trans_type(req.trans_type.as_deref())?;
+    req.into_request(gid, t)
+}
+
 /// `POST /api/dtmsvr/submit`.
 pub async fn submit(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
-    let req = read_global(&state, body).await?;
-    let gid = wire::clean_gid(req.gid.as_deref())?;
-    match trans_type(req.trans_type.as_deref())? {
-        TransType::Saga => {
-            let saga = req.into_saga(gid)?;
-            reply(state.engine.submit_saga(saga).await?)
-        }
-        other => {
-            Err(ApiError::BadRequest(format!("trans_type '{other}' is not supported by this version yet")))
-        }
-    }
+    let req = read_request(&state, body).await?;
+    reply(state.engine.submit(req).await?)
 }
 
 /// The answer to a submit, per DTM's `wait_result` rules (spec 5.3).
@@ -82,6 +83,153 @@ fn reply(r: SubmitReply) -> Result<Response, ApiError> {
             "the transaction is still {status}; dtx keeps retrying it in the background"
         ))),
     }
+}
+
+/// `POST /api/dtmsvr/prepare`.
+pub async fn prepare(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
+    let req = read_request(&state, body).await?;
+    state.engine.prepare(req).await?;
+    Ok(success())
+}
+
+/// `POST /api/dtmsvr/abort`: reaching `failed` is the success of an abort.
+pub async fn abort(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
+    let req = read_request(&state, body).await?;
+    match state.engine.abort(&req.gid, &req.rollback_reason).await? {
+        SubmitReply::Accepted | SubmitReply::Finished { .. } => Ok(success()),
+        SubmitReply::InProgress { status, .. } => Err(ApiError::Ongoing(format!(
+            "the transaction is still {status}; dtx keeps cancelling it in the background"
+        ))),
+    }
+}
+
+/// `POST /api/dtmsvr/registerBranch` (and the legacy `registerTccBranch` / `registerXaBranch`):
+/// a flat JSON object of strings.
+pub async fn register_branch(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
+    let bytes = to_bytes(body, state.max_body_bytes).await.map_err(|_| {
+        ApiError::BadRequest(format!("request body exceeds the limit of {} bytes", state.max_body_bytes))
+    })?;
+    let mut m: HashMap<String, String> = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::BadRequest(format!("malformed registerBranch body (a JSON object of strings): {e}"))
+    })?;
+    let mut take = |k: &str| m.remove(k).unwrap_or_default();
+    let gid = wire::clean_gid(Some(&take("gid")))?;
+    let req = RegisterBranch {
+        gid,
+        trans_type: take("trans_type"),
+        branch_id: take("branch_id"),
+        data: take("data").into_bytes(),
+        confirm: take("confirm"),
+        cancel: take("cancel"),
+    };
+    state.engine.register_branch(req).await?;
+    Ok(success())
+}
+
+/// The `gid` of a `{"gid": ...}` body.
+async fn read_gid(state: &AppState, body: Body) -> Result<String, ApiError> {
+    let req = read_global(state, body).await?;
+    wire::clean_gid(req.gid.as_deref())
+}
+
+/// `POST /api/dtmsvr/forceStop`.
+pub async fn force_stop(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
+    let gid = read_gid(&state, body).await?;
+    state.engine.force_stop(&gid).await?;
+    Ok(success())
+}
+
+/// `POST /api/dtmsvr/resetNextCronTime`: retry now.
+pub async fn reset_next_cron_time(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
+    let gid = read_gid(&state, body).await?;
+    state.engine.reset_next_cron_time(&gid).await?;
+    Ok(success())
+}
+
+/// `GET /api/dtmsvr/resetCronTime?timeout=&limit=`: retry now everything scheduled further
+/// than `timeout` seconds ahead (default 3 × the default timeout-to-fail).
+pub async fn reset_cron_time(
+    State(state): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let default = state.engine.options().timeout_to_fail * 3;
+    let timeout = param::<u64>(&params, "timeout")?.map(Duration::from_secs).unwrap_or(default);
+    let limit: u32 = param(&params, "limit")?.unwrap_or(100);
+    if limit == 0 {
+        return Err(ApiError::BadRequest("limit must be at least 1".into()));
+    }
+    let (n, more) = state.engine.reset_cron_time(timeout, limit).await?;
+    Ok(Json(json!({"has_remaining": more, "succeed_count": n})).into_response())
+}
+
+fn required<'a>(params: &'a HashMap<String, String>, key: &str) -> &'a str {
+    params.get(key).map(String::as_str).unwrap_or_default()
+}
+
+/// `GET /api/dtmsvr/subscribe?topic=&url=&remark=`.
+pub async fn subscribe(
+    State(state): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    state
+        .engine
+        .subscribe(required(&params, "topic"), required(&params, "url"), required(&params, "remark"))
+        .await?;
+    Ok(success())
+}
+
+/// `GET /api/dtmsvr/unsubscribe?topic=&url=`.
+pub async fn unsubscribe(
+    State(state): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    state.engine.unsubscribe(required(&params, "topic"), required(&params, "url")).await?;
+    Ok(success())
+}
+
+/// `DELETE /api/dtmsvr/topic/{topic}`.
+pub async fn delete_topic(
+    State(state): State<AppState>,
+    Path(topic): Path<String>,
+) -> Result<Response, ApiError> {
+    state.engine.delete_topic(&topic).await?;
+    Ok(success())
+}
+
+/// `GET /api/dtmsvr/scanKV?cat=&position=&limit=`: newest first, `position` is the cursor.
+pub async fn scan_kv(
+    State(state): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let limit: u32 = param(&params, "limit")?.unwrap_or(100);
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::BadRequest("limit must be between 1 and 1000".into()));
+    }
+    let before: Option<i64> = param(&params, "position")?;
+    let rows = state.engine.kv_scan(required(&params, "cat"), before, limit).await?;
+    let next = if rows.len() == limit as usize {
+        rows.last().map(|r| r.id.to_string()).unwrap_or_default()
+    } else {
+        String::new()
+    };
+    let kv: Vec<Value> = rows.iter().map(wire::kv_json).collect();
+    Ok(Json(json!({"kv": kv, "next_position": next})).into_response())
+}
+
+/// `GET /api/dtmsvr/queryKV?cat=&key=`: one row, or the whole category when `key` is empty.
+pub async fn query_kv(
+    State(state): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let cat = required(&params, "cat");
+    let key = required(&params, "key");
+    let rows = if key.is_empty() {
+        state.engine.kv_scan(cat, None, 1000).await?
+    } else {
+        state.engine.kv_get(cat, key).await?.into_iter().collect()
+    };
+    let kv: Vec<Value> = rows.iter().map(wire::kv_json).collect();
+    Ok(Json(json!({"kv": kv})).into_response())
 }
 
 /// `GET /api/dtmsvr/query?gid=`.

@@ -9,7 +9,7 @@ mod wire;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{any, get, post};
+use axum::routing::{any, delete, get, post};
 use dtx_engine::Engine;
 use tower_http::trace::TraceLayer;
 
@@ -31,6 +31,19 @@ pub fn router(state: AppState) -> Router {
         .route("/api/dtmsvr/version", get(handlers::version))
         .route("/api/dtmsvr/newGid", get(handlers::new_gid))
         .route("/api/dtmsvr/submit", post(handlers::submit))
+        .route("/api/dtmsvr/prepare", post(handlers::prepare))
+        .route("/api/dtmsvr/abort", post(handlers::abort))
+        .route("/api/dtmsvr/registerBranch", post(handlers::register_branch))
+        .route("/api/dtmsvr/registerTccBranch", post(handlers::register_branch))
+        .route("/api/dtmsvr/registerXaBranch", post(handlers::register_branch))
+        .route("/api/dtmsvr/forceStop", post(handlers::force_stop))
+        .route("/api/dtmsvr/resetNextCronTime", post(handlers::reset_next_cron_time))
+        .route("/api/dtmsvr/resetCronTime", get(handlers::reset_cron_time))
+        .route("/api/dtmsvr/subscribe", get(handlers::subscribe))
+        .route("/api/dtmsvr/unsubscribe", get(handlers::unsubscribe))
+        .route("/api/dtmsvr/topic/{topic}", delete(handlers::delete_topic))
+        .route("/api/dtmsvr/scanKV", get(handlers::scan_kv))
+        .route("/api/dtmsvr/queryKV", get(handlers::query_kv))
         .route("/api/dtmsvr/query", get(handlers::query))
         .route("/api/dtmsvr/all", get(handlers::all))
         // Bodies are limited by the handlers themselves, so that an oversized body gets a 400

@@ -4,8 +4,10 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use chrono::{DateTime, SecondsFormat, Utc};
+use dtx_core::TransType;
 use dtx_core::{Branch, Global, Timestamp, TransOptions};
-use dtx_engine::{SagaStep, SubmitSaga};
+use dtx_engine::{Step, TransRequest};
+use dtx_store::KvRow;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -86,8 +88,8 @@ impl GlobalRequest {
         }
     }
 
-    /// Decodes a saga submit. Payloads come from `payloads`, or from the legacy `steps[].data`.
-    pub fn into_saga(self, gid: String) -> Result<SubmitSaga, ApiError> {
+    /// Decodes a request. Payloads come from `payloads`, or from the legacy `steps[].data`.
+    pub fn into_request(self, gid: String, trans_type: TransType) -> Result<TransRequest, ApiError> {
         let options = self.options()?;
         let custom_data = self.custom_data_text()?;
         let raw_steps = self.steps.unwrap_or_default();
@@ -96,7 +98,7 @@ impl GlobalRequest {
         for (i, s) in raw_steps.into_iter().enumerate() {
             let mut s = s.ok_or_else(|| ApiError::BadRequest(format!("steps[{i}] is null")))?;
             let mut take = |k: &str| s.remove(k).flatten().unwrap_or_default();
-            let step = SagaStep { action: take("action"), compensate: take("compensate") };
+            let step = Step { action: take("action"), compensate: take("compensate") };
             let data = take("data");
             if !data.is_empty() {
                 legacy_payloads.push(data.into_bytes());
@@ -107,15 +109,31 @@ impl GlobalRequest {
             Some(p) => p.into_iter().map(|p| p.unwrap_or_default().into_bytes()).collect(),
             None => legacy_payloads,
         };
-        Ok(SubmitSaga {
+        Ok(TransRequest {
             gid,
+            trans_type,
             protocol: self.protocol.unwrap_or_default(),
             steps,
             payloads,
             custom_data,
+            query_prepared: self.query_prepared.unwrap_or_default(),
             options,
+            rollback_reason: self.rollback_reason.unwrap_or_default(),
         })
     }
+}
+
+/// A key-value row as `scanKV` / `queryKV` return it.
+pub fn kv_json(r: &KvRow) -> Value {
+    json!({
+        "id": r.id,
+        "create_time": time_text(r.create_time),
+        "update_time": time_text(r.update_time),
+        "cat": r.cat,
+        "k": r.k,
+        "v": r.v,
+        "version": r.version,
+    })
 }
 
 /// RFC 3339 in UTC with milliseconds.
@@ -210,7 +228,7 @@ mod tests {
             "passthrough_headers":null,"wait_result":null,"branch_headers":null,
             "steps":[{"action":"http://h/a","compensate":"http://h/c","data":"{\"x\":1}"}]}"#;
         let r: GlobalRequest = serde_json::from_str(body).unwrap();
-        let saga = r.into_saga("g".into()).unwrap();
+        let saga = r.into_request("g".into(), TransType::Saga).unwrap();
         assert_eq!(saga.payloads, vec![br#"{"x":1}"#.to_vec()]);
         assert_eq!(saga.steps[0].compensate, "http://h/c");
     }

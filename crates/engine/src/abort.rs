@@ -1,0 +1,88 @@
+//! `abort`: a prepared msg fails at once; a prepared (or already aborting) tcc is cancelled.
+
+use dtx_core::lifecycle::{self, OnAbort};
+use dtx_core::{GlobalStatus, TransType};
+use dtx_store::{LeaseChange, Save, StatusChange};
+use tracing::info;
+
+use crate::submit::SubmitReply;
+use crate::{Engine, Error, Result};
+
+impl Engine {
+    /// Aborts a transaction. `wait_result` comes from the stored options, as in DTM.
+    pub async fn abort(&self, gid: &str, reason: &str) -> Result<SubmitReply> {
+        let inner = &self.inner;
+        let existing = inner
+            .store
+            .load(gid)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no transaction with gid {gid}")))?;
+        let g = &existing.global;
+        let refuse = |t: TransType, s: GlobalStatus| {
+            Error::Conflict(format!("trans type '{t}' current status '{s}', cannot abort"))
+        };
+        if lifecycle::on_abort(g.trans_type, g.status) == OnAbort::Refuse {
+            return Err(refuse(g.trans_type, g.status));
+        }
+        let now = inner.clock.now();
+        let owner = inner.fresh_owner();
+        let Some(mut loaded) = inner.store.claim(gid, &owner, now, now.add(inner.opts.lease)).await? else {
+            // A round owns it now: the scheduler deciding a timed-out transaction, or an
+            // earlier abort. Either way it is on its way to the same end.
+            return Ok(SubmitReply::Accepted);
+        };
+        let wait = loaded.global.options.wait_result;
+        let reason = (!reason.is_empty()).then(|| reason.to_owned());
+        match lifecycle::on_abort(loaded.global.trans_type, loaded.global.status) {
+            OnAbort::FailNow => {
+                inner
+                    .store
+                    .save(Save {
+                        gid: gid.to_owned(),
+                        owner,
+                        now,
+                        branches: Vec::new(),
+                        status: Some(StatusChange {
+                            to: GlobalStatus::Failed,
+                            rollback_reason: reason.clone(),
+                        }),
+                        lease: LeaseChange::Release {
+                            next_cron_time: now,
+                            next_cron_interval: loaded.global.next_cron_interval,
+                        },
+                    })
+                    .await?;
+                info!(%gid, "prepared msg aborted");
+                Ok(SubmitReply::Finished { status: GlobalStatus::Failed, reason: reason.unwrap_or_default() })
+            }
+            OnAbort::Abort => {
+                inner
+                    .store
+                    .save(Save {
+                        gid: gid.to_owned(),
+                        owner: owner.clone(),
+                        now,
+                        branches: Vec::new(),
+                        status: Some(StatusChange {
+                            to: GlobalStatus::Aborting,
+                            rollback_reason: reason.clone(),
+                        }),
+                        lease: LeaseChange::Renew { lease_until: now.add(inner.opts.lease) },
+                    })
+                    .await?;
+                info!(%gid, "tcc aborted; cancelling its branches");
+                loaded.global.status = GlobalStatus::Aborting;
+                if let Some(r) = reason {
+                    loaded.global.rollback_reason = r;
+                }
+                Ok(self.process(loaded, owner, false, wait).await)
+            }
+            OnAbort::Reprocess => Ok(self.process(loaded, owner, false, wait).await),
+            OnAbort::Refuse => {
+                let (t, s) = (loaded.global.trans_type, loaded.global.status);
+                self.release_now(&loaded, &owner).await;
+                Err(refuse(t, s))
+            }
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! A client's global request, validated and turned into rows (spec 1.3). Nothing here touches
+//! the store except the topic lookup of msg steps.
+
+use dtx_core::saga::{SagaCustomData, SagaLayout};
+use dtx_core::{Branch, Global, GlobalStatus, Op, Timestamp, TransOptions, TransType, model::step_branch_id};
+use serde::Deserialize;
+
+use crate::{Error, Inner, Result};
+
+/// The key-value category holding topic subscriptions.
+pub const TOPICS: &str = "topics";
+/// A msg step whose action is `topic://<name>` fans out to the topic's subscribers.
+const TOPIC_SCHEME: &str = "topic://";
+
+/// One step as the client sent it (`compensate` is for sagas only).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Step {
+    /// Forward URL (empty = nothing to call).
+    pub action: String,
+    /// Compensation URL (saga; empty = this step cannot be rolled back unless its action is empty).
+    pub compensate: String,
+}
+
+/// A prepare / submit / abort request, already decoded from the wire.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransRequest {
+    /// Global id.
+    pub gid: String,
+    /// Mode.
+    pub trans_type: TransType,
+    /// `http` (or empty).
+    pub protocol: String,
+    /// Steps (saga, msg).
+    pub steps: Vec<Step>,
+    /// One request body per step.
+    pub payloads: Vec<Vec<u8>>,
+    /// `custom_data` text (saga: orders, concurrent; msg: delay).
+    pub custom_data: String,
+    /// msg check-back URL.
+    pub query_prepared: String,
+    /// Per-transaction options.
+    pub options: TransOptions,
+    /// abort: why.
+    pub rollback_reason: String,
+}
+
+/// A subscriber of a topic, as stored in the key-value table.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct Subscriber {
+    /// Where messages go.
+    pub url: String,
+    /// Free text.
+    #[serde(default)]
+    pub remark: String,
+}
+
+/// msg `custom_data`: `{"delay": seconds}`.
+#[derive(Debug, Default, Deserialize)]
+struct MsgCustomData {
+    #[serde(default)]
+    delay: Option<u64>,
+}
+
+impl TransRequest {
+    /// msg: the requested delay before the first execution, in seconds.
+    pub(crate) fn msg_delay(&self) -> Result<u64> {
+        if self.custom_data.trim().is_empty() || self.custom_data.trim() == "null" {
+            return Ok(0);
+        }
+        serde_json::from_str::<MsgCustomData>(&self.custom_data)
+            .map(|c| c.delay.unwrap_or(0))
+            .map_err(|e| Error::InvalidArgument(format!("custom_data is not valid msg options: {e}")))
+    }
+
+    /// Checks what can be checked before anything is stored.
+    pub(crate) fn validate(&self, max_steps: usize) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidArgument(m));
+        if !matches!(self.protocol.as_str(), "" | "http") {
+            return bad(format!("protocol '{}' is not supported (use http)", self.protocol));
+        }
+        check_headers(&self.options)?;
+        match self.trans_type {
+            TransType::Saga | TransType::Msg => {
+                if self.steps.is_empty() {
+                    return bad(format!("a {} needs at least one step", self.trans_type));
+                }
+                if self.steps.len() > max_steps {
+                    return bad(format!("too many steps: {} (the limit is {max_steps})", self.steps.len()));
+                }
+                if self.payloads.len() != self.steps.len() {
+                    return bad(format!(
+                        "steps and payloads do not match: {} steps, {} payloads",
+                        self.steps.len(),
+                        self.payloads.len()
+                    ));
+                }
+            }
+            TransType::Tcc => {}
+            TransType::Xa | TransType::Workflow => {
+                return bad(format!("trans_type '{}' is not supported by this version", self.trans_type));
+            }
+        }
+        match self.trans_type {
+            TransType::Saga => {
+                for (i, s) in self.steps.iter().enumerate() {
+                    check_url(&s.action)
+                        .map_err(|m| Error::InvalidArgument(format!("step {i} action: {m}")))?;
+                    check_url(&s.compensate)
+                        .map_err(|m| Error::InvalidArgument(format!("step {i} compensate: {m}")))?;
+                }
+                let custom = SagaCustomData::parse(&self.custom_data)
+                    .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+                SagaLayout::new(saga_rollbackable(&self.steps), &custom)
+                    .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+            }
+            TransType::Msg => {
+                for (i, s) in self.steps.iter().enumerate() {
+                    if let Some(topic) = s.action.strip_prefix(TOPIC_SCHEME) {
+                        if topic.is_empty() {
+                            return bad(format!("step {i} action: empty topic name"));
+                        }
+                    } else {
+                        check_url(&s.action)
+                            .map_err(|m| Error::InvalidArgument(format!("step {i} action: {m}")))?;
+                    }
+                }
+                check_url(&self.query_prepared)
+                    .map_err(|m| Error::InvalidArgument(format!("query_prepared: {m}")))?;
+                self.msg_delay()?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The global row, `status` as given, not owned (the caller sets ownership).
+    pub(crate) fn global(&self, inner: &Inner, status: GlobalStatus, now: Timestamp) -> Global {
+        Global {
+            id: 0,
+            gid: self.gid.clone(),
+            trans_type: self.trans_type,
+            status,
+            protocol: if self.protocol.is_empty() { "http".into() } else { self.protocol.clone() },
+            query_prepared: self.query_prepared.clone(),
+            custom_data: self.custom_data.clone(),
+            options: self.options.clone(),
+            rollback_reason: String::new(),
+            result: String::new(),
+            create_time: now,
+            update_time: now,
+            finish_time: None,
+            rollback_time: None,
+            next_cron_time: now,
+            next_cron_interval: inner.opts.retry.base(self.options.retry_interval),
+            owner: None,
+            lease_until: None,
+        }
+    }
+
+    /// The branch rows at creation: saga = compensate then action per step; msg = one action
+    /// per step, or per subscriber of a `topic://` step; tcc = none (registered later).
+    pub(crate) async fn branches(&self, inner: &Inner, now: Timestamp) -> Result<Vec<Branch>> {
+        let mut rows = Vec::new();
+        match self.trans_type {
+            TransType::Saga => {
+                for (i, (step, payload)) in self.steps.iter().zip(&self.payloads).enumerate() {
+                    let id = step_branch_id(i);
+                    rows.push(Branch::new(
+                        id.clone(),
+                        Op::Compensate,
+                        step.compensate.clone(),
+                        payload.clone(),
+                        now,
+                    ));
+                    rows.push(Branch::new(id, Op::Action, step.action.clone(), payload.clone(), now));
+                }
+            }
+            TransType::Msg => {
+                for (i, (step, payload)) in self.steps.iter().zip(&self.payloads).enumerate() {
+                    let urls = match step.action.strip_prefix(TOPIC_SCHEME) {
+                        Some(topic) => subscribers(inner, topic).await?.into_iter().map(|s| s.url).collect(),
+                        None => vec![step.action.clone()],
+                    };
+                    let many = urls.len() > 1;
+                    for (j, url) in urls.into_iter().enumerate() {
+                        let id = if many { format!("{:02}-{:02}", i + 1, j + 1) } else { step_branch_id(i) };
+                        rows.push(Branch::new(id, Op::Action, url, payload.clone(), now));
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(rows)
+    }
+}
+
+/// The subscribers of a topic; a topic without any is an error (the message would go nowhere).
+async fn subscribers(inner: &Inner, topic: &str) -> Result<Vec<Subscriber>> {
+    let row = inner.store.kv_get(TOPICS, topic).await?;
+    let list: Vec<Subscriber> = match row {
+        Some(r) => serde_json::from_str(&r.v).unwrap_or_default(),
+        None => Vec::new(),
+    };
+    if list.is_empty() {
+        return Err(Error::InvalidArgument(format!("topic '{topic}' not found or has no subscribers")));
+    }
+    Ok(list)
+}
+
+/// Saga steps that can be rolled back: an empty compensation means "cannot", unless the
+/// action is empty too (nothing happened, nothing to undo).
+pub(crate) fn saga_rollbackable(steps: &[Step]) -> Vec<bool> {
+    steps.iter().map(|s| s.action.is_empty() || !s.compensate.is_empty()).collect()
+}
+
+fn check_headers(options: &TransOptions) -> Result<()> {
+    for (name, value) in &options.branch_headers {
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(Error::InvalidArgument(format!(
+                "branch_headers: '{name}' is not a valid header name"
+            )));
+        }
+        if reqwest::header::HeaderValue::from_str(value).is_err() {
+            return Err(Error::InvalidArgument(format!(
+                "branch_headers: '{value}' is not a valid header value"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A participant URL must be empty (nothing to call) or an absolute http URL with a host.
+pub(crate) fn check_url(u: &str) -> std::result::Result<(), String> {
+    if u.is_empty() {
+        return Ok(());
+    }
+    let parsed = url::Url::parse(u).map_err(|e| format!("'{u}' is not a valid URL: {e}"))?;
+    if parsed.scheme() != "http" {
+        return Err(format!("'{u}': unsupported scheme '{}' (only http is supported)", parsed.scheme()));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("'{u}' has no host"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(trans_type: TransType, steps: usize, payloads: usize) -> TransRequest {
+        TransRequest {
+            gid: "g".into(),
+            trans_type,
+            protocol: String::new(),
+            steps: (0..steps)
+                .map(|i| Step { action: format!("http://h/a{i}"), compensate: format!("http://h/c{i}") })
+                .collect(),
+            payloads: vec![b"{}".to_vec(); payloads],
+            custom_data: String::new(),
+            query_prepared: String::new(),
+            options: TransOptions::default(),
+            rollback_reason: String::new(),
+        }
+    }
+
+    fn err(r: &TransRequest) -> String {
+        r.validate(10).err().map(|e| e.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn saga_validation_names_the_problem() {
+        assert!(req(TransType::Saga, 2, 2).validate(10).is_ok());
+        assert!(err(&req(TransType::Saga, 0, 0)).contains("at least one step"));
+        assert!(err(&req(TransType::Saga, 11, 11)).contains("too many steps"));
+        assert!(err(&req(TransType::Saga, 2, 1)).contains("do not match"));
+        let mut r = req(TransType::Saga, 1, 1);
+        r.steps[0].action = "ftp://h/x".into();
+        assert!(err(&r).contains("unsupported scheme"));
+        r.steps[0].action = "not a url".into();
+        assert!(err(&r).contains("not a valid URL"));
+        let mut r = req(TransType::Saga, 2, 2);
+        r.custom_data = r#"{"orders":{"1":[5]}}"#.into();
+        assert!(err(&r).contains("orders"));
+        let mut r = req(TransType::Saga, 1, 1);
+        r.options.branch_headers.insert("bad header".into(), "v".into());
+        assert!(err(&r).contains("branch_headers"));
+        let mut r = req(TransType::Saga, 1, 1);
+        r.protocol = "grpc".into();
+        assert!(err(&r).contains("protocol"));
+    }
+
+    #[test]
+    fn msg_and_tcc_validation() {
+        let mut r = req(TransType::Msg, 1, 1);
+        assert!(r.validate(10).is_ok());
+        r.query_prepared = "gopher://x".into();
+        assert!(err(&r).contains("query_prepared"));
+        let mut r = req(TransType::Msg, 1, 1);
+        r.custom_data = r#"{"delay":"soon"}"#.into();
+        assert!(err(&r).contains("custom_data"));
+        let mut r = req(TransType::Msg, 1, 1);
+        r.steps[0].action = "topic://".into();
+        assert!(err(&r).contains("empty topic"));
+        assert!(req(TransType::Tcc, 0, 0).validate(10).is_ok());
+        assert!(err(&req(TransType::Xa, 0, 0)).contains("not supported"));
+    }
+}

@@ -1,0 +1,103 @@
+//! A 2-phase message round: a prepared message past its timeout is decided by its check-back
+//! (fail closed: only a clear success commits); a submitted one runs its actions until every
+//! one has succeeded. A message never rolls back.
+
+use bytes::Bytes;
+use dtx_core::msg::{self, CheckBack, Decision};
+use dtx_core::saga::Phase;
+use dtx_core::{BranchStatus, GlobalStatus, Op, Outcome};
+use dtx_store::Loaded;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use tracing::info;
+
+use crate::Inner;
+use crate::round::RoundEnd;
+use crate::round::ctx::Ctx;
+
+/// The msg check-back is branch `00`, op `msg`.
+const CHECK_BACK_BRANCH: &str = "00";
+
+pub(crate) async fn run<'a>(inner: &'a Inner, loaded: Loaded, owner: String) -> RoundEnd {
+    let mut ctx = Ctx::new(inner, loaded, owner);
+    let rows: Vec<usize> = (0..ctx.branches.len()).filter(|&i| ctx.branches[i].op == Op::Action).collect();
+    let mut phases: Vec<Phase> =
+        rows.iter().map(|&r| Phase::from_stored(ctx.branches[r].status, ctx.branches[r].attempts)).collect();
+    let concurrent = ctx.global.options.concurrent;
+    let mut running: FuturesUnordered<BoxFuture<'a, (usize, Outcome)>> = FuturesUnordered::new();
+    let renew_every = inner.opts.lease / 3;
+    let mut renew_at = tokio::time::Instant::now() + renew_every;
+
+    loop {
+        match msg::plan(ctx.global.status, &phases, concurrent, ctx.timed_out()) {
+            Decision::CheckBack => {
+                let req = ctx.request(
+                    ctx.global.query_prepared.clone(),
+                    CHECK_BACK_BRANCH.to_owned(),
+                    Op::Msg,
+                    Bytes::new(),
+                );
+                let outcome = inner.participants.call(&req).await;
+                match msg::check_back(&outcome) {
+                    CheckBack::Commit => {
+                        ctx.note(&outcome, true);
+                        info!(gid = %ctx.global.gid, "msg check-back: committed");
+                        ctx.set_status(GlobalStatus::Submitted, None);
+                    }
+                    CheckBack::Fail => {
+                        let text = outcome.error_text().unwrap_or_default().to_owned();
+                        info!(gid = %ctx.global.gid, "msg check-back: never committed");
+                        ctx.set_status(
+                            GlobalStatus::Failed,
+                            Some(format!(
+                                "check-back {} answered FAILURE: {text}",
+                                ctx.global.query_prepared
+                            )),
+                        );
+                        return ctx.finish(GlobalStatus::Failed).await;
+                    }
+                    CheckBack::AskAgain(kind) => {
+                        ctx.note(&outcome, false);
+                        return ctx.release(kind, None).await;
+                    }
+                }
+            }
+            Decision::Start(actions) if !ctx.stopping() => {
+                for i in actions {
+                    phases[i] = Phase::Running;
+                    ctx.mark_attempt(rows[i]);
+                    running.push(ctx.spawn_call(ctx.call_row(rows[i]), i));
+                }
+            }
+            Decision::Finish => return ctx.finish(GlobalStatus::Succeed).await,
+            Decision::Start(_) | Decision::Wait => {
+                if running.is_empty() {
+                    if ctx.global.status == GlobalStatus::Prepared
+                        && let Some(t) = ctx.timeout()
+                    {
+                        // Not timed out yet: the check-back is due when it is.
+                        let at = ctx.global.create_time.add(t);
+                        return ctx.release_until(at).await;
+                    }
+                    let kind = ctx.retry_kind();
+                    return ctx.release(kind, None).await;
+                }
+                tokio::select! {
+                    Some((i, outcome)) = running.next() => {
+                        phases[i] = msg::action_phase_after(&outcome);
+                        let done = (phases[i] == Phase::Succeeded).then_some(BranchStatus::Succeed);
+                        ctx.record(rows[i], &outcome, done);
+                    }
+                    _ = tokio::time::sleep_until(renew_at) => {
+                        let lease = ctx.renewed();
+                        if let Err(end) = ctx.flush(lease).await {
+                            return end;
+                        }
+                        renew_at = tokio::time::Instant::now() + renew_every;
+                    }
+                }
+            }
+        }
+    }
+}

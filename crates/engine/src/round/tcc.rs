@@ -1,0 +1,61 @@
+//! A TCC round: confirm (or cancel) every registered branch, newest first, one at a time. The
+//! round ends at the first call without success; the rest waits for the next round.
+
+use dtx_core::tcc::{self, Decision, Row};
+use dtx_core::{BranchStatus, GlobalStatus, Outcome, timeout};
+use dtx_store::Loaded;
+use tracing::info;
+
+use crate::Inner;
+use crate::round::RoundEnd;
+use crate::round::ctx::Ctx;
+
+pub(crate) async fn run(inner: &Inner, loaded: Loaded, owner: String) -> RoundEnd {
+    let mut ctx = Ctx::new(inner, loaded, owner);
+    loop {
+        let rows: Vec<Row> = ctx.branches.iter().map(|b| Row { op: b.op, status: b.status }).collect();
+        match tcc::plan(ctx.global.status, &rows, ctx.timed_out()) {
+            Decision::AbortTimedOut => {
+                let reason = timeout::timeout_reason(ctx.timeout().unwrap_or_default());
+                info!(gid = %ctx.global.gid, %reason, "tcc timed out; cancelling");
+                ctx.set_status(GlobalStatus::Aborting, Some(reason));
+            }
+            Decision::Call(row) => {
+                if ctx.stopping() {
+                    let kind = ctx.retry_kind();
+                    return ctx.release(kind, None).await;
+                }
+                // Persisting the attempt first also renews the lease before every call.
+                ctx.mark_attempt(row);
+                let lease = ctx.renewed();
+                if let Err(end) = ctx.flush(lease).await {
+                    return end;
+                }
+                let req = ctx.call_row(row);
+                let outcome = inner.participants.call(&req).await;
+                // Phase two is retried until it succeeds: FAILURE counts as an error.
+                let done = matches!(outcome, Outcome::Success).then_some(BranchStatus::Succeed);
+                ctx.record(row, &outcome, done);
+                if done.is_none() {
+                    let kind = ctx.retry_kind();
+                    return ctx.release(kind, None).await;
+                }
+            }
+            Decision::Finish(status) => return ctx.finish(status).await,
+            Decision::Wait => {
+                // Prepared and within its time: nothing to do until it times out (or the
+                // client submits or aborts it).
+                return match ctx.timeout() {
+                    Some(t) => {
+                        let at = ctx.global.create_time.add(t);
+                        ctx.release_until(at).await
+                    }
+                    None => {
+                        let kind = ctx.retry_kind();
+                        ctx.release(kind, None).await
+                    }
+                };
+            }
+        }
+    }
+}
