@@ -4,7 +4,7 @@ use dtx_core::{Branch, GlobalStatus, Op, TransType, lifecycle, timeout};
 use dtx_store::Error as StoreError;
 use tracing::debug;
 
-use crate::request::check_url;
+use crate::request::check_branch_url;
 use crate::{Engine, Error, Result};
 
 /// The longest branch id accepted (nested TCC ids grow by two digits per level).
@@ -44,8 +44,9 @@ impl Engine {
         if req.branch_id.is_empty() || req.branch_id.len() > MAX_BRANCH_ID_LEN {
             return bad(format!("branch_id must have 1 to {MAX_BRANCH_ID_LEN} characters"));
         }
-        check_url(&req.confirm).map_err(|m| Error::InvalidArgument(format!("confirm: {m}")))?;
-        check_url(&req.cancel).map_err(|m| Error::InvalidArgument(format!("cancel: {m}")))?;
+        // The transaction's protocol is not known yet here: accept both URL forms.
+        check_branch_url(&req.confirm, true).map_err(|m| Error::InvalidArgument(format!("confirm: {m}")))?;
+        check_branch_url(&req.cancel, true).map_err(|m| Error::InvalidArgument(format!("cancel: {m}")))?;
 
         let inner = &self.inner;
         let loaded = self.load_same_type(&req.gid, TransType::Tcc).await.map_err(|e| match e {

@@ -5,6 +5,8 @@ use dtx_core::saga::{SagaCustomData, SagaLayout};
 use dtx_core::{Branch, Global, GlobalStatus, Op, Timestamp, TransOptions, TransType, model::step_branch_id};
 use serde::Deserialize;
 
+use crate::participant::grpc::parse_grpc_url;
+use crate::participant::is_http_url;
 use crate::{Error, Inner, Result};
 
 /// The key-value category holding topic subscriptions.
@@ -75,9 +77,10 @@ impl TransRequest {
     /// Checks what can be checked before anything is stored.
     pub(crate) fn validate(&self, max_steps: usize) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidArgument(m));
-        if !matches!(self.protocol.as_str(), "" | "http") {
-            return bad(format!("protocol '{}' is not supported (use http)", self.protocol));
+        if !matches!(self.protocol.as_str(), "" | "http" | "grpc") {
+            return bad(format!("protocol '{}' is not supported (use http or grpc)", self.protocol));
         }
+        let grpc = self.protocol == "grpc";
         check_headers(&self.options)?;
         match self.trans_type {
             TransType::Saga | TransType::Msg => {
@@ -103,9 +106,9 @@ impl TransRequest {
         match self.trans_type {
             TransType::Saga => {
                 for (i, s) in self.steps.iter().enumerate() {
-                    check_url(&s.action)
+                    check_branch_url(&s.action, grpc)
                         .map_err(|m| Error::InvalidArgument(format!("step {i} action: {m}")))?;
-                    check_url(&s.compensate)
+                    check_branch_url(&s.compensate, grpc)
                         .map_err(|m| Error::InvalidArgument(format!("step {i} compensate: {m}")))?;
                 }
                 let custom = SagaCustomData::parse(&self.custom_data)
@@ -120,11 +123,11 @@ impl TransRequest {
                             return bad(format!("step {i} action: empty topic name"));
                         }
                     } else {
-                        check_url(&s.action)
+                        check_branch_url(&s.action, grpc)
                             .map_err(|m| Error::InvalidArgument(format!("step {i} action: {m}")))?;
                     }
                 }
-                check_url(&self.query_prepared)
+                check_branch_url(&self.query_prepared, grpc)
                     .map_err(|m| Error::InvalidArgument(format!("query_prepared: {m}")))?;
                 self.msg_delay()?;
             }
@@ -229,6 +232,15 @@ fn check_headers(options: &TransOptions) -> Result<()> {
     Ok(())
 }
 
+/// A branch URL: an http URL, or, in a gRPC transaction, `host:port/package.Service/Method`
+/// (a gRPC transaction may mix in http branches).
+pub(crate) fn check_branch_url(u: &str, grpc: bool) -> std::result::Result<(), String> {
+    if grpc && !u.is_empty() && !is_http_url(u) {
+        return parse_grpc_url(u).map(|_| ());
+    }
+    check_url(u)
+}
+
 /// A participant URL must be empty (nothing to call) or an absolute http URL with a host.
 pub(crate) fn check_url(u: &str) -> std::result::Result<(), String> {
     if u.is_empty() {
@@ -286,8 +298,15 @@ mod tests {
         r.options.branch_headers.insert("bad header".into(), "v".into());
         assert!(err(&r).contains("branch_headers"));
         let mut r = req(TransType::Saga, 1, 1);
-        r.protocol = "grpc".into();
+        r.protocol = "soap".into();
         assert!(err(&r).contains("protocol"));
+        let mut r = req(TransType::Saga, 1, 1);
+        r.steps[0].action = "localhost:5/busi.Busi/TransIn".into();
+        assert!(err(&r).contains("unsupported scheme") || err(&r).contains("not a valid URL"));
+        r.protocol = "grpc".into();
+        assert!(r.validate(10).is_ok(), "{}", err(&r));
+        r.steps[0].action = "localhost:5".into();
+        assert!(err(&r).contains("package.Service/Method"));
     }
 
     #[test]

@@ -10,8 +10,13 @@ use dtx_store_sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use tokio::net::TcpListener;
 use tracing::info;
 
+use dtx_proto::dtmgimp::dtm_server::DtmServer;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+
 use crate::api::{self, AppState};
 use crate::config::Config;
+use crate::grpc::DtmService;
 
 /// Starting the server failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +45,9 @@ pub enum Error {
     /// Serving failed.
     #[error("HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
+    /// The gRPC server failed.
+    #[error("gRPC server failed: {0}")]
+    Grpc(String),
 }
 
 /// A built server: store open, listener bound, not yet serving.
@@ -48,6 +56,8 @@ pub struct Server {
     listener: TcpListener,
     http_addr: SocketAddr,
     max_body_bytes: usize,
+    grpc_listener: TcpListener,
+    grpc_addr: SocketAddr,
 }
 
 impl Server {
@@ -73,7 +83,19 @@ impl Server {
             .map_err(|source| Error::Bind { addr: config.http_listen, source })?;
         let http_addr =
             listener.local_addr().map_err(|source| Error::Bind { addr: config.http_listen, source })?;
-        Ok(Server { engine, listener, http_addr, max_body_bytes: config.max_body_bytes })
+        let grpc_listener = TcpListener::bind(config.grpc_listen)
+            .await
+            .map_err(|source| Error::Bind { addr: config.grpc_listen, source })?;
+        let grpc_addr =
+            grpc_listener.local_addr().map_err(|source| Error::Bind { addr: config.grpc_listen, source })?;
+        Ok(Server {
+            engine,
+            listener,
+            http_addr,
+            max_body_bytes: config.max_body_bytes,
+            grpc_listener,
+            grpc_addr,
+        })
     }
 
     /// The bound HTTP address.
@@ -81,25 +103,65 @@ impl Server {
         self.http_addr
     }
 
+    /// The bound gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
     /// The engine (tests call `run_once` on it).
     pub fn engine(&self) -> Engine {
         self.engine.clone()
     }
 
-    /// Serves the API and runs the scheduler until `shutdown` resolves, then stops claiming,
-    /// lets in-flight rounds finish or release, and returns.
+    /// Serves the HTTP and gRPC APIs and runs the scheduler until `shutdown` resolves, then
+    /// stops claiming, lets in-flight rounds finish or release, and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+        let stop = CancellationToken::new();
+        tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                shutdown.await;
+                stop.cancel();
+            }
+        });
         let state = AppState { engine: self.engine.clone(), max_body_bytes: self.max_body_bytes };
         let app = api::router(state);
-        info!(http = %self.http_addr, "dtx serving");
+        info!(http = %self.http_addr, grpc = %self.grpc_addr, "dtx serving");
         let scheduler = {
             let engine = self.engine.clone();
             tokio::spawn(async move { engine.run().await })
         };
-        let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
+        let grpc = tokio::spawn(serve_grpc(self.engine.clone(), self.grpc_listener, stop.clone()));
+        let served =
+            axum::serve(self.listener, app).with_graceful_shutdown(stop.clone().cancelled_owned()).await;
+        // Whichever front door stopped first, stop the other one too.
+        stop.cancel();
         info!("shutting down: no new claims, finishing in-flight rounds");
+        let grpc_served = grpc.await;
         self.engine.shutdown().await;
         let _ = scheduler.await;
-        served.map_err(Error::Serve)
+        served.map_err(Error::Serve)?;
+        match grpc_served {
+            Ok(result) => result,
+            Err(e) => Err(Error::Grpc(e.to_string())),
+        }
     }
+}
+
+/// The gRPC front door: `dtmgimp.Dtm`, plus the standard health service and server reflection.
+async fn serve_grpc(engine: Engine, listener: TcpListener, stop: CancellationToken) -> Result<(), Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<DtmServer<DtmService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(dtx_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::Grpc(e.to_string()))?;
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(DtmServer::new(DtmService::new(engine)))
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), stop.cancelled_owned())
+        .await
+        .map_err(|e| Error::Grpc(e.to_string()))
 }

@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: settings (defaults → TOML → `DTX_*` → flags) and their validation.
 //! - [`api`]: the DTM-compatible HTTP API over the engine.
+//! - [`grpc`]: the DTM-compatible gRPC API (`dtmgimp.Dtm`) over the same engine.
 //! - [`Server`]: wiring (store, engine, listener), serving and graceful shutdown.
 //! - [`telemetry`]: log output.
 //! - [`cli`]: the `dtx` binary's entry point.
@@ -10,6 +11,7 @@ pub mod api;
 mod app;
 pub mod cli;
 pub mod config;
+pub mod grpc;
 pub mod telemetry;
 
 pub use app::{Error, Server};

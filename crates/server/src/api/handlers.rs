@@ -28,12 +28,16 @@ pub async fn version() -> Json<Value> {
     Json(json!({"version": concat!("v", env!("CARGO_PKG_VERSION"))}))
 }
 
-/// `GET /api/dtmsvr/newGid`: 22 random base57 characters, like DTM's shortuuid.
+/// `GET /api/dtmsvr/newGid`.
 pub async fn new_gid() -> Json<Value> {
+    Json(json!({"gid": new_gid_text(), "dtm_result": "SUCCESS"}))
+}
+
+/// 22 random base57 characters, like DTM's shortuuid.
+pub fn new_gid_text() -> String {
     const ALPHABET: &[u8] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
     let mut rng = rand::rng();
-    let gid: String = (0..22).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
-    Json(json!({"gid": gid, "dtm_result": "SUCCESS"}))
+    (0..22).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
 }
 
 /// Reads and decodes a global request body, bounded by the configured size.

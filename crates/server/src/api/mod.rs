@@ -14,6 +14,7 @@ use dtx_engine::Engine;
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
+pub use handlers::new_gid_text;
 
 /// What the handlers share.
 #[derive(Clone)]

@@ -1,4 +1,6 @@
-//! Calling participants over HTTP, as DTM does (spec section 4.2).
+//! Calling participants, as DTM does (spec section 4): HTTP (4.2) or gRPC (4.4).
+
+pub mod grpc;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -31,10 +33,17 @@ pub struct CallRequest {
 /// Bodies are only read to look for the legacy `FAILURE` / `ONGOING` markers.
 const MAX_READ_BODY: usize = 64 * 1024;
 
-/// The participant caller: one shared, connection-pooling HTTP client.
+/// The participant caller: one shared, connection-pooling HTTP client and a gRPC channel per
+/// target.
 #[derive(Debug, Clone)]
 pub struct Participants {
     http: reqwest::Client,
+    grpc: std::sync::Arc<grpc::GrpcCaller>,
+}
+
+/// How a URL is called (spec 4.1): `http://` / `https://` over HTTP, anything else over gRPC.
+pub fn is_http_url(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with("https://")
 }
 
 impl Participants {
@@ -48,13 +57,18 @@ impl Participants {
             // must not capture calls to services on this network (or on loopback).
             .no_proxy()
             .build()?;
-        Ok(Participants { http })
+        Ok(Participants { http, grpc: std::sync::Arc::default() })
     }
 
     /// Calls a branch and reads the answer per the result protocol.
     pub async fn call(&self, req: &CallRequest) -> Outcome {
         if req.url.is_empty() {
             return Outcome::Success;
+        }
+        if !is_http_url(&req.url) {
+            let outcome = self.grpc.call(req).await;
+            debug!(gid = %req.gid, branch_id = %req.branch_id, op = %req.op, url = %req.url, ?outcome, "grpc branch call");
+            return outcome;
         }
         let mut url = match url::Url::parse(&req.url) {
             Ok(u) => u,

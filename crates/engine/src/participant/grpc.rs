@@ -1,0 +1,193 @@
+//! Calling participants over gRPC (spec 4.4): `host:port/package.Service/Method`, a unary call
+//! whose request message is the stored payload bytes, sent as they are (no re-encoding).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use bytes::{Buf, BufMut, Bytes};
+use dtx_core::Outcome;
+use tonic::Status;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::metadata::{MetadataKey, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::participant::CallRequest;
+
+/// A gRPC target and method parsed from a branch URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcUrl {
+    /// `host:port`.
+    pub target: String,
+    /// `/package.Service/Method`.
+    pub method: String,
+}
+
+/// Splits `host:port/package.Service/Method` at the first `/`.
+pub fn parse_grpc_url(url: &str) -> Result<GrpcUrl, String> {
+    if url.contains("://") {
+        return Err(format!("'{url}': a gRPC branch is host:port/package.Service/Method, without a scheme"));
+    }
+    let Some((target, method)) = url.split_once('/') else {
+        return Err(format!("'{url}': a gRPC branch is host:port/package.Service/Method"));
+    };
+    let (host, port) = target.rsplit_once(':').ok_or_else(|| format!("'{url}': the target needs a port"))?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!("'{url}': '{target}' is not host:port"));
+    }
+    let mut parts = method.split('/');
+    let (Some(service), Some(name), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(format!("'{url}': the method must be package.Service/Method"));
+    };
+    if service.is_empty() || name.is_empty() {
+        return Err(format!("'{url}': the method must be package.Service/Method"));
+    }
+    let method = format!("/{method}");
+    PathAndQuery::try_from(method.as_str()).map_err(|e| format!("'{url}': bad method path: {e}"))?;
+    Ok(GrpcUrl { target: target.to_owned(), method })
+}
+
+/// Reads a gRPC answer per the result protocol: OK = success, `Aborted` = FAILURE (unless the
+/// message is exactly `ONGOING`, the pre-1.10 convention), `FailedPrecondition` = ONGOING,
+/// anything else = error.
+pub fn outcome_of(status: &Status) -> Outcome {
+    match status.code() {
+        tonic::Code::Ok => Outcome::Success,
+        tonic::Code::Aborted if status.message() == "ONGOING" => Outcome::Ongoing,
+        tonic::Code::Aborted => Outcome::Failure(format!("grpc Aborted: {}", status.message())),
+        tonic::Code::FailedPrecondition => Outcome::Ongoing,
+        code => Outcome::Error(format!("grpc {code:?}: {}", status.message())),
+    }
+}
+
+/// Channels are cached per target: one HTTP/2 connection serves every call to it.
+#[derive(Debug, Default)]
+pub(crate) struct GrpcCaller {
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl GrpcCaller {
+    fn channel(&self, target: &str) -> Result<Channel, String> {
+        let mut map = self.channels.lock().map_err(|_| "grpc channel cache poisoned".to_owned())?;
+        if let Some(c) = map.get(target) {
+            return Ok(c.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{target}"))
+            .map_err(|e| format!("bad grpc target {target}: {e}"))?
+            .tcp_nodelay(true);
+        let channel = endpoint.connect_lazy();
+        map.insert(target.to_owned(), channel.clone());
+        Ok(channel)
+    }
+
+    pub(crate) async fn call(&self, req: &CallRequest) -> Outcome {
+        let url = match parse_grpc_url(&req.url) {
+            Ok(u) => u,
+            Err(e) => return Outcome::Error(e),
+        };
+        let channel = match self.channel(&url.target) {
+            Ok(c) => c,
+            Err(e) => return Outcome::Error(e),
+        };
+        let mut request = tonic::Request::new(req.payload.clone());
+        request.set_timeout(req.timeout);
+        let md = request.metadata_mut();
+        let pairs = [
+            ("dtm-gid", req.gid.as_str()),
+            ("dtm-trans_type", req.trans_type.as_str()),
+            ("dtm-branch_id", req.branch_id.as_str()),
+            ("dtm-op", req.op.as_str()),
+            ("dtm-dtm", ""),
+        ];
+        for (k, v) in pairs.into_iter().chain(req.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+            let key = MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes());
+            let value = MetadataValue::try_from(v);
+            if let (Ok(key), Ok(value)) = (key, value) {
+                md.insert(key, value);
+            }
+        }
+        let mut grpc = tonic::client::Grpc::new(channel);
+        if let Err(e) = grpc.ready().await {
+            return Outcome::Error(format!("grpc target {} not ready: {e}", url.target));
+        }
+        let path = match PathAndQuery::try_from(url.method.as_str()) {
+            Ok(p) => p,
+            Err(e) => return Outcome::Error(format!("bad grpc method {}: {e}", url.method)),
+        };
+        match grpc.unary(request, path, RawCodec).await {
+            Ok(_) => Outcome::Success,
+            Err(status) => outcome_of(&status),
+        }
+    }
+}
+
+/// Passes message bytes through unchanged: the payload is already an encoded protobuf message.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_at_the_first_slash() {
+        let u = parse_grpc_url("localhost:58081/busi.Busi/TransIn").unwrap();
+        assert_eq!(u.target, "localhost:58081");
+        assert_eq!(u.method, "/busi.Busi/TransIn");
+        for bad in [
+            "localhost:58081",
+            "http://h:1/a.B/C",
+            "h/a.B/C",
+            "h:x/a.B/C",
+            "h:1/a.B",
+            "h:1/a.B/C/D",
+            ":1/a.B/C",
+        ] {
+            assert!(parse_grpc_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn status_codes_map_per_protocol() {
+        assert_eq!(outcome_of(&Status::ok("")), Outcome::Success);
+        assert_eq!(outcome_of(&Status::aborted("ONGOING")), Outcome::Ongoing);
+        assert!(matches!(outcome_of(&Status::aborted("no money")), Outcome::Failure(_)));
+        assert_eq!(outcome_of(&Status::failed_precondition("wait")), Outcome::Ongoing);
+        assert!(matches!(outcome_of(&Status::unavailable("down")), Outcome::Error(_)));
+        assert!(matches!(outcome_of(&Status::internal("x")), Outcome::Error(_)));
+    }
+}

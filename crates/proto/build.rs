@@ -1,0 +1,19 @@
+//! Generates the gRPC code with a vendored `protoc`, so a fresh `cargo build` needs no system
+//! package.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    config.protoc_arg(format!("--proto_path={}", protoc_bin_vendored::include_path()?.display()));
+    let descriptors = PathBuf::from(std::env::var("OUT_DIR")?).join("dtx_descriptor.bin");
+    tonic_prost_build::configure().file_descriptor_set_path(&descriptors).compile_with_config(
+        config,
+        &[root.join("dtmgimp.proto")],
+        std::slice::from_ref(&root),
+    )?;
+    println!("cargo:rerun-if-changed={}", root.display());
+    Ok(())
+}
