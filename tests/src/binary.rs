@@ -49,8 +49,9 @@ pub struct DtxProcess {
 }
 
 impl DtxProcess {
-    /// Starts `dtx --database-url <db_url> --http-listen 127.0.0.1:<port> <extra...>`, logging
-    /// to `log`, and waits until `/api/ping` answers.
+    /// Starts `dtx --database-url <db_url> --http-listen 127.0.0.1:<port> <extra...>` (plus
+    /// `--grpc-listen 127.0.0.1:0` unless `extra` has a `--grpc-listen`), logging to `log`, and
+    /// waits until `/api/ping` answers.
     pub async fn start(db_url: &str, port: u16, extra: &[&str], log: &Path) -> DtxProcess {
         let out = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("open the dtx log");
         let err = out.try_clone().expect("clone the log handle");
@@ -63,6 +64,10 @@ impl DtxProcess {
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
+        // gRPC on a free port unless the test chose one.
+        if !extra.iter().any(|a| a.starts_with("--grpc-listen")) {
+            cmd.arg("--grpc-listen").arg("127.0.0.1:0");
+        }
         for (k, _) in std::env::vars_os() {
             let name = k.to_string_lossy().to_ascii_lowercase();
             // No inherited settings, and no proxy: participants are on loopback (dtx's HTTP
@@ -130,6 +135,11 @@ impl DtxProcess {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// True while the process has not exited (it was never killed, nor crashed).
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// SIGKILL, then reap.

@@ -6,14 +6,20 @@
 //! - [`Participant`]: a real HTTP participant on loopback whose answers each test scripts, and
 //!   which records every call it receives.
 //! - [`DtxProcess`]: the real `dtx` binary as a child process (crash / restart tests).
+//! - [`client`]: the client side of DTM over HTTP ([`Client`], [`Tcc`], [`Msg`]).
 //! - [`saga`]: request bodies as DTM's SDKs send them, and readers of `query` answers.
+//! - [`grpc`]: gRPC on both sides: a scripted gRPC participant ([`grpc::GrpcParticipant`]) and
+//!   the `dtmgimp.Dtm` client side.
 
 pub mod binary;
+pub mod client;
+pub mod grpc;
 pub mod participant;
 pub mod saga;
 pub mod server;
 
 pub use binary::{DtxProcess, dtx_binary, free_port};
+pub use client::{Client, Msg, Tcc, advance_to_due, assert_timeout_reason, due_in_ms};
 pub use participant::{Call, Gate, Participant, Reply};
 pub use saga::{Saga, branch, branch_statuses, status_of, time_ms};
 pub use server::TestServer;

@@ -40,7 +40,7 @@ impl Gate {
         self.open.send_replace(true);
     }
 
-    async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         let mut rx = self.open.subscribe();
         // The sender lives in `self`, so the channel cannot close while we wait.
         let _ = rx.wait_for(|open| *open).await;

@@ -1,5 +1,6 @@
 //! The dtx server in process, driven by a manual clock.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use tokio::sync::oneshot;
 /// A running in-process dtx server. The scheduler is off: [`TestServer::cron`] runs due work.
 pub struct TestServer {
     base: String,
+    grpc: SocketAddr,
     engine: Engine,
     clock: Arc<ManualClock>,
     http: reqwest::Client,
@@ -35,6 +37,7 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config {
             http_listen: "127.0.0.1:0".parse().expect("loopback address"),
+            grpc_listen: "127.0.0.1:0".parse().expect("loopback address"),
             database_url: format!("sqlite://{}", dir.path().join("dtx.db").display()),
             // A test database need not survive power loss.
             sqlite_full_sync: false,
@@ -47,6 +50,7 @@ impl TestServer {
         let dyn_clock: Arc<dyn Clock> = clock.clone();
         let server = Server::build_with_clock(&config, dyn_clock).await.expect("build the dtx server");
         let base = format!("http://{}/api/dtmsvr", server.http_addr());
+        let grpc = server.grpc_addr();
         let engine = server.engine();
         let (tx, rx) = oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -58,7 +62,7 @@ impl TestServer {
             }
         });
         let http = reqwest::Client::builder().no_proxy().build().expect("http client");
-        TestServer { base, engine, clock, http, shutdown: Some(tx), _dir: dir }
+        TestServer { base, grpc, engine, clock, http, shutdown: Some(tx), _dir: dir }
     }
 
     /// `http://127.0.0.1:PORT/api/dtmsvr`.
@@ -69,6 +73,11 @@ impl TestServer {
     /// `http://127.0.0.1:PORT` (for `/api/ping`).
     pub fn root_url(&self) -> &str {
         self.base.trim_end_matches("/api/dtmsvr")
+    }
+
+    /// The gRPC address (`dtmgimp.Dtm`, health, reflection): `127.0.0.1:PORT`.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc
     }
 
     /// The engine.

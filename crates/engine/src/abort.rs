@@ -27,8 +27,16 @@ impl Engine {
         let now = inner.clock.now();
         let owner = inner.fresh_owner();
         let Some(mut loaded) = inner.store.claim(gid, &owner, now, now.add(inner.opts.lease)).await? else {
-            // A round owns it now: the scheduler deciding a timed-out transaction, or an
-            // earlier abort. Either way it is on its way to the same end.
+            if g.status == GlobalStatus::Prepared {
+                // A round is deciding it right now (the timeout of a tcc, the check-back of a
+                // msg, which may still commit it): this abort was not applied. Say so rather
+                // than acknowledge it; the client may retry.
+                return Err(Error::Ongoing(format!(
+                    "transaction {gid} is being processed (its timeout is being handled); \
+                     the abort was not applied, retry"
+                )));
+            }
+            // An earlier abort's round owns it: it carries the cancellation on.
             return Ok(SubmitReply::Accepted);
         };
         let wait = loaded.global.options.wait_result;
@@ -71,6 +79,7 @@ impl Engine {
                     })
                     .await?;
                 info!(%gid, "tcc aborted; cancelling its branches");
+                self.due_now(&loaded).await;
                 loaded.global.status = GlobalStatus::Aborting;
                 if let Some(r) = reason {
                     loaded.global.rollback_reason = r;

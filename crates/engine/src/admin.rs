@@ -5,7 +5,7 @@ use std::time::Duration;
 use dtx_store::{Error as StoreError, KvRow};
 use tracing::info;
 
-use crate::request::{Subscriber, TOPICS, check_url};
+use crate::request::{Subscriber, TOPICS, check_branch_url};
 use crate::{Engine, Error, Result};
 
 /// Concurrent subscribers of one topic race on its version; this many tries settle it.
@@ -52,9 +52,12 @@ impl Engine {
     }
 
     /// Subscribes `url` to `topic` (msg steps `topic://<topic>` fan out to every subscriber).
+    /// `url` is an http URL or a gRPC branch URL.
     pub async fn subscribe(&self, topic: &str, url: &str, remark: &str) -> Result<()> {
         check_topic_and_url(topic, url)?;
-        check_url(url).map_err(|m| Error::InvalidArgument(format!("url: {m}")))?;
+        // An http URL or a gRPC `host:port/package.Service/Method`: the message being fanned out
+        // may be a gRPC one (DTM does not check the URL at all).
+        check_branch_url(url, true).map_err(|m| Error::InvalidArgument(format!("url: {m}")))?;
         self.update_topic(topic, |list| {
             if list.iter().any(|s| s.url == url) {
                 return Err(Error::Conflict(format!("{url} is already subscribed to {topic}")));

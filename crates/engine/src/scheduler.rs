@@ -32,6 +32,9 @@ impl Engine {
         }
         let slots = Arc::new(Semaphore::new(self.inner.opts.max_concurrent_rounds.max(1)));
         let mut store_down = false;
+        // The pause after a failed claim: doubles while the store stays down, so a node does
+        // not hammer a database that is restarting (nor fill its log), and resets once it is back.
+        let mut outage_pause = self.inner.opts.poll_interval;
         loop {
             if self.inner.shutdown.is_cancelled() {
                 return;
@@ -41,20 +44,25 @@ impl Engine {
                     if store_down {
                         info!("store reachable again; scheduling resumed");
                         store_down = false;
+                        outage_pause = self.inner.opts.poll_interval;
                     }
                     n
                 }
                 Err(e) => {
                     // Logged once per outage, not on every poll.
                     if !store_down {
-                        error!(error = %e, "claiming due transactions failed; retrying");
+                        error!(error = %e, "claiming due transactions failed; retrying with backoff");
                         store_down = true;
+                    } else {
+                        outage_pause =
+                            (outage_pause * 2).min(MAX_OUTAGE_PAUSE.max(self.inner.opts.poll_interval));
                     }
                     0
                 }
             };
             if claimed == 0 {
-                let pause = jittered(self.inner.opts.poll_interval);
+                let base = if store_down { outage_pause } else { self.inner.opts.poll_interval };
+                let pause = jittered(base);
                 tokio::select! {
                     _ = self.inner.shutdown.cancelled() => return,
                     _ = tokio::time::sleep(pause) => {}
@@ -96,6 +104,10 @@ impl Engine {
         Ok(n)
     }
 }
+
+/// The longest pause between claims while the store is down: short enough that a node resumes
+/// within seconds of the database coming back.
+const MAX_OUTAGE_PAUSE: Duration = Duration::from_secs(5);
 
 /// The poll pause, ±25 %, so nodes started together do not poll in step.
 fn jittered(d: Duration) -> Duration {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use dtx_core::lifecycle::{self, OnPrepare, OnSubmit};
 use dtx_core::{GlobalStatus, TransType, timeout};
 use dtx_store::{Error as StoreError, LeaseChange, Loaded, NewTransaction, Save, StatusChange};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::request::TransRequest;
 use crate::round::{self, RoundEnd};
@@ -84,6 +84,16 @@ impl Engine {
                 let Some(loaded) =
                     inner.store.claim(&req.gid, &owner, now, now.add(inner.opts.lease)).await?
                 else {
+                    if status == GlobalStatus::Prepared {
+                        // A round is deciding it right now (the timeout of a tcc, the
+                        // check-back of a msg): this submit was not applied. Say so rather than
+                        // acknowledge it; the client may retry.
+                        return Err(Error::Ongoing(format!(
+                            "transaction {} is being processed (its timeout is being handled); \
+                             the submit was not applied, retry",
+                            req.gid
+                        )));
+                    }
                     // Another round owns it right now and carries it on.
                     return Ok(if req.options.wait_result {
                         SubmitReply::InProgress { status, reason: existing.global.rollback_reason }
@@ -122,6 +132,7 @@ impl Engine {
                         if delay > 0 {
                             return Ok(SubmitReply::Accepted);
                         }
+                        self.due_now(&loaded).await;
                         loaded.global.status = GlobalStatus::Submitted;
                     }
                     other => {
@@ -194,6 +205,19 @@ impl Engine {
             )));
         }
         Ok(loaded)
+    }
+
+    /// A prepared transaction was scheduled at its timeout. Once submitted or aborted (and
+    /// held by this node's lease) it must be due at once, so that if this node dies the next
+    /// one takes it over when the lease expires, not at the old timeout.
+    pub(crate) async fn due_now(&self, loaded: &Loaded) {
+        let inner = &self.inner;
+        let g = &loaded.global;
+        let base = inner.opts.retry.base(g.options.retry_interval);
+        if let Err(e) = inner.store.reset_next_cron_time(&g.gid, base, inner.clock.now()).await {
+            // Processing goes on; only a takeover after a crash would wait for the old time.
+            warn!(gid = %g.gid, error = %e, "could not make the transaction due now");
+        }
     }
 
     /// Gives a claimed row back at once, unchanged.

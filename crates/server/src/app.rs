@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use dtx_engine::{Clock, Engine, SystemClock};
 use dtx_store::Store;
+use dtx_store_postgres::{PgOptions, PgStore};
 use dtx_store_sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use tokio::net::TcpListener;
 use tracing::info;
@@ -15,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
 use crate::api::{self, AppState};
-use crate::config::Config;
+use crate::config::{Backend, Config};
 use crate::grpc::DtmService;
 
 /// Starting the server failed.
@@ -68,15 +69,9 @@ impl Server {
 
     /// [`Server::build`] with a chosen clock (tests drive time with a `ManualClock`).
     pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Server, Error> {
-        let opts = SqliteOptions {
-            synchronous: if config.sqlite_full_sync { Synchronous::Full } else { Synchronous::Normal },
-            ..SqliteOptions::default()
-        };
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&config.database_url, opts)
-                .await
-                .map_err(|source| Error::Store { url: config.database_url.clone(), source })?,
-        );
+        let store = open_store(config)
+            .await
+            .map_err(|source| Error::Store { url: redacted(&config.database_url), source })?;
         let engine = Engine::new(store, config.engine.clone(), clock)?;
         let listener = TcpListener::bind(config.http_listen)
             .await
@@ -164,4 +159,38 @@ async fn serve_grpc(engine: Engine, listener: TcpListener, stop: CancellationTok
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), stop.cancelled_owned())
         .await
         .map_err(|e| Error::Grpc(e.to_string()))
+}
+
+/// Opens the backend the database URL's scheme names (validated by the configuration).
+async fn open_store(config: &Config) -> Result<Arc<dyn Store>, dtx_store::Error> {
+    let url = &config.database_url;
+    Ok(match crate::config::backend_of(url) {
+        Some(Backend::Postgres) => {
+            Arc::new(PgStore::open(url, PgOptions::with_pool_size(config.postgres_pool_size)).await?)
+        }
+        Some(Backend::Sqlite) => {
+            let opts = SqliteOptions {
+                synchronous: if config.sqlite_full_sync { Synchronous::Full } else { Synchronous::Normal },
+                ..SqliteOptions::default()
+            };
+            Arc::new(SqliteStore::open(url, opts).await?)
+        }
+        None => {
+            return Err(dtx_store::Error::Internal(anyhow::anyhow!(
+                "unsupported database URL scheme (expected sqlite: or postgres:)"
+            )));
+        }
+    })
+}
+
+/// The URL with its password masked, for messages and logs.
+pub fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            // Only fails for URLs that cannot have a password, which this one has.
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
 }

@@ -63,7 +63,8 @@ pub struct Settings {
     #[arg(long, env = "DTX_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// Store URL: `sqlite://path` (created if missing).
+    /// Store URL: `sqlite://path` (created if missing) or `postgres://user:password@host/db`
+    /// (several nodes may share one PostgreSQL database).
     #[arg(long, env = "DTX_DATABASE_URL")]
     pub database_url: Option<String>,
     /// HTTP API address (port 0 = any free port).
@@ -109,6 +110,28 @@ pub struct Settings {
     /// `normal` (survives a process crash only).
     #[arg(long, env = "DTX_SQLITE_SYNCHRONOUS")]
     pub sqlite_synchronous: Option<String>,
+    /// PostgreSQL: most connections this node opens (reads and group-commit writers share them).
+    #[arg(long, env = "DTX_POSTGRES_POOL_SIZE")]
+    pub postgres_pool_size: Option<u32>,
+}
+
+/// The store backend, chosen once from the database URL's scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `sqlite:` (the default): embedded, one node.
+    Sqlite,
+    /// `postgres:` / `postgresql:`: a server several nodes share.
+    Postgres,
+}
+
+/// The backend `url`'s scheme names, if dtx has it.
+pub fn backend_of(url: &str) -> Option<Backend> {
+    let scheme = url.split(':').next().unwrap_or_default().to_ascii_lowercase();
+    match scheme.as_str() {
+        "sqlite" => Some(Backend::Sqlite),
+        "postgres" | "postgresql" => Some(Backend::Postgres),
+        _ => None,
+    }
 }
 
 /// Log output format.
@@ -137,6 +160,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// SQLite durability.
     pub sqlite_full_sync: bool,
+    /// PostgreSQL connection pool size.
+    pub postgres_pool_size: u32,
 }
 
 /// The defaults, as a TOML document (`dtx print-default-config`).
@@ -156,6 +181,7 @@ max_concurrent_rounds = 256
 max_body_bytes = 1048576
 max_steps = 100
 sqlite_synchronous = "full"
+postgres_pool_size = 10
 "#;
 
 impl Settings {
@@ -178,6 +204,7 @@ impl Settings {
             max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),
             max_steps: self.max_steps.or(lower.max_steps),
             sqlite_synchronous: self.sqlite_synchronous.or(lower.sqlite_synchronous),
+            postgres_pool_size: self.postgres_pool_size.or(lower.postgres_pool_size),
         }
     }
 
@@ -200,12 +227,14 @@ impl Settings {
         };
 
         let database_url = req(s.database_url, "--database-url")?;
-        if !database_url.starts_with("sqlite:") {
+        if backend_of(&database_url).is_none() {
             let scheme = database_url.split(':').next().unwrap_or_default();
             return Err(Error::Invalid {
                 setting: "--database-url",
                 message: format!(
-                    "unsupported scheme '{scheme}' in '{database_url}' (this version supports sqlite://path)"
+                    "unsupported scheme '{scheme}' in '{}' (expected sqlite://path or \
+                     postgres://user:password@host:port/database)",
+                    crate::app::redacted(&database_url)
                 ),
             });
         }
@@ -242,6 +271,8 @@ impl Settings {
                 });
             }
         };
+        let postgres_pool_size =
+            at_least(s.postgres_pool_size.unwrap_or(10) as usize, 1, "--postgres-pool-size")? as u32;
         let engine = EngineOptions {
             retry: RetryPolicy { retry_interval, max_interval: backoff_cap, jitter: 0.1 },
             request_timeout,
@@ -261,6 +292,7 @@ impl Settings {
             engine,
             max_body_bytes,
             sqlite_full_sync,
+            postgres_pool_size,
         })
     }
 }
@@ -349,6 +381,21 @@ mod tests {
             let e = s.resolve().unwrap_err().to_string();
             assert!(e.contains(name), "{e} should name {name}");
         }
+    }
+
+    #[test]
+    fn the_backend_comes_from_the_url_scheme() {
+        assert_eq!(backend_of("sqlite://dtx.db"), Some(Backend::Sqlite));
+        assert_eq!(backend_of("postgres://u:p@h/db"), Some(Backend::Postgres));
+        assert_eq!(backend_of("postgresql://h/db"), Some(Backend::Postgres));
+        assert_eq!(backend_of("mysql://h/db"), None);
+        let s = Settings { database_url: Some("postgresql://u@h/db".into()), ..Default::default() };
+        assert_eq!(s.resolve().unwrap().database_url, "postgresql://u@h/db");
+        let s = Settings { database_url: Some("redis://u:secret@h/0".into()), ..Default::default() };
+        let e = s.resolve().unwrap_err().to_string();
+        assert!(e.contains("postgres://") && !e.contains("secret"), "{e}");
+        let s = Settings { postgres_pool_size: Some(0), ..Default::default() };
+        assert!(s.resolve().unwrap_err().to_string().contains("--postgres-pool-size"));
     }
 
     #[test]

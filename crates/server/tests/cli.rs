@@ -154,7 +154,10 @@ async fn serves_ping_and_stops_on_sigterm() {
     let log_path = dir.path().join("dtx.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let mut cmd = dtx(&dir);
-    cmd.env("DTX_HTTP_LISTEN", format!("127.0.0.1:{port}")).stdout(Stdio::null()).stderr(log);
+    cmd.env("DTX_HTTP_LISTEN", format!("127.0.0.1:{port}"))
+        .env("DTX_GRPC_LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::null())
+        .stderr(log);
     let mut guard = Guard(Some(cmd.spawn().expect("spawn dtx")));
 
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -189,4 +192,26 @@ async fn serves_ping_and_stops_on_sigterm() {
     };
     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
     assert!(status.success(), "graceful shutdown exits 0: {status}; log:\n{log}");
+}
+
+#[test]
+fn an_unreachable_postgres_is_named_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = dtx(&dir);
+    // Port 1 on loopback: nothing listens, the connection is refused at once.
+    cmd.args(["--database-url", "postgres://dtx:secret@127.0.0.1:1/x"]);
+    let out = run(cmd);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "should fail; stdout: {}", text(&out.stdout));
+    assert!(stderr.contains("postgres://dtx:***@127.0.0.1:1/x"), "names the URL: {stderr}");
+    assert!(stderr.contains("PostgreSQL"), "says what is unreachable: {stderr}");
+    assert!(!stderr.contains("secret"), "the password is not printed: {stderr}");
+}
+
+#[test]
+fn a_malformed_postgres_url_is_named_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = dtx(&dir);
+    cmd.args(["--database-url", "postgresql://[nowhere/x"]);
+    fails_naming(cmd, "postgresql://[nowhere/x");
 }

@@ -11,7 +11,8 @@
 //!   only if the row is still owned by the caller's token; otherwise [`Error::Fenced`] and
 //!   nothing changes, and the caller must stop calling participants for that transaction.
 //!
-//! Backends: `dtx-store-sqlite` (embedded default). The conformance suite that every backend
+//! Backends: `dtx-store-sqlite` (embedded default), `dtx-store-postgres` (several nodes sharing
+//! one database; leases and due times on the database clock). The conformance suite that every backend
 //! runs lives in [`testsuite`] (feature `testsuite`).
 
 use std::time::Duration;

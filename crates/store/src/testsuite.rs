@@ -9,7 +9,9 @@
 //! ```
 //!
 //! The factory is called once per test and returns the store plus a guard that is kept alive
-//! until the test ends (a temp dir, a schema to drop...; `()` if none). The macro expands to
+//! until the test ends (a temp dir, a schema to drop...; `()` if none). A backend that needs a
+//! server may return `Option<(store, guard)>` instead: `None` skips the test (the factory
+//! prints why), e.g. when no test database is configured. The macro expands to
 //! one `#[tokio::test]` per test on a multi-thread runtime, so the calling crate needs `tokio`
 //! with the `macros` and `rt-multi-thread` features.
 //!
@@ -17,6 +19,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "this is test code: a panic is a failed test")]
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use dtx_core::{Branch, Global, GlobalStatus, Op, Timestamp, TransOptions, TransType};
@@ -102,11 +105,36 @@ macro_rules! store_test_suite {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $test() {
-                let (store, _guard) = ($factory)().await;
+                // `None`: the backend's database is not configured here (the factory said so).
+                let Some((store, _guard)) = $crate::testsuite::Fresh::fresh(($factory)().await) else {
+                    return;
+                };
                 $crate::testsuite::$test(store).await;
             }
         )+
     };
+}
+
+/// What a suite factory returns: `(store, guard)`, or `Option` of it (`None` skips the test).
+pub trait Fresh {
+    /// The guard kept alive until the test ends.
+    type Guard;
+    /// The store and its guard, or `None` to skip.
+    fn fresh(self) -> Option<(Arc<dyn Store>, Self::Guard)>;
+}
+
+impl<G> Fresh for (Arc<dyn Store>, G) {
+    type Guard = G;
+    fn fresh(self) -> Option<(Arc<dyn Store>, G)> {
+        Some(self)
+    }
+}
+
+impl<G> Fresh for Option<(Arc<dyn Store>, G)> {
+    type Guard = G;
+    fn fresh(self) -> Option<(Arc<dyn Store>, G)> {
+        self
+    }
 }
 
 /// The suite's "now": an arbitrary fixed instant (2023-11-14), far from zero and i64 limits.

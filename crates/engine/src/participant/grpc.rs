@@ -3,13 +3,14 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes};
 use dtx_core::Outcome;
 use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic::metadata::{MetadataKey, MetadataValue};
+use tonic::metadata::{BinaryMetadataKey, BinaryMetadataValue, MetadataKey, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::participant::CallRequest;
@@ -60,6 +61,9 @@ pub fn outcome_of(status: &Status) -> Outcome {
     }
 }
 
+/// The longest deadline `grpc-timeout` can carry: 99999999 hours.
+const MAX_GRPC_TIMEOUT: Duration = Duration::from_secs(99_999_999 * 3600);
+
 /// Channels are cached per target: one HTTP/2 connection serves every call to it.
 #[derive(Debug, Default)]
 pub(crate) struct GrpcCaller {
@@ -90,8 +94,22 @@ impl GrpcCaller {
             Err(e) => return Outcome::Error(e),
         };
         let mut request = tonic::Request::new(req.payload.clone());
-        request.set_timeout(req.timeout);
         let md = request.metadata_mut();
+        // branch_headers first, so that the dtm-* values and the deadline set below replace
+        // any header of the same name: they identify the branch (barriers key on them).
+        for (k, v) in &req.headers {
+            let k = k.to_ascii_lowercase();
+            if k.ends_with("-bin") {
+                // Binary metadata: the value's bytes, base64-encoded on the wire (as grpc-go).
+                if let Ok(key) = BinaryMetadataKey::from_bytes(k.as_bytes()) {
+                    md.insert_bin(key, BinaryMetadataValue::from_bytes(v.as_bytes()));
+                }
+            } else if let (Ok(key), Ok(value)) =
+                (MetadataKey::from_bytes(k.as_bytes()), MetadataValue::try_from(v))
+            {
+                md.insert(key, value);
+            }
+        }
         let pairs = [
             ("dtm-gid", req.gid.as_str()),
             ("dtm-trans_type", req.trans_type.as_str()),
@@ -99,13 +117,14 @@ impl GrpcCaller {
             ("dtm-op", req.op.as_str()),
             ("dtm-dtm", ""),
         ];
-        for (k, v) in pairs.into_iter().chain(req.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
-            let key = MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes());
-            let value = MetadataValue::try_from(v);
-            if let (Ok(key), Ok(value)) = (key, value) {
-                md.insert(key, value);
+        for (k, v) in pairs {
+            if let Ok(value) = MetadataValue::try_from(v) {
+                md.insert(k, value);
             }
         }
+        // grpc-timeout has at most 8 digits (tonic panics beyond 99999999 hours); any
+        // non-negative int64 of seconds is a valid request_timeout, so clamp.
+        request.set_timeout(req.timeout.min(MAX_GRPC_TIMEOUT));
         let mut grpc = tonic::client::Grpc::new(channel);
         if let Err(e) = grpc.ready().await {
             return Outcome::Error(format!("grpc target {} not ready: {e}", url.target));

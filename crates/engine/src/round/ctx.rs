@@ -141,6 +141,26 @@ impl<'a> Ctx<'a> {
         })
     }
 
+    /// Makes one call and waits for its answer, renewing the lease every third of it
+    /// meanwhile, so that a call longer than the lease does not let another round take the
+    /// transaction over and call again. `Err` when the ownership was lost meanwhile (the
+    /// answer is then dropped, the round stops).
+    pub(crate) async fn call_renewing(&mut self, req: &CallRequest) -> Result<Outcome, RoundEnd> {
+        let inner = self.inner;
+        let call = inner.participants.call(req);
+        tokio::pin!(call);
+        let every = inner.opts.lease / 3;
+        loop {
+            tokio::select! {
+                outcome = &mut call => return Ok(outcome),
+                _ = tokio::time::sleep(every) => {
+                    let lease = self.renewed();
+                    self.flush(lease).await?;
+                }
+            }
+        }
+    }
+
     pub(crate) fn base_interval(&self) -> Duration {
         self.inner.opts.retry.base(self.global.options.retry_interval)
     }

@@ -21,6 +21,14 @@ const CHECK_BACK_BRANCH: &str = "00";
 
 pub(crate) async fn run<'a>(inner: &'a Inner, loaded: Loaded, owner: String) -> RoundEnd {
     let mut ctx = Ctx::new(inner, loaded, owner);
+    if ctx.global.status == GlobalStatus::Submitted
+        && let Some(at) = delayed_until(&ctx)
+        && at > ctx.now()
+    {
+        // Made due early (resetCronTime / resetNextCronTime): the delay still holds, as in
+        // DTM, which checks it in every round.
+        return ctx.release_until(at).await;
+    }
     let rows: Vec<usize> = (0..ctx.branches.len()).filter(|&i| ctx.branches[i].op == Op::Action).collect();
     let mut phases: Vec<Phase> =
         rows.iter().map(|&r| Phase::from_stored(ctx.branches[r].status, ctx.branches[r].attempts)).collect();
@@ -38,7 +46,10 @@ pub(crate) async fn run<'a>(inner: &'a Inner, loaded: Loaded, owner: String) -> 
                     Op::Msg,
                     Bytes::new(),
                 );
-                let outcome = inner.participants.call(&req).await;
+                let outcome = match ctx.call_renewing(&req).await {
+                    Ok(outcome) => outcome,
+                    Err(end) => return end,
+                };
                 match msg::check_back(&outcome) {
                     CheckBack::Commit => {
                         ctx.note(&outcome, true);
@@ -64,9 +75,19 @@ pub(crate) async fn run<'a>(inner: &'a Inner, loaded: Loaded, owner: String) -> 
                 }
             }
             Decision::Start(actions) if !ctx.stopping() => {
+                for &i in &actions {
+                    ctx.mark_attempt(rows[i]);
+                }
+                // Persist, then act: the attempts (and a check-back's commit) are written
+                // first, and a round that lost its ownership (lease taken over, forceStop)
+                // stops here instead of calling the next action.
+                let lease = ctx.renewed();
+                if let Err(end) = ctx.flush(lease).await {
+                    return end;
+                }
+                renew_at = tokio::time::Instant::now() + renew_every;
                 for i in actions {
                     phases[i] = Phase::Running;
-                    ctx.mark_attempt(rows[i]);
                     running.push(ctx.spawn_call(ctx.call_row(rows[i]), i));
                 }
             }
@@ -100,4 +121,12 @@ pub(crate) async fn run<'a>(inner: &'a Inner, loaded: Loaded, owner: String) -> 
             }
         }
     }
+}
+
+/// The end of a delayed message's delay (`custom_data` `{"delay": seconds}`, counted from its
+/// creation), if it has one.
+fn delayed_until(ctx: &Ctx<'_>) -> Option<dtx_core::Timestamp> {
+    let custom: serde_json::Value = serde_json::from_str(&ctx.global.custom_data).ok()?;
+    let delay = custom.get("delay")?.as_u64().filter(|&d| d > 0)?;
+    Some(ctx.global.create_time.add(std::time::Duration::from_secs(delay)))
 }

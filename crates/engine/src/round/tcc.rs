@@ -32,7 +32,10 @@ pub(crate) async fn run(inner: &Inner, loaded: Loaded, owner: String) -> RoundEn
                     return end;
                 }
                 let req = ctx.call_row(row);
-                let outcome = inner.participants.call(&req).await;
+                let outcome = match ctx.call_renewing(&req).await {
+                    Ok(outcome) => outcome,
+                    Err(end) => return end,
+                };
                 // Phase two is retried until it succeeds: FAILURE counts as an error.
                 let done = matches!(outcome, Outcome::Success).then_some(BranchStatus::Succeed);
                 ctx.record(row, &outcome, done);

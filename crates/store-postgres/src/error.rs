@@ -1,0 +1,133 @@
+//! Mapping PostgreSQL failures into the store's error vocabulary (`sqlx::Error` never leaves the
+//! crate).
+
+use dtx_core::model::UnknownName;
+use dtx_store::Error;
+
+/// SQLSTATE of a unique-constraint violation.
+const UNIQUE_VIOLATION: &str = "23505";
+
+/// SQLSTATEs (or classes, when two characters) that mean "the database cannot serve this right
+/// now; the same request may work later": connection exceptions (08), insufficient resources
+/// (53), operator intervention (57P: shutdown, crash, starting up), transaction rollbacks from
+/// contention (40001 serialization, 40P01 deadlock), a lock wait that gave up (55P03), and a
+/// read-only server (25006: a standby during a failover).
+const RETRYABLE: &[&str] = &["08", "53", "57P01", "57P02", "57P03", "40001", "40P01", "55P03", "25006"];
+
+/// True for a SQLSTATE in [`RETRYABLE`].
+fn retryable_code(code: &str) -> bool {
+    RETRYABLE.iter().any(|c| if c.len() == 2 { code.starts_with(c) } else { code == *c })
+}
+
+/// Maps a sqlx error: the database unreachable, shutting down, overloaded or contended →
+/// `Unavailable`; a unique violation → `Conflict`; anything else → `Internal`. `what` names the
+/// operation for the message.
+pub(crate) fn map_sqlx(what: &'static str, err: sqlx::Error) -> Error {
+    match &err {
+        sqlx::Error::Database(db) => {
+            if db.code().as_deref() == Some(UNIQUE_VIOLATION) {
+                return Error::Conflict(format!("{what}: {}", db.message()));
+            }
+            if db.code().is_some_and(|c| retryable_code(&c)) {
+                return unavailable(what, &err);
+            }
+        }
+        // A connection that broke mid-exchange shows up as I/O or protocol errors.
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => return unavailable(what, &err),
+        _ => {}
+    }
+    Error::Internal(anyhow::Error::new(err).context(what))
+}
+
+/// The `Unavailable` a client sees (in a 503): says plainly that the database is the problem.
+fn unavailable(what: &'static str, err: &sqlx::Error) -> Error {
+    Error::Unavailable(format!("PostgreSQL is unreachable or not accepting work ({what}: {err})"))
+}
+
+/// The constraint a unique violation hit, if `err` is one.
+pub(crate) fn violated_constraint(err: &sqlx::Error) -> Option<String> {
+    match err {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some(UNIQUE_VIOLATION) => {
+            db.constraint().map(str::to_owned)
+        }
+        _ => None,
+    }
+}
+
+/// A stored row that does not decode into the domain types.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CorruptRow {
+    /// A status / type / op column holds an unknown name.
+    #[error("{gid}: {source}")]
+    Name {
+        gid: String,
+        #[source]
+        source: UnknownName,
+    },
+    /// The `options` column is not valid JSON for `TransOptions`.
+    #[error("{gid}: bad options json")]
+    Options {
+        gid: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An integer column is out of range for its domain type.
+    #[error("{gid}: column {column} out of range: {value}")]
+    Range { gid: String, column: &'static str, value: i64 },
+}
+
+impl From<CorruptRow> for Error {
+    fn from(err: CorruptRow) -> Error {
+        Error::Internal(anyhow::Error::new(err).context("corrupt row"))
+    }
+}
+
+/// A copy of `err` for every request of a batch that failed as a whole (`Error` is not `Clone`).
+pub(crate) fn replicate(err: &Error) -> Error {
+    match err {
+        Error::NotFound(s) => Error::NotFound(s.clone()),
+        Error::Conflict(s) => Error::Conflict(s.clone()),
+        Error::Fenced { gid } => Error::Fenced { gid: gid.clone() },
+        Error::Precondition(s) => Error::Precondition(s.clone()),
+        Error::Unavailable(s) => Error::Unavailable(s.clone()),
+        Error::Internal(e) => Error::Internal(anyhow::anyhow!("{e:#}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_and_pool_failures_are_retryable() {
+        assert!(map_sqlx("x", sqlx::Error::PoolTimedOut).is_retryable());
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = map_sqlx("create", sqlx::Error::Io(io));
+        assert!(e.is_retryable());
+        assert!(e.to_string().contains("PostgreSQL"), "{e}");
+        assert!(matches!(map_sqlx("x", sqlx::Error::RowNotFound), Error::Internal(_)));
+    }
+
+    #[test]
+    fn sqlstates_are_classified() {
+        for code in ["08006", "08001", "57P01", "57P03", "53300", "40P01", "40001", "25006"] {
+            assert!(retryable_code(code), "{code}");
+        }
+        for code in ["23505", "42601", "22003", "57014"] {
+            assert!(!retryable_code(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn replicate_keeps_the_kind() {
+        let e = replicate(&Error::Fenced { gid: "g".into() });
+        assert!(matches!(e, Error::Fenced { gid } if gid == "g"));
+        let e = replicate(&Error::Internal(anyhow::anyhow!("boom")));
+        assert!(e.to_string().contains("internal"));
+    }
+}

@@ -1,0 +1,341 @@
+//! `dtx-store-postgres`: the PostgreSQL backend of the dtx [`Store`], for several dtx nodes
+//! sharing one database (PostgreSQL, or a PostgreSQL-compatible distributed database).
+//!
+//! - **Ownership.** A claim is one statement: `UPDATE trans_global SET owner = $token,
+//!   lease_until = … WHERE id IN (SELECT id … FOR UPDATE SKIP LOCKED) RETURNING …`. Whoever's
+//!   UPDATE took a row owns it; concurrent claimers on other nodes skip rows being taken instead
+//!   of waiting for them. Every later write of the owner carries `AND owner = $token`, and one
+//!   that matches nothing fails [`Error::Fenced`] with nothing written, exactly as on SQLite.
+//! - **Time comes from the database clock.** Node clocks drift; the database's clock is the
+//!   one clock every node sees. With [`ClockSource::Database`] (the default, and what the server
+//!   uses) each statement that decides or records ownership reads `db_now` from PostgreSQL
+//!   (`statement_timestamp()`, in epoch milliseconds) and:
+//!   - judges "due" and "lease expired" by it: `next_cron_time <= db_now`,
+//!     `lease_until < db_now`, never by the `now` the engine passed in;
+//!   - stores every lease end or due time the engine computed from its own clock as the same
+//!     distance from `db_now`: `lease_until = db_now + ($lease_until - $now)`,
+//!     `next_cron_time = db_now + ($next_cron_time - $now)` (for a create, `$now` is the row's
+//!     `update_time`). A node whose clock is minutes off therefore still leases for exactly its
+//!     lease duration and schedules retries exactly its interval ahead, on the shared timeline.
+//!
+//!   So `next_cron_time` and `lease_until` are database times. The record-keeping times
+//!   (`create_time`, `update_time`, `finish_time`, `rollback_time`, branch and kv times) are
+//!   stored as the node gave them. Timeouts (`create_time` + `timeout_to_fail`) are judged by
+//!   the node that processes the transaction, on its clock: a skewed node times out early or
+//!   late by its skew, but never takes over a row whose lease is valid.
+//!
+//!   [`ClockSource::Caller`] trusts the caller's `now` instead (the SQL is the same, with the
+//!   database clock replaced by the caller's): the conformance suite uses it to drive time
+//!   explicitly, as it does on SQLite. It is not safe for several nodes.
+//! - **Group commit and pooling.** One connection pool ([`PgOptions::pool_size`]) serves reads
+//!   and a few writer tasks. Writes are queued; a free writer takes everything queued at that
+//!   moment and commits it as one transaction, a savepoint per request, and every caller's reply
+//!   waits for that commit (module `writer`). Several writers run at once, as PostgreSQL allows.
+//! - **Outages.** A lost connection, a server shutting down or restarting, or no connection
+//!   within [`PgOptions::acquire_timeout`] is [`Error::Unavailable`] (the API answers 503); a
+//!   failed batch keeps nothing. The pool reconnects by itself when the database is back, so a
+//!   node carries on without a restart. [`PgStore::open`] itself fails at once if the database
+//!   cannot be reached, so a bad URL is reported at start.
+//! - **Schema.** `migrations/postgres` at the workspace root (same versions and names as
+//!   `migrations/sqlite`), applied by [`PgStore::open`] under sqlx's migration lock, so nodes
+//!   starting together do not race.
+//!
+//! Layout: `writer` (the batch loops), `write` (the SQL of each write), `read` (load, list, kv),
+//! `rows` (row decoding, the clock expression), `error` (PostgreSQL errors →
+//! [`dtx_store::Error`]); `testing` (feature `testing`): fresh databases and throwaway clusters
+//! for tests.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dtx_core::{Branch, Global, GlobalStatus, Timestamp};
+use dtx_store::{Error, KvRow, ListFilter, Loaded, NewTransaction, Result, Save, Store};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool, Postgres};
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tracing::{info, warn};
+
+mod error;
+mod read;
+mod rows;
+mod write;
+mod writer;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use crate::error::map_sqlx;
+use crate::writer::{FromOutput, Job, Op};
+
+/// Whose clock decides leases and due times.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ClockSource {
+    /// The database's clock (see the crate docs). The only safe choice for several nodes.
+    #[default]
+    Database,
+    /// The `now` each call passes in: deterministic tests driving time by hand.
+    Caller,
+}
+
+/// Tuning of a [`PgStore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgOptions {
+    /// Most connections to the database, shared by reads and the writers (default 10).
+    pub pool_size: u32,
+    /// Writer tasks committing batches in parallel (default 4; at most `pool_size`).
+    pub writers: usize,
+    /// The most write requests committed together in one transaction (default 128).
+    pub max_batch: usize,
+    /// How long an operation waits for a connection (including reconnecting to a database that
+    /// went away) before it fails `Unavailable` (default 5 s).
+    pub acquire_timeout: Duration,
+    /// How long [`PgStore::open`] waits for the first connection (default 10 s).
+    pub connect_timeout: Duration,
+    /// Whose clock decides leases and due times (default: the database's).
+    pub clock: ClockSource,
+}
+
+impl Default for PgOptions {
+    fn default() -> PgOptions {
+        PgOptions {
+            pool_size: 10,
+            writers: 4,
+            max_batch: 128,
+            acquire_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(10),
+            clock: ClockSource::Database,
+        }
+    }
+}
+
+impl PgOptions {
+    /// Options for a pool of `pool_size` connections, with writers for about half of them.
+    pub fn with_pool_size(pool_size: u32) -> PgOptions {
+        let pool_size = pool_size.max(1);
+        PgOptions { pool_size, writers: (pool_size as usize / 2).clamp(1, 8), ..PgOptions::default() }
+    }
+}
+
+/// The PostgreSQL [`Store`]. Cheap to clone; every clone shares the pool and the writers.
+/// The writer tasks stop when the last clone is dropped.
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: mpsc::Sender<Job>,
+    db: Db,
+}
+
+/// The pool, and whether the database is known to be down.
+#[derive(Clone)]
+pub(crate) struct Db {
+    pool: PgPool,
+    down: Arc<AtomicBool>,
+    acquire_timeout: Duration,
+}
+
+/// While the database is known to be down, how long an operation waits for a connection before
+/// failing: long enough to connect to a database that is back, short enough that a client gets
+/// its 503 promptly instead of after the full acquire timeout.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl Db {
+    /// A pooled connection. The first failure marks the database down (logged once); while it
+    /// is down, attempts give up after [`PROBE_TIMEOUT`]; the first success marks it up again.
+    pub(crate) async fn acquire(&self) -> Result<PoolConnection<Postgres>> {
+        let down = self.down.load(Ordering::Relaxed);
+        let limit = if down { PROBE_TIMEOUT.min(self.acquire_timeout) } else { self.acquire_timeout };
+        let err = match tokio::time::timeout(limit, self.pool.acquire()).await {
+            Ok(Ok(conn)) => {
+                if self.down.swap(false, Ordering::Relaxed) {
+                    info!("postgres reachable again");
+                }
+                return Ok(conn);
+            }
+            Ok(Err(e)) => map_sqlx("connect", e),
+            Err(_) => Error::Unavailable(format!(
+                "PostgreSQL is unreachable or not accepting work (no connection within {limit:?})"
+            )),
+        };
+        self.mark_down(&err);
+        Err(err)
+    }
+
+    /// Notes a failure: one that says the database is unreachable marks it down (logged once per
+    /// outage, not per attempt).
+    pub(crate) fn mark_down(&self, err: &Error) {
+        if err.is_retryable() && !self.down.swap(true, Ordering::Relaxed) {
+            warn!(error = %err, "postgres unreachable; operations fail until it is back");
+        }
+    }
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/database`, or
+    /// `postgresql://…`), applies the migrations and starts the writer tasks. Must be called
+    /// inside a Tokio runtime.
+    ///
+    /// Fails at once, rather than retrying, when the URL is not a PostgreSQL URL
+    /// ([`Error::Internal`]) or the database cannot be reached within
+    /// [`PgOptions::connect_timeout`] ([`Error::Unavailable`]).
+    pub async fn open(url: &str, opts: PgOptions) -> Result<PgStore> {
+        let connect = PgConnectOptions::from_str(url)
+            .map_err(|e| Error::Internal(anyhow::Error::new(e).context("not a valid PostgreSQL URL")))?
+            .application_name("dtx");
+
+        // One plain connection first: the pool would keep retrying a refused connection until
+        // its acquire timeout, and a wrong address should be reported at start, plainly.
+        let mut conn = tokio::time::timeout(opts.connect_timeout, PgConnection::connect_with(&connect))
+            .await
+            .map_err(|_| {
+                Error::Unavailable(format!(
+                    "PostgreSQL did not answer within {:?} ({}:{})",
+                    opts.connect_timeout,
+                    connect.get_host(),
+                    connect.get_port()
+                ))
+            })?
+            .map_err(|e| map_sqlx("connect", e))?;
+        sqlx::migrate!("../../migrations/postgres")
+            .run(&mut conn)
+            .await
+            .map_err(|e| Error::Internal(anyhow::Error::new(e).context("postgres migrations")))?;
+        if let Err(e) = conn.close().await {
+            tracing::debug!(error = %e, "closing the migration connection");
+        }
+
+        let pool_size = opts.pool_size.max(1);
+        let pool = PgPoolOptions::new()
+            .max_connections(pool_size)
+            .min_connections(0)
+            .acquire_timeout(opts.acquire_timeout)
+            .connect_lazy_with(connect.clone());
+
+        let max_batch = opts.max_batch.max(1);
+        let writers = opts.writers.clamp(1, pool_size as usize);
+        // A few batches of headroom; beyond that, callers wait (backpressure).
+        let (tx, rx) = mpsc::channel(max_batch.saturating_mul(4));
+        let queue = Arc::new(Mutex::new(rx));
+        let db = Db { pool, down: Arc::new(AtomicBool::new(false)), acquire_timeout: opts.acquire_timeout };
+        for id in 0..writers {
+            tokio::spawn(writer::run(db.clone(), queue.clone(), opts.clock, max_batch, id));
+        }
+        info!(
+            host = connect.get_host(),
+            port = connect.get_port(),
+            database = connect.get_database().unwrap_or_default(),
+            pool_size,
+            writers,
+            max_batch,
+            clock = ?opts.clock,
+            "postgres store open"
+        );
+        Ok(PgStore { inner: Arc::new(Inner { writer: tx, db }) })
+    }
+
+    /// The database clock now, the time leases and due times are judged by.
+    pub async fn db_now(&self) -> Result<Timestamp> {
+        read::db_now(&self.inner.db).await.map(Timestamp)
+    }
+
+    /// Queues a write and waits for its post-commit answer.
+    async fn write<T: FromOutput>(&self, op: Op) -> Result<T> {
+        let stopped = || Error::Unavailable("the postgres writers have stopped".to_owned());
+        let (reply, answer) = oneshot::channel();
+        self.inner.writer.send(Job { op, reply }).await.map_err(|_| stopped())?;
+        let output = answer.await.map_err(|_| stopped())??;
+        T::from_output(output)
+            .ok_or_else(|| Error::Internal(anyhow::anyhow!("postgres writer answered with the wrong kind")))
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn create(&self, tx: NewTransaction) -> Result<()> {
+        self.write(Op::Create(Box::new(tx))).await
+    }
+
+    async fn load(&self, gid: &str) -> Result<Option<Loaded>> {
+        read::load(&self.inner.db, gid).await
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<Global>> {
+        read::list(&self.inner.db, filter).await
+    }
+
+    async fn claim_due(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Loaded>> {
+        self.write(Op::ClaimDue { owner: owner.to_owned(), now, lease_until, limit }).await
+    }
+
+    async fn claim(
+        &self,
+        gid: &str,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Option<Loaded>> {
+        self.write(Op::Claim { gid: gid.to_owned(), owner: owner.to_owned(), now, lease_until }).await
+    }
+
+    async fn save(&self, save: Save) -> Result<()> {
+        self.write(Op::Save(Box::new(save))).await
+    }
+
+    async fn add_branches(&self, gid: &str, branches: Vec<Branch>, now: Timestamp) -> Result<()> {
+        self.write(Op::AddBranches { gid: gid.to_owned(), branches, now }).await
+    }
+
+    async fn force_stop(&self, gid: &str, reason: &str, now: Timestamp) -> Result<GlobalStatus> {
+        self.write(Op::ForceStop { gid: gid.to_owned(), reason: reason.to_owned(), now }).await
+    }
+
+    async fn reset_next_cron_time(&self, gid: &str, base: Duration, now: Timestamp) -> Result<()> {
+        self.write(Op::ResetNextCronTime { gid: gid.to_owned(), base, now }).await
+    }
+
+    async fn reset_cron_time(&self, later_than: Timestamp, limit: u32, now: Timestamp) -> Result<u64> {
+        self.write(Op::ResetCronTime { later_than, limit, now }).await
+    }
+
+    async fn kv_get(&self, cat: &str, k: &str) -> Result<Option<KvRow>> {
+        read::kv_get(&self.inner.db, cat, k).await
+    }
+
+    async fn kv_scan(&self, cat: &str, before_id: Option<i64>, limit: u32) -> Result<Vec<KvRow>> {
+        read::kv_scan(&self.inner.db, cat, before_id, limit).await
+    }
+
+    async fn kv_insert(&self, cat: &str, k: &str, v: &str, now: Timestamp) -> Result<()> {
+        self.write(Op::KvInsert { cat: cat.to_owned(), k: k.to_owned(), v: v.to_owned(), now }).await
+    }
+
+    async fn kv_update(&self, cat: &str, k: &str, v: &str, version: i64, now: Timestamp) -> Result<()> {
+        let op = Op::KvUpdate { cat: cat.to_owned(), k: k.to_owned(), v: v.to_owned(), version, now };
+        self.write(op).await
+    }
+
+    async fn kv_delete(&self, cat: &str, k: &str) -> Result<()> {
+        self.write(Op::KvDelete { cat: cat.to_owned(), k: k.to_owned() }).await
+    }
+}
+
+#[cfg(test)]
+mod tests;
