@@ -26,7 +26,7 @@ use sqlx::{PgConnection, Postgres};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::debug;
 
-use crate::error::{map_sqlx, replicate};
+use crate::error::map_sqlx;
 use crate::write;
 use crate::{ClockSource, Db};
 
@@ -184,7 +184,7 @@ async fn run_batch(db: &Db, clock: ClockSource, jobs: Vec<Job>) {
         Ok(conn) => conn,
         Err(err) => {
             debug!(error = %err, size = jobs.len(), "postgres write batch has no connection");
-            jobs.into_iter().for_each(|j| j.answer(Err(replicate(&err))));
+            jobs.into_iter().for_each(|j| j.answer(Err(err.replicate())));
             return;
         }
     };
@@ -247,7 +247,7 @@ async fn run_together(conn: &mut PgConnection, clock: ClockSource, jobs: Vec<Job
     let mut done: Vec<(Job, Result<Output>)> = Vec::with_capacity(jobs.len());
     let mut retry = Vec::new();
     let fail_all = |err: &Error, done: Vec<(Job, Result<Output>)>, rest: Vec<Job>| {
-        done.into_iter().map(|(j, _)| j).chain(rest).for_each(|j| j.answer(Err(replicate(err))));
+        done.into_iter().map(|(j, _)| j).chain(rest).for_each(|j| j.answer(Err(err.replicate())));
     };
 
     if let Err(e) = exec(conn, "BEGIN").await {

@@ -8,7 +8,9 @@ use dtx_store::{Error, KvRow, Loaded, Result};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use crate::error::{CorruptRow, map_sqlx};
+use dtx_store::CorruptRow;
+
+use crate::error::map_sqlx;
 
 /// The columns of `trans_global` in the order [`global`] reads them (by name).
 /// Kept as one literal per query site via `concat!` so every query stays a `&'static str`.

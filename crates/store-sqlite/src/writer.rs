@@ -16,7 +16,7 @@ use sqlx::SqliteConnection;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use crate::error::{map_sqlx, replicate};
+use crate::error::map_sqlx;
 use crate::write;
 
 /// Where a request's answer goes.
@@ -66,7 +66,7 @@ impl<T: Send + 'static> Answer for Outcome<T> {
     }
 
     fn fail(self: Box<Self>, err: &Error) {
-        drop(self.reply.send(Err(replicate(err))));
+        drop(self.reply.send(Err(err.replicate())));
     }
 }
 
@@ -77,7 +77,7 @@ fn finished<T: Send + 'static>(reply: Reply<T>, result: Result<T>) -> Done {
 
 /// Answers a request that never ran with the batch's failure.
 fn refuse<T>(reply: Reply<T>, err: &Error) {
-    drop(reply.send(Err(replicate(err))));
+    drop(reply.send(Err(err.replicate())));
 }
 
 impl Request {

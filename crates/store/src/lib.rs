@@ -58,6 +58,60 @@ impl Error {
     }
 }
 
+impl Error {
+    /// A copy of this error for every request of a batch that failed as a whole (`Error` is
+    /// not `Clone`: its internal source is not).
+    pub fn replicate(&self) -> Error {
+        match self {
+            Error::NotFound(s) => Error::NotFound(s.clone()),
+            Error::Conflict(s) => Error::Conflict(s.clone()),
+            Error::Fenced { gid } => Error::Fenced { gid: gid.clone() },
+            Error::Precondition(s) => Error::Precondition(s.clone()),
+            Error::Unavailable(s) => Error::Unavailable(s.clone()),
+            Error::Internal(e) => Error::Internal(anyhow::anyhow!("{e:#}")),
+        }
+    }
+}
+
+/// A stored row that does not decode into the domain types (every backend reports it so).
+#[derive(Debug, thiserror::Error)]
+pub enum CorruptRow {
+    /// A status / type / op column holds an unknown name.
+    #[error("{gid}: {source}")]
+    Name {
+        /// The transaction.
+        gid: String,
+        /// The unknown name.
+        #[source]
+        source: dtx_core::model::UnknownName,
+    },
+    /// The `options` column is not valid JSON for `TransOptions`.
+    #[error("{gid}: bad options json")]
+    Options {
+        /// The transaction.
+        gid: String,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An integer column is out of range for its domain type.
+    #[error("{gid}: column {column} out of range: {value}")]
+    Range {
+        /// The transaction.
+        gid: String,
+        /// The column.
+        column: &'static str,
+        /// The stored value.
+        value: i64,
+    },
+}
+
+impl From<CorruptRow> for Error {
+    fn from(err: CorruptRow) -> Error {
+        Error::Internal(anyhow::Error::new(err).context("corrupt row"))
+    }
+}
+
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -251,4 +305,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes a row. Unknown → [`Error::NotFound`].
     async fn kv_delete(&self, cat: &str, k: &str) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicate_keeps_the_kind() {
+        assert!(matches!(Error::Fenced { gid: "g".into() }.replicate(), Error::Fenced { gid } if gid == "g"));
+        assert!(Error::Unavailable("x".into()).replicate().is_retryable());
+        let e = Error::Internal(anyhow::anyhow!("boom")).replicate();
+        assert!(matches!(&e, Error::Internal(inner) if inner.to_string().contains("boom")));
+    }
 }
