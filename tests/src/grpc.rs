@@ -16,14 +16,16 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::Bytes;
+// The participant side reuses dtx's own pass-through codec, so it records the bytes exactly as
+// they arrive.
+use dtx_engine::participant::grpc::RawCodec;
 use dtx_proto::dtmgimp::dtm_client::DtmClient;
 use dtx_proto::dtmgimp::{DtmBranchRequest, DtmRequest, DtmTransOptions};
 use prost::Message;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{BoxFuture, Service, StdError, http};
 use tonic::metadata::MetadataValue;
 use tonic::server::{NamedService, UnaryService};
@@ -365,44 +367,6 @@ impl UnaryService<Bytes> for Handler {
                 code => Err(Status::new(code, reply.message)),
             }
         })
-    }
-}
-
-/// Passes message bytes through unchanged (both ways).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        RawCodec
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        RawCodec
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining())))
     }
 }
 
