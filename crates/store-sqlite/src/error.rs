@@ -1,4 +1,5 @@
-//! Mapping SQLite failures into the store's error vocabulary (`sqlx::Error` never leaves the crate).
+//! Mapping SQLite failures into the store's error vocabulary (`sqlx::Error` and `rusqlite::Error`
+//! never leave the crate).
 
 use dtx_store::Error;
 
@@ -34,6 +35,28 @@ pub(crate) fn map_sqlx(what: &'static str, err: sqlx::Error) -> Error {
     Error::Internal(anyhow::Error::new(err).context(what))
 }
 
+/// Maps a rusqlite error (the writer's driver) exactly like [`map_sqlx`]: busy/locked/io/full/
+/// cantopen → `Unavailable`, unique or primary-key violation → `Conflict`, anything else →
+/// `Internal`.
+pub(crate) fn map_rusqlite(what: &'static str, err: rusqlite::Error) -> Error {
+    if let rusqlite::Error::SqliteFailure(code, message) = &err {
+        let extended = code.extended_code;
+        if extended == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+            || extended == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+        {
+            let message = message.clone().unwrap_or_else(|| code.to_string());
+            return Error::Conflict(format!("{what}: {message}"));
+        }
+        if matches!(
+            extended & 0xff,
+            SQLITE_BUSY | SQLITE_LOCKED | SQLITE_IOERR | SQLITE_FULL | SQLITE_CANTOPEN
+        ) {
+            return Error::Unavailable(format!("{what}: {err}"));
+        }
+    }
+    Error::Internal(anyhow::Error::new(err).context(what))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,5 +67,23 @@ mod tests {
         let io = std::io::Error::other("disk gone");
         assert!(map_sqlx("x", sqlx::Error::Io(io)).is_retryable());
         assert!(matches!(map_sqlx("x", sqlx::Error::RowNotFound), Error::Internal(_)));
+    }
+
+    fn failure(extended_code: i32) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(extended_code), None)
+    }
+
+    #[test]
+    fn rusqlite_failures_map_like_sqlx() {
+        assert!(map_rusqlite("x", failure(rusqlite::ffi::SQLITE_BUSY)).is_retryable());
+        assert!(map_rusqlite("x", failure(rusqlite::ffi::SQLITE_IOERR_FSYNC)).is_retryable());
+        assert!(map_rusqlite("x", failure(rusqlite::ffi::SQLITE_FULL)).is_retryable());
+        let unique = map_rusqlite("x", failure(rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE));
+        assert!(matches!(unique, Error::Conflict(_)));
+        let pk = map_rusqlite("x", failure(rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY));
+        assert!(matches!(pk, Error::Conflict(_)));
+        let not_null = map_rusqlite("x", failure(rusqlite::ffi::SQLITE_CONSTRAINT_NOTNULL));
+        assert!(matches!(not_null, Error::Internal(_)));
+        assert!(matches!(map_rusqlite("x", rusqlite::Error::QueryReturnedNoRows), Error::Internal(_)));
     }
 }

@@ -1,7 +1,8 @@
 //! `dtx-store-sqlite`: the embedded SQLite backend of the dtx [`Store`].
 //!
 //! - **One writer, group commit.** Every write (create, claim, save, add_branches, the operator
-//!   stop and resets, kv writes) is sent to a single task that owns the only write connection.
+//!   stop and resets, kv writes) is sent to a single thread that owns the only write connection
+//!   (synchronous rusqlite, so a statement costs no hand-off to a driver worker thread).
 //!   It batches whatever is queued into one `BEGIN IMMEDIATE … COMMIT` (one fsync for many
 //!   sagas) and answers each caller after the commit, so `Ok` means durable. A SAVEPOINT per
 //!   request keeps one request's `Conflict`, `Fenced` or `Precondition` from affecting the
@@ -11,9 +12,11 @@
 //!   pool; WAL lets readers run beside the writer.
 //! - **Durability.** `synchronous = FULL` by default: an acknowledged write survives power loss.
 //!   [`Synchronous::Normal`] survives a process crash only, and is faster.
-//! - **Schema.** `migrations/sqlite` at the workspace root, applied by [`SqliteStore::open`].
+//! - **Schema.** `migrations/sqlite` at the workspace root, applied by [`SqliteStore::open`]
+//!   (through sqlx, on a connection closed before the writer starts).
 //!
-//! Layout: `writer` (the batch loop), `write` (the SQL of each write), `read` (load, list, kv),
+//! Layout: `writer` (the batch loop, rusqlite), `write` (the SQL of each write), `read` (load,
+//! list, kv; the sqlx read pool),
 //! `rows` (row decoding), `error` (SQLite errors → [`dtx_store::Error`]).
 
 use std::str::FromStr;
@@ -34,7 +37,7 @@ mod rows;
 mod write;
 mod writer;
 
-use crate::error::map_sqlx;
+use crate::error::{map_rusqlite, map_sqlx};
 use crate::writer::Request;
 
 /// How long a connection waits for a lock held by another connection before giving up
@@ -72,6 +75,16 @@ impl From<Synchronous> for SqliteSynchronous {
     }
 }
 
+impl Synchronous {
+    /// The value of `PRAGMA synchronous`.
+    fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        }
+    }
+}
+
 /// Tuning of a [`SqliteStore`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SqliteOptions {
@@ -90,7 +103,7 @@ impl Default for SqliteOptions {
 }
 
 /// The SQLite [`Store`]. Cheap to clone; every clone shares the writer and the read pool.
-/// The writer task stops when the last clone is dropped.
+/// The writer thread stops when the last clone is dropped.
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
@@ -109,7 +122,7 @@ impl std::fmt::Debug for SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating it if missing) the database at `url` (`sqlite://dtx.db`,
-    /// `sqlite:///abs/path.db`), applies the migrations and starts the writer task.
+    /// `sqlite:///abs/path.db`), applies the migrations and starts the writer thread.
     /// Must be called inside a Tokio runtime. In-memory databases are not supported: the
     /// writer and the readers must see the same file.
     pub async fn open(url: &str, opts: SqliteOptions) -> Result<SqliteStore> {
@@ -132,6 +145,8 @@ impl SqliteStore {
             .run(&mut conn)
             .await
             .map_err(|e| Error::Internal(anyhow::Error::new(e).context("sqlite migrations")))?;
+        conn.close().await.map_err(|e| map_sqlx("close the migration connection", e))?;
+        let writer_conn = open_writer(write_opts.get_filename(), opts.synchronous)?;
 
         // query_only guards the "reads never write" split: a write on a reader would bypass
         // the writer's batching and contend for the database lock.
@@ -145,7 +160,10 @@ impl SqliteStore {
         let max_batch = opts.max_batch.max(1);
         // A few batches of headroom; beyond that, callers wait (backpressure).
         let (tx, rx) = mpsc::channel(max_batch.saturating_mul(4));
-        tokio::spawn(writer::run(conn, rx, max_batch));
+        std::thread::Builder::new()
+            .name("dtx-sqlite-writer".to_owned())
+            .spawn(move || writer::run(writer_conn, rx, max_batch))
+            .map_err(|e| Error::Internal(anyhow::Error::new(e).context("start the sqlite writer thread")))?;
         info!(
             url,
             synchronous = ?opts.synchronous,
@@ -162,6 +180,28 @@ impl SqliteStore {
         self.inner.writer.send(request).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
+}
+
+/// Opens the writer's connection (the file exists: the migrations created it) with the same
+/// settings the sqlx connections use: WAL, `synchronous` as asked, the busy timeout, no
+/// foreign-key enforcement (the bundled SQLite would otherwise turn it on).
+fn open_writer(path: &std::path::Path, synchronous: Synchronous) -> Result<rusqlite::Connection> {
+    use rusqlite::OpenFlags;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = rusqlite::Connection::open_with_flags(path, flags)
+        .map_err(|e| map_rusqlite("open sqlite writer", e))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| map_rusqlite("sqlite writer: busy_timeout", e))?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .map_err(|e| map_rusqlite("sqlite writer: journal_mode", e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::Internal(anyhow::anyhow!("sqlite writer: journal_mode is {mode}, not wal")));
+    }
+    conn.pragma_update(None, "synchronous", synchronous.pragma())
+        .map_err(|e| map_rusqlite("sqlite writer: synchronous", e))?;
+    conn.pragma_update(None, "foreign_keys", false)
+        .map_err(|e| map_rusqlite("sqlite writer: foreign_keys", e))?;
+    Ok(conn)
 }
 
 #[async_trait]

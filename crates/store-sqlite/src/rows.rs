@@ -10,7 +10,7 @@ use sqlx::sqlite::SqliteRow;
 
 use dtx_store::CorruptRow;
 
-use crate::error::map_sqlx;
+use crate::error::{map_rusqlite, map_sqlx};
 
 /// The columns of `trans_global` in the order [`global`] reads them (by name).
 /// Kept as one literal per query site via `concat!` so every query stays a `&'static str`.
@@ -46,74 +46,120 @@ where
     row.try_get(column).map_err(|e| map_sqlx("decode row", e))
 }
 
-fn time(row: &SqliteRow, column: &'static str) -> Result<Timestamp> {
-    get::<i64>(row, column).map(Timestamp)
+/// A result row of either driver (the sqlx read pool or the rusqlite writer), read by column
+/// name, so both share the decoding below.
+pub(crate) trait Columns {
+    fn text(&self, column: &'static str) -> Result<String>;
+    fn opt_text(&self, column: &'static str) -> Result<Option<String>>;
+    fn int(&self, column: &'static str) -> Result<i64>;
+    fn opt_int(&self, column: &'static str) -> Result<Option<i64>>;
+    fn blob(&self, column: &'static str) -> Result<Vec<u8>>;
 }
 
-fn opt_time(row: &SqliteRow, column: &'static str) -> Result<Option<Timestamp>> {
-    get::<Option<i64>>(row, column).map(|t| t.map(Timestamp))
+impl Columns for SqliteRow {
+    fn text(&self, column: &'static str) -> Result<String> {
+        get(self, column)
+    }
+    fn opt_text(&self, column: &'static str) -> Result<Option<String>> {
+        get(self, column)
+    }
+    fn int(&self, column: &'static str) -> Result<i64> {
+        get(self, column)
+    }
+    fn opt_int(&self, column: &'static str) -> Result<Option<i64>> {
+        get(self, column)
+    }
+    fn blob(&self, column: &'static str) -> Result<Vec<u8>> {
+        get(self, column)
+    }
 }
 
-pub(crate) fn parsed<T>(row: &SqliteRow, column: &'static str, gid: &str) -> Result<T>
+impl Columns for rusqlite::Row<'_> {
+    fn text(&self, column: &'static str) -> Result<String> {
+        self.get(column).map_err(|e| map_rusqlite("decode row", e))
+    }
+    fn opt_text(&self, column: &'static str) -> Result<Option<String>> {
+        self.get(column).map_err(|e| map_rusqlite("decode row", e))
+    }
+    fn int(&self, column: &'static str) -> Result<i64> {
+        self.get(column).map_err(|e| map_rusqlite("decode row", e))
+    }
+    fn opt_int(&self, column: &'static str) -> Result<Option<i64>> {
+        self.get(column).map_err(|e| map_rusqlite("decode row", e))
+    }
+    fn blob(&self, column: &'static str) -> Result<Vec<u8>> {
+        self.get(column).map_err(|e| map_rusqlite("decode row", e))
+    }
+}
+
+fn time(row: &impl Columns, column: &'static str) -> Result<Timestamp> {
+    row.int(column).map(Timestamp)
+}
+
+fn opt_time(row: &impl Columns, column: &'static str) -> Result<Option<Timestamp>> {
+    row.opt_int(column).map(|t| t.map(Timestamp))
+}
+
+pub(crate) fn parsed<T>(row: &impl Columns, column: &'static str, gid: &str) -> Result<T>
 where
     T: std::str::FromStr<Err = dtx_core::model::UnknownName>,
 {
-    let text: String = get(row, column)?;
+    let text = row.text(column)?;
     text.parse().map_err(|source| Error::from(CorruptRow::Name { gid: gid.to_owned(), source }))
 }
 
 /// Decodes a `trans_global` row selected with [`global_columns!`].
-pub(crate) fn global(row: &SqliteRow) -> Result<Global> {
-    let gid: String = get(row, "gid")?;
-    let options: String = get(row, "options")?;
+pub(crate) fn global(row: &impl Columns) -> Result<Global> {
+    let gid = row.text("gid")?;
+    let options = row.text("options")?;
     let options = TransOptions::from_json(&options)
         .map_err(|source| CorruptRow::Options { gid: gid.clone(), source })?;
-    let interval: i64 = get(row, "next_cron_interval")?;
+    let interval = row.int("next_cron_interval")?;
     let interval = u64::try_from(interval).map_err(|_| CorruptRow::Range {
         gid: gid.clone(),
         column: "next_cron_interval",
         value: interval,
     })?;
     Ok(Global {
-        id: get(row, "id")?,
+        id: row.int("id")?,
         trans_type: parsed(row, "trans_type", &gid)?,
         status: parsed(row, "status", &gid)?,
-        protocol: get(row, "protocol")?,
-        query_prepared: get(row, "query_prepared")?,
-        custom_data: get(row, "custom_data")?,
+        protocol: row.text("protocol")?,
+        query_prepared: row.text("query_prepared")?,
+        custom_data: row.text("custom_data")?,
         options,
-        rollback_reason: get(row, "rollback_reason")?,
-        result: get(row, "result")?,
+        rollback_reason: row.text("rollback_reason")?,
+        result: row.text("result")?,
         create_time: time(row, "create_time")?,
         update_time: time(row, "update_time")?,
         finish_time: opt_time(row, "finish_time")?,
         rollback_time: opt_time(row, "rollback_time")?,
         next_cron_time: time(row, "next_cron_time")?,
         next_cron_interval: Duration::from_millis(interval),
-        owner: get(row, "owner")?,
+        owner: row.opt_text("owner")?,
         lease_until: opt_time(row, "lease_until")?,
         gid,
     })
 }
 
 /// Decodes a `trans_branch_op` row selected with [`branch_columns!`]; returns its gid too.
-pub(crate) fn branch(row: &SqliteRow) -> Result<(String, Branch)> {
-    let gid: String = get(row, "gid")?;
-    let attempts: i64 = get(row, "attempts")?;
+pub(crate) fn branch(row: &impl Columns) -> Result<(String, Branch)> {
+    let gid = row.text("gid")?;
+    let attempts = row.int("attempts")?;
     let attempts = u32::try_from(attempts).map_err(|_| CorruptRow::Range {
         gid: gid.clone(),
         column: "attempts",
         value: attempts,
     })?;
     let branch = Branch {
-        id: get(row, "id")?,
-        branch_id: get(row, "branch_id")?,
+        id: row.int("id")?,
+        branch_id: row.text("branch_id")?,
         op: parsed(row, "op", &gid)?,
-        url: get(row, "url")?,
-        payload: get(row, "payload")?,
+        url: row.text("url")?,
+        payload: row.blob("payload")?,
         status: parsed(row, "status", &gid)?,
         attempts,
-        last_error: get(row, "last_error")?,
+        last_error: row.text("last_error")?,
         create_time: time(row, "create_time")?,
         update_time: time(row, "update_time")?,
         finish_time: opt_time(row, "finish_time")?,
@@ -124,7 +170,7 @@ pub(crate) fn branch(row: &SqliteRow) -> Result<(String, Branch)> {
 /// Decodes a `kv` row selected with [`kv_columns!`].
 pub(crate) fn kv(row: &SqliteRow) -> Result<KvRow> {
     Ok(KvRow {
-        id: get(row, "id")?,
+        id: row.int("id")?,
         cat: get(row, "cat")?,
         k: get(row, "k")?,
         v: get(row, "v")?,
@@ -136,16 +182,21 @@ pub(crate) fn kv(row: &SqliteRow) -> Result<KvRow> {
 
 /// Pairs globals with their branches (`rows` ascending by id), keeping the globals' order.
 pub(crate) fn assemble(globals: Vec<Global>, rows: &[SqliteRow]) -> Result<Vec<Loaded>> {
+    let branches = rows.iter().map(branch).collect::<Result<Vec<_>>>()?;
+    Ok(pair(globals, branches))
+}
+
+/// Pairs globals with decoded `(gid, branch)` rows (ascending by id), keeping the globals' order.
+pub(crate) fn pair(globals: Vec<Global>, branches: Vec<(String, Branch)>) -> Vec<Loaded> {
     let index: HashMap<String, usize> = globals.iter().enumerate().map(|(i, g)| (g.gid.clone(), i)).collect();
     let mut loaded: Vec<Loaded> =
         globals.into_iter().map(|global| Loaded { global, branches: Vec::new() }).collect();
-    for row in rows {
-        let (gid, branch) = branch(row)?;
+    for (gid, branch) in branches {
         if let Some(&i) = index.get(&gid) {
             loaded[i].branches.push(branch);
         }
     }
-    Ok(loaded)
+    loaded
 }
 
 /// Reads one transaction's branch rows (ascending id) and pairs them with its global row,

@@ -1,6 +1,7 @@
-//! Group commit: one task owns the only write connection, takes every queued write request,
-//! runs them all inside one `BEGIN IMMEDIATE … COMMIT` (one fsync for the batch) and answers
-//! each caller only after that commit, so an `Ok` always means "durable".
+//! Group commit: one dedicated thread (`dtx-sqlite-writer`) owns the only write connection (a
+//! synchronous rusqlite connection: no per-statement hand-off to a driver worker), takes every
+//! queued write request, runs them all inside one `BEGIN IMMEDIATE … COMMIT` (one fsync for the
+//! batch) and answers each caller only after that commit, so an `Ok` always means "durable".
 //!
 //! Each request runs under its own SAVEPOINT: a logical failure (duplicate gid, lost fence,
 //! refused precondition, stale kv version) rolls back that request alone and the rest of the
@@ -12,11 +13,11 @@ use std::time::Duration;
 
 use dtx_core::{Branch, GlobalStatus, Timestamp};
 use dtx_store::{Error, Loaded, NewTransaction, Result, Save};
-use sqlx::SqliteConnection;
+use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use crate::error::map_sqlx;
+use crate::error::map_rusqlite;
 use crate::write;
 
 /// Where a request's answer goes.
@@ -98,60 +99,68 @@ impl Request {
         }
     }
 
-    async fn run(self, conn: &mut SqliteConnection) -> Done {
+    fn run(self, conn: &Connection) -> Done {
         match self {
-            Request::Create { tx, reply } => finished(reply, write::create(conn, &tx).await),
+            Request::Create { tx, reply } => finished(reply, write::create(conn, &tx)),
             // A claimer that gave up would leave its rows leased to nobody until expiry.
             Request::ClaimDue { reply, .. } if reply.is_closed() => finished(reply, Ok(Vec::new())),
             Request::Claim { reply, .. } if reply.is_closed() => finished(reply, Ok(None)),
             Request::ClaimDue { owner, now, lease_until, limit, reply } => {
-                finished(reply, write::claim_due(conn, &owner, now, lease_until, limit).await)
+                finished(reply, write::claim_due(conn, &owner, now, lease_until, limit))
             }
             Request::Claim { gid, owner, now, lease_until, reply } => {
-                finished(reply, write::claim(conn, &gid, &owner, now, lease_until).await)
+                finished(reply, write::claim(conn, &gid, &owner, now, lease_until))
             }
-            Request::Save { save, reply } => finished(reply, write::save(conn, &save).await),
+            Request::Save { save, reply } => finished(reply, write::save(conn, &save)),
             Request::AddBranches { gid, branches, now, reply } => {
-                finished(reply, write::add_branches(conn, &gid, &branches, now).await)
+                finished(reply, write::add_branches(conn, &gid, &branches, now))
             }
             Request::ForceStop { gid, reason, now, reply } => {
-                finished(reply, write::force_stop(conn, &gid, &reason, now).await)
+                finished(reply, write::force_stop(conn, &gid, &reason, now))
             }
             Request::ResetNextCronTime { gid, base, now, reply } => {
-                finished(reply, write::reset_next_cron_time(conn, &gid, base, now).await)
+                finished(reply, write::reset_next_cron_time(conn, &gid, base, now))
             }
             Request::ResetCronTime { later_than, limit, now, reply } => {
-                finished(reply, write::reset_cron_time(conn, later_than, limit, now).await)
+                finished(reply, write::reset_cron_time(conn, later_than, limit, now))
             }
             Request::KvInsert { cat, k, v, now, reply } => {
-                finished(reply, write::kv_insert(conn, &cat, &k, &v, now).await)
+                finished(reply, write::kv_insert(conn, &cat, &k, &v, now))
             }
             Request::KvUpdate { cat, k, v, version, now, reply } => {
-                finished(reply, write::kv_update(conn, &cat, &k, &v, version, now).await)
+                finished(reply, write::kv_update(conn, &cat, &k, &v, version, now))
             }
-            Request::KvDelete { cat, k, reply } => finished(reply, write::kv_delete(conn, &cat, &k).await),
+            Request::KvDelete { cat, k, reply } => finished(reply, write::kv_delete(conn, &cat, &k)),
         }
     }
 }
 
-/// The writer loop: runs until every sender is gone, then closes the connection.
-pub(crate) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Request>, max_batch: usize) {
+/// The writer loop, on its own thread: blocks for the first request, takes whatever else is
+/// already queued (up to `max_batch`), runs the batch, and repeats until every sender is gone;
+/// then closes the connection.
+pub(crate) fn run(conn: Connection, mut rx: mpsc::Receiver<Request>, max_batch: usize) {
     let max_batch = max_batch.max(1);
     let mut batch = Vec::with_capacity(max_batch);
-    // `recv_many` waits for the first request, then takes whatever else is already queued.
-    while rx.recv_many(&mut batch, max_batch).await > 0 {
-        run_batch(&mut conn, batch.drain(..)).await;
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        run_batch(&conn, batch.drain(..));
     }
     debug!("sqlite writer stopping: all store handles dropped");
-    if let Err(e) = sqlx::Connection::close(conn).await {
+    if let Err((_, e)) = conn.close() {
         warn!(error = %e, "closing the sqlite write connection failed");
     }
 }
 
-async fn run_batch(conn: &mut SqliteConnection, mut batch: impl ExactSizeIterator<Item = Request>) {
+fn run_batch(conn: &Connection, mut batch: impl ExactSizeIterator<Item = Request>) {
     let size = batch.len();
-    if let Err(e) = exec(conn, "BEGIN IMMEDIATE").await {
-        let err = map_sqlx("begin batch", e);
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
+        let err = map_rusqlite("begin batch", e);
         warn!(error = %err, size, "sqlite write batch could not begin");
         batch.for_each(|r| r.fail(&err));
         return;
@@ -159,22 +168,22 @@ async fn run_batch(conn: &mut SqliteConnection, mut batch: impl ExactSizeIterato
 
     let mut done = Vec::with_capacity(size);
     while let Some(request) = batch.next() {
-        match run_one(conn, request).await {
+        match run_one(conn, request) {
             Ok(outcome) => done.push(outcome),
             Err(err) => {
-                abort(conn, &err, done, size).await;
+                abort(conn, &err, done, size);
                 batch.for_each(|r| r.fail(&err));
                 return;
             }
         }
     }
 
-    match exec(conn, "COMMIT").await {
+    match exec(conn, "COMMIT") {
         Ok(()) => {
             debug!(size, "sqlite write batch committed");
             done.into_iter().for_each(|d| d.send());
         }
-        Err(e) => abort(conn, &map_sqlx("commit batch", e), done, size).await,
+        Err(e) => abort(conn, &map_rusqlite("commit batch", e), done, size),
     }
 }
 
@@ -182,25 +191,22 @@ async fn run_batch(conn: &mut SqliteConnection, mut batch: impl ExactSizeIterato
 /// so that only this request's writes are undone. `Err` means the batch's transaction itself
 /// is broken (SQLite may have rolled it all back after an I/O error or a full disk); the
 /// request has then already been answered with that error.
-async fn run_one(conn: &mut SqliteConnection, request: Request) -> Result<Done> {
-    if let Err(e) = exec(conn, "SAVEPOINT request").await {
-        let err = map_sqlx("savepoint", e);
+fn run_one(conn: &Connection, request: Request) -> Result<Done> {
+    if let Err(e) = exec(conn, "SAVEPOINT request") {
+        let err = map_rusqlite("savepoint", e);
         request.fail(&err);
         return Err(err);
     }
-    let outcome = request.run(conn).await;
+    let outcome = request.run(conn);
     let end = if outcome.is_ok() {
-        exec(conn, "RELEASE request").await
+        exec(conn, "RELEASE request")
     } else {
-        match exec(conn, "ROLLBACK TO request").await {
-            Ok(()) => exec(conn, "RELEASE request").await,
-            Err(e) => Err(e),
-        }
+        exec(conn, "ROLLBACK TO request").and_then(|()| exec(conn, "RELEASE request"))
     };
     match end {
         Ok(()) => Ok(outcome),
         Err(e) => {
-            let err = map_sqlx("end savepoint", e);
+            let err = map_rusqlite("end savepoint", e);
             outcome.fail(&err);
             Err(err)
         }
@@ -208,15 +214,16 @@ async fn run_one(conn: &mut SqliteConnection, request: Request) -> Result<Done> 
 }
 
 /// Rolls the batch back and fails every request that had already run.
-async fn abort(conn: &mut SqliteConnection, err: &Error, done: Vec<Done>, size: usize) {
+fn abort(conn: &Connection, err: &Error, done: Vec<Done>, size: usize) {
     warn!(error = %err, size, "sqlite write batch failed, rolling back");
-    if let Err(e) = exec(conn, "ROLLBACK").await {
+    if let Err(e) = exec(conn, "ROLLBACK") {
         // Usually "no transaction is active": SQLite already rolled back.
         debug!(error = %e, "rollback after a failed batch");
     }
     done.into_iter().for_each(|d| d.fail(err));
 }
 
-async fn exec(conn: &mut SqliteConnection, sql: &'static str) -> Result<(), sqlx::Error> {
-    sqlx::query(sql).execute(conn).await.map(|_| ())
+/// Runs a transaction-control statement (cached: the same few run for every batch).
+fn exec(conn: &Connection, sql: &'static str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
