@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use dtx_core::time::duration_millis;
 use dtx_core::{Branch, GlobalStatus, Timestamp};
+use dtx_store::rows::Columns;
 use dtx_store::{Error, LeaseChange, Loaded, NewTransaction, Result, Save};
 use rusqlite::{Connection, params};
 
 use crate::error::map_rusqlite;
-use crate::rows::{self, Columns, branch_columns, global_columns};
+
+use crate::rows::{self, Cols, branch_columns, global_columns};
 
 /// Runs one statement; returns how many rows it changed.
 fn execute(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
@@ -293,10 +295,11 @@ pub(crate) fn add_branches(conn: &Connection, gid: &str, branches: &[Branch], no
 
 /// Why [`add_branches`] matched no row: unknown, not `prepared`, or being processed.
 fn add_branches_refusal(conn: &Connection, gid: &str, now: Timestamp) -> Error {
-    let row =
-        conn.prepare_cached("SELECT status, owner, lease_until FROM trans_global WHERE gid = $1").and_then(
-            |mut stmt| stmt.query_row([gid], |row| Ok((row.text("status"), row.opt_int("lease_until")))),
-        );
+    let row = conn
+        .prepare_cached("SELECT status, owner, lease_until FROM trans_global WHERE gid = $1")
+        .and_then(|mut stmt| {
+            stmt.query_row([gid], |row| Ok((Cols(row).text("status"), Cols(row).opt_int("lease_until"))))
+        });
     let (status, lease) = match row {
         Ok(row) => row,
         Err(rusqlite::Error::QueryReturnedNoRows) => return Error::NotFound(format!("transaction {gid}")),
@@ -320,7 +323,7 @@ fn add_branches_refusal(conn: &Connection, gid: &str, now: Timestamp) -> Error {
 /// writer runs nothing else in between, so the UPDATE sees the same row.
 pub(crate) fn force_stop(conn: &Connection, gid: &str, reason: &str, now: Timestamp) -> Result<GlobalStatus> {
     let old = conn.prepare_cached("SELECT status FROM trans_global WHERE gid = $1").and_then(|mut stmt| {
-        stmt.query_row([gid], |row| Ok(rows::parsed::<GlobalStatus>(row, "status", gid)))
+        stmt.query_row([gid], |row| Ok(rows::parsed::<_, GlobalStatus>(row, "status", gid)))
     });
     let old = match old {
         Ok(old) => old?,

@@ -20,6 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dtx_core::{Branch, BranchStatus, Global, GlobalStatus, Op, Timestamp, TransType};
 
+pub mod rows;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
 
