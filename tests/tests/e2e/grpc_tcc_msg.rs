@@ -11,8 +11,7 @@ use dtx_tests::{TestServer, advance_to_due, branch, branch_statuses, status_of};
 use prost::Message;
 use tonic::Code;
 
-mod common;
-use common::*;
+use crate::common::*;
 
 // ---------------------------------------------------------------------------------------------
 // TCC over gRPC.

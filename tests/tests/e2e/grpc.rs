@@ -14,8 +14,7 @@ use dtx_tests::{
 use prost::Message;
 use tonic::Code;
 
-mod common;
-use common::*;
+use crate::common::*;
 
 // ---------------------------------------------------------------------------------------------
 // The front door: NewGid, health, reflection, PrepareWorkflow.

@@ -1,5 +1,5 @@
 //! Helpers shared by the gRPC test files.
-#![allow(dead_code)] // each test file uses a different subset
+#![allow(dead_code)] // not every helper is used by every test module
 
 use dtx_tests::TestServer;
 use dtx_tests::grpc::{GrpcParticipant, GrpcSaga, odd_req_bytes, req_bytes};

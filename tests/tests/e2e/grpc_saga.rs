@@ -8,8 +8,7 @@ use dtx_tests::{Gate, Participant, Reply, TestServer, advance_to_due, branch, br
 use prost::Message;
 use tonic::Code;
 
-mod common;
-use common::*;
+use crate::common::*;
 
 // ---------------------------------------------------------------------------------------------
 // Sagas with gRPC participants.

@@ -1,0 +1,22 @@
+//! dtx end to end: one test binary for every scenario, so the workspace links the server,
+//! engine and stores into a single executable instead of one per file (build time and disk).
+//! nextest still runs each test in its own process.
+
+mod common;
+
+mod api;
+mod bad_input;
+mod crash;
+mod crash_tcc;
+mod grpc;
+mod grpc_saga;
+mod grpc_tcc_msg;
+mod lease;
+mod msg;
+mod operator;
+mod postgres_nodes;
+mod postgres_outage;
+mod saga;
+mod saga_options;
+mod tcc;
+mod topics;
