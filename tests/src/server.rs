@@ -31,6 +31,18 @@ impl TestServer {
     /// A server with the test defaults (loopback port 0, temporary database, scheduler off),
     /// then `tweak` applied to the configuration.
     pub async fn spawn(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        TestServer::spawn_on(tweak, None).await
+    }
+
+    /// [`TestServer::spawn`] on a node whose own (manual) clock is `skew` ahead of the wall
+    /// clock, built as production builds it: corrected to the store's shared clock when the
+    /// store has one. [`TestServer::now_ms`] reads the node's own clock; the engine runs on the
+    /// corrected one.
+    pub async fn spawn_skewed(skew: Duration, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        TestServer::spawn_on(tweak, Some(skew)).await
+    }
+
+    async fn spawn_on(tweak: impl FnOnce(&mut Config), skew: Option<Duration>) -> TestServer {
         if std::env::var_os("RUST_LOG").is_some() {
             dtx_server::telemetry::init(dtx_server::config::LogFormat::Pretty);
         }
@@ -48,7 +60,14 @@ impl TestServer {
 
         let clock = Arc::new(ManualClock::starting_now());
         let dyn_clock: Arc<dyn Clock> = clock.clone();
-        let server = Server::build_with_clock(&config, dyn_clock).await.expect("build the dtx server");
+        let server = match skew {
+            None => Server::build_with_clock(&config, dyn_clock).await,
+            Some(skew) => {
+                clock.advance(skew);
+                Server::build_synced(&config, dyn_clock).await
+            }
+        }
+        .expect("build the dtx server");
         let base = format!("http://{}/api/dtmsvr", server.http_addr());
         let grpc = server.grpc_addr();
         let engine = server.engine();
@@ -95,7 +114,8 @@ impl TestServer {
         &self.http
     }
 
-    /// The engine's "now", in milliseconds since the epoch.
+    /// The node's own (manual) clock, in milliseconds since the epoch: the engine's "now",
+    /// except on a [`TestServer::spawn_skewed`] node, whose engine runs on the corrected clock.
     pub fn now_ms(&self) -> i64 {
         self.clock.now().0
     }

@@ -13,7 +13,8 @@
 //! - `round`: one processing round per transaction mode (`round/saga.rs`).
 //! - `scheduler`: [`Engine::run_once`] (claim due work, process it, return) and [`Engine::run`].
 //! - [`participant`]: the HTTP participant caller (one pooled client).
-//! - [`clock`]: the time source ([`SystemClock`], [`ManualClock`] for tests).
+//! - [`clock`]: the time source ([`SystemClock`]; [`StoreClock`], corrected to a store's shared
+//!   clock; [`ManualClock`] for tests).
 
 mod abort;
 mod admin;
@@ -35,7 +36,7 @@ use dtx_store::{ListFilter, Loaded, Store};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, StoreClock, SystemClock};
 pub use error::{Error, Result};
 pub use options::EngineOptions;
 pub use register::RegisterBranch;

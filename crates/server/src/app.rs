@@ -4,12 +4,12 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use dtx_engine::{Clock, Engine, SystemClock};
+use dtx_engine::{Clock, Engine, StoreClock, SystemClock};
 use dtx_store::Store;
 use dtx_store_postgres::{PgOptions, PgStore};
 use dtx_store_sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use tokio::net::TcpListener;
-use tracing::info;
+use tracing::{info, warn};
 
 use dtx_proto::dtmgimp::dtm_server::DtmServer;
 use tokio_util::sync::CancellationToken;
@@ -59,19 +59,58 @@ pub struct Server {
     max_body_bytes: usize,
     grpc_listener: TcpListener,
     grpc_addr: SocketAddr,
+    /// The engine's clock and the store it follows, when the store has a shared clock.
+    clock_sync: Option<(Arc<StoreClock>, Arc<dyn Store>)>,
 }
 
+/// How often a node re-measures its clock against the store's shared clock: clocks drift by
+/// milliseconds a minute at worst, and one measurement is three cheap queries.
+const CLOCK_SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A node clock further than this from the store's is worth a warning: NTP is not doing its job.
+const CLOCK_SKEW_WARNING_MS: i64 = 5_000;
+
 impl Server {
-    /// Opens the store and binds the HTTP listener (port 0 picks a free port).
+    /// Opens the store and binds the HTTP listener (port 0 picks a free port). The engine runs
+    /// on the system clock, corrected to the store's shared clock when it has one (PostgreSQL).
     pub async fn build(config: &Config) -> Result<Server, Error> {
-        Server::build_with_clock(config, Arc::new(SystemClock)).await
+        Server::build_synced(config, Arc::new(SystemClock)).await
     }
 
-    /// [`Server::build`] with a chosen clock (tests drive time with a `ManualClock`).
-    pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Server, Error> {
-        let store = open_store(config)
+    /// [`Server::build`] on the wall clock `base`, corrected to the store's shared clock when the
+    /// store has one, and kept corrected while the server runs (tests pass a skewed `base`).
+    pub async fn build_synced(config: &Config, base: Arc<dyn Clock>) -> Result<Server, Error> {
+        let store = open(config).await?;
+        let clock = Arc::new(StoreClock::new(base));
+        let synced = clock
+            .sync(store.as_ref())
             .await
             .map_err(|source| Error::Store { url: redacted(&config.database_url), source })?;
+        if let Some(offset) = synced
+            && offset.abs() > CLOCK_SKEW_WARNING_MS
+        {
+            warn!(
+                offset_ms = offset,
+                "this node's clock is far from the database's; dtx runs on the database's timeline"
+            );
+        }
+        let clock_sync = synced.is_some().then(|| (clock.clone(), store.clone()));
+        Server::assemble(config, store, clock, clock_sync).await
+    }
+
+    /// [`Server::build`] with a clock used as given, never corrected (tests drive time with a
+    /// `ManualClock`).
+    pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Server, Error> {
+        let store = open(config).await?;
+        Server::assemble(config, store, clock, None).await
+    }
+
+    async fn assemble(
+        config: &Config,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        clock_sync: Option<(Arc<StoreClock>, Arc<dyn Store>)>,
+    ) -> Result<Server, Error> {
         let engine = Engine::new(store, config.engine.clone(), clock)?;
         let listener = TcpListener::bind(config.http_listen)
             .await
@@ -90,6 +129,7 @@ impl Server {
             max_body_bytes: config.max_body_bytes,
             grpc_listener,
             grpc_addr,
+            clock_sync,
         })
     }
 
@@ -126,6 +166,9 @@ impl Server {
             let engine = self.engine.clone();
             tokio::spawn(async move { engine.run().await })
         };
+        if let Some((clock, store)) = self.clock_sync {
+            tokio::spawn(keep_synced(clock, store, stop.clone()));
+        }
         let grpc = tokio::spawn(serve_grpc(self.engine.clone(), self.grpc_listener, stop.clone()));
         let served =
             axum::serve(self.listener, app).with_graceful_shutdown(stop.clone().cancelled_owned()).await;
@@ -141,6 +184,25 @@ impl Server {
             Err(e) => Err(Error::Grpc(e.to_string())),
         }
     }
+}
+
+/// Re-measures the clock offset every [`CLOCK_SYNC_EVERY`] until `stop`. A failed measurement
+/// keeps the last offset: the store logs its own outages.
+async fn keep_synced(clock: Arc<StoreClock>, store: Arc<dyn Store>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(CLOCK_SYNC_EVERY) => {}
+        }
+        if let Err(e) = clock.sync(store.as_ref()).await {
+            tracing::debug!(error = %e, "clock synchronisation skipped");
+        }
+    }
+}
+
+/// Opens the store, naming the (redacted) URL in the error.
+async fn open(config: &Config) -> Result<Arc<dyn Store>, Error> {
+    open_store(config).await.map_err(|source| Error::Store { url: redacted(&config.database_url), source })
 }
 
 /// The gRPC front door: `dtmgimp.Dtm`, plus the standard health service and server reflection.

@@ -18,11 +18,11 @@
 //!     `update_time`). A node whose clock is minutes off therefore still leases for exactly its
 //!     lease duration and schedules retries exactly its interval ahead, on the shared timeline.
 //!
-//!   So `next_cron_time` and `lease_until` are database times. The record-keeping times
-//!   (`create_time`, `update_time`, `finish_time`, `rollback_time`, branch and kv times) are
-//!   stored as the node gave them. Timeouts (`create_time` + `timeout_to_fail`) are judged by
-//!   the node that processes the transaction, on its clock: a skewed node times out early or
-//!   late by its skew, but never takes over a row whose lease is valid.
+//!   So `next_cron_time` and `lease_until` are database times, exactly. The other times
+//!   (`create_time`, `update_time`, `finish_time`, ...) and timeouts (`create_time` +
+//!   `timeout_to_fail`) come from the node, whose clock the server corrects to this one
+//!   ([`Store::shared_clock`], re-measured every 30 s): they are on the database's timeline too,
+//!   to within the measurement's few milliseconds.
 //!
 //!   [`ClockSource::Caller`] trusts the caller's `now` instead (the SQL is the same, with the
 //!   database clock replaced by the caller's): the conformance suite uses it to drive time
@@ -130,6 +130,7 @@ pub struct PgStore {
 struct Inner {
     writer: mpsc::Sender<Job>,
     db: Db,
+    clock: ClockSource,
 }
 
 /// The pool, and whether the database is known to be down.
@@ -242,7 +243,7 @@ impl PgStore {
             clock = ?opts.clock,
             "postgres store open"
         );
-        Ok(PgStore { inner: Arc::new(Inner { writer: tx, db }) })
+        Ok(PgStore { inner: Arc::new(Inner { writer: tx, db, clock: opts.clock }) })
     }
 
     /// The database clock now, the time leases and due times are judged by.
@@ -273,6 +274,14 @@ impl Store for PgStore {
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Global>> {
         read::list(&self.inner.db, filter).await
+    }
+
+    async fn shared_clock(&self) -> Result<Option<Timestamp>> {
+        match self.inner.clock {
+            ClockSource::Database => self.db_now().await.map(Some),
+            // The caller drives time (tests): its clock is the timeline.
+            ClockSource::Caller => Ok(None),
+        }
     }
 
     async fn claim_due(

@@ -244,6 +244,14 @@ pub trait Store: Send + Sync + 'static {
     /// Lists global rows for the admin API.
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Global>>;
 
+    /// The store's clock now, when the store keeps one timeline for every node sharing it
+    /// (PostgreSQL: the database's clock); `None` when the caller's clock is the timeline (the
+    /// embedded SQLite store serves one node). Nodes correct their clocks to it, so timeouts
+    /// and recorded times do not depend on every node's clock being right.
+    async fn shared_clock(&self) -> Result<Option<Timestamp>> {
+        Ok(None)
+    }
+
     /// Claims up to `limit` due transactions for `owner`, atomically: status in
     /// (prepared, submitted, aborting), `next_cron_time <= now`, and no valid lease
     /// (`owner` null or `lease_until < now`). Sets `owner` and `lease_until`. No two callers

@@ -5,7 +5,8 @@
 //!   finish `succeed`, with every action run (and answered) in order, no compensation, and no
 //!   two calls for the same transaction ever overlapping in time, from whichever nodes they
 //!   came: stronger than "no overlap while a lease was valid".
-//! - Two in-process nodes whose clocks are ten minutes apart honour each other's leases.
+//! - Two in-process nodes whose clocks are ten minutes apart honour each other's leases, and a
+//!   node whose clock runs ten minutes ahead times out on the database's timeline, not its own.
 //!
 //! Skipped, with a notice, unless `DTX_TEST_POSTGRES_URL` is set (`bash .ci/run` sets it).
 //! Needs the `dtx` binary next to the test binaries (a workspace build makes it).
@@ -21,8 +22,9 @@ use axum::http::{StatusCode, Uri};
 use dtx_core::GlobalStatus;
 use dtx_store::{ListFilter, Store};
 use dtx_store_postgres::{PgOptions, PgStore, testing};
-use dtx_tests::{DtxProcess, Gate, Participant, Reply, Saga, TestServer, free_port};
+use dtx_tests::{Client, DtxProcess, Gate, Participant, Reply, Saga, Tcc, TestServer, free_port};
 use futures::StreamExt;
+use serde_json::json;
 
 const FLAGS: &[&str] =
     &["--lease", "2s", "--poll-interval", "100ms", "--retry-interval", "1s", "--postgres-pool-size", "8"];
@@ -340,4 +342,41 @@ async fn nodes_with_clocks_ten_minutes_apart_honour_each_others_leases() {
         ["prepared", "succeed", "prepared", "succeed", "prepared", "succeed"]
     );
     assert_eq!(p.paths(), ["/A1", "/A2", "/A3"], "each action exactly once");
+}
+
+/// Node B's own clock runs ten minutes ahead; like `dtx`, it corrects it to the database clock
+/// at start. Two TCCs are prepared on node A, one with a 60 s timeout and one with 1 s; two
+/// seconds later both are made due at once for B to process. By its own clock B would find
+/// both ten minutes old and cancel both; on the database's timeline only the 1 s one timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_a_skewed_clock_times_out_on_the_database_timeline() {
+    let Some(db_url) =
+        testing::fresh_database("a_node_with_a_skewed_clock_times_out_on_the_database_timeline").await
+    else {
+        return;
+    };
+    let a = TestServer::spawn(|c| c.database_url = db_url.clone()).await;
+    let b = TestServer::spawn_skewed(Duration::from_secs(600), |c| c.database_url = db_url.clone()).await;
+    assert!(b.now_ms() - a.now_ms() >= 600_000, "B's own clock is ten minutes ahead");
+    let corrected = b.engine().now().0 - a.engine().now().0;
+    assert!(corrected.abs() < 2_000, "B's corrected clock is {corrected} ms off A's");
+
+    let p = Participant::spawn().await;
+    let c = Client::of(&a);
+    let fresh = Tcc::prepare(&c, "skew-fresh", json!({"timeout_to_fail": 60})).await;
+    assert_eq!(fresh.branch(&p, "01", "Fresh", "{}").await, 200);
+    let short = Tcc::prepare(&c, "skew-short", json!({"timeout_to_fail": 1})).await;
+    assert_eq!(short.branch(&p, "01", "Short", "{}").await, 200);
+    // Two seconds pass on B (the test drives its clock; the correction rides on it).
+    b.advance(Duration::from_secs(2));
+    for gid in ["skew-fresh", "skew-short"] {
+        let (code, body) = c.reset_next_cron_time(gid).await;
+        assert_eq!(code, 200, "{body}");
+    }
+
+    let processed = b.engine().run_once().await.expect("B's scheduler round");
+    assert_eq!(processed, 2, "B claimed both TCCs");
+    assert_eq!(a.status("skew-fresh").await, "prepared", "a 60 s TCC timed out after 2 s");
+    assert_eq!(a.status("skew-short").await, "failed");
+    assert_eq!(p.paths(), ["/FreshTry", "/ShortTry", "/ShortCancel"]);
 }
