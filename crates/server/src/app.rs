@@ -81,7 +81,7 @@ impl Server {
     /// store has one, and kept corrected while the server runs (tests pass a skewed `base`).
     pub async fn build_synced(config: &Config, base: Arc<dyn Clock>) -> Result<Server, Error> {
         let store = open(config).await?;
-        let clock = Arc::new(StoreClock::new(base));
+        let clock = Arc::new(StoreClock::new(base.clone()));
         let synced = clock
             .sync(store.as_ref())
             .await
@@ -94,8 +94,14 @@ impl Server {
                 "this node's clock is far from the database's; dtx runs on the database's timeline"
             );
         }
-        let clock_sync = synced.is_some().then(|| (clock.clone(), store.clone()));
-        Server::assemble(config, store, clock, clock_sync).await
+        // Without a shared clock (SQLite) the base clock is the timeline, uncorrected.
+        match synced {
+            Some(_) => {
+                let sync = (clock.clone(), store.clone());
+                Server::assemble(config, store, clock, Some(sync)).await
+            }
+            None => Server::assemble(config, store, base, None).await,
+        }
     }
 
     /// [`Server::build`] with a clock used as given, never corrected (tests drive time with a
