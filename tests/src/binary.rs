@@ -34,6 +34,11 @@ pub fn dtx_binary() -> PathBuf {
     bin
 }
 
+/// The URL of a SQLite database `dtx.db` in `dir`.
+pub fn sqlite_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("dtx.db").display())
+}
+
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
@@ -93,6 +98,30 @@ impl DtxProcess {
     /// The log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Polls `query` (up to 15 s) until the transaction has `status`; returns the query. On
+    /// timeout, panics with the last answer and this process's log.
+    pub async fn wait_status(&self, gid: &str, status: &str) -> serde_json::Value {
+        let http = reqwest::Client::builder().no_proxy().build().expect("http client");
+        let url = format!("{}/query?gid={gid}", self.base_url());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let mut last = serde_json::Value::Null;
+            if let Ok(resp) = http.get(&url).send().await {
+                let (code, q) = crate::server::read(resp).await;
+                if code == 200 && q["transaction"]["status"] == status {
+                    return q;
+                }
+                last = q;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{gid} did not reach {status} within 15 s; last: {last}\nlog:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn wait_ready(&mut self) {

@@ -18,7 +18,7 @@ pub mod participant;
 pub mod saga;
 pub mod server;
 
-pub use binary::{DtxProcess, dtx_binary, free_port};
+pub use binary::{DtxProcess, dtx_binary, free_port, sqlite_url};
 pub use client::{Client, Msg, Tcc, advance_to_due, assert_timeout_reason, due_in_ms};
 pub use participant::{Call, Gate, Participant, Reply};
 pub use saga::{Saga, branch, branch_statuses, status_of, time_ms};

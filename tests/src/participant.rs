@@ -189,6 +189,13 @@ impl Participant {
         self.calls().into_iter().filter(|c| c.path == path).collect()
     }
 
+    /// The one call of `path`; panics unless it was called exactly once.
+    pub fn only_call(&self, path: &str) -> Call {
+        let mut calls = self.calls_for(path);
+        assert_eq!(calls.len(), 1, "{path} is called exactly once: {calls:?}");
+        calls.remove(0)
+    }
+
     /// The paths called, in arrival order.
     pub fn paths(&self) -> Vec<String> {
         self.calls().into_iter().map(|c| c.path).collect()

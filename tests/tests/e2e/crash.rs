@@ -5,17 +5,14 @@
 //! Needs the `dtx` binary next to the test binaries (`cargo build -p dtx-server`; a workspace
 //! `cargo test` builds it).
 
-use std::path::Path;
 use std::time::Duration;
 
-use dtx_tests::{Call, DtxProcess, Gate, Participant, Reply, Saga, branch_statuses, free_port, server::read};
+use dtx_tests::{
+    DtxProcess, Gate, Participant, Reply, Saga, branch_statuses, free_port, server::read, sqlite_url,
+};
 use serde_json::Value;
 
-const FLAGS: &[&str] = &["--lease", "1s", "--poll-interval", "100ms", "--retry-interval", "1s"];
-
-fn db_url(dir: &Path) -> String {
-    format!("sqlite://{}", dir.join("dtx.db").display())
-}
+pub(crate) const FLAGS: &[&str] = &["--lease", "1s", "--poll-interval", "100ms", "--retry-interval", "1s"];
 
 fn three_steps(p: &Participant, gid: &str) -> Value {
     Saga::new(gid)
@@ -31,32 +28,6 @@ async fn submit(http: &reqwest::Client, dtx: &DtxProcess, body: &Value) {
     assert_eq!(code, 200, "{reply}");
 }
 
-/// Polls `query` (up to 15 s) until the saga has `status`; returns the query.
-async fn wait_for(http: &reqwest::Client, dtx: &DtxProcess, gid: &str, status: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let url = format!("{}/query?gid={gid}", dtx.base_url());
-        if let Ok(resp) = http.get(&url).send().await {
-            let (_, q) = read(resp).await;
-            if q["transaction"]["status"] == status {
-                return q;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{gid} did not reach {status} within 15 s; last: {q}\nlog:\n{}",
-                dtx.log()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn one(p: &Participant, path: &str) -> Call {
-    let calls = p.calls_for(path);
-    assert_eq!(calls.len(), 1, "{path} is called exactly once: {calls:?}");
-    calls.into_iter().next().expect("one call")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_during_an_action_then_restart_finishes_the_saga() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -67,19 +38,19 @@ async fn kill_during_an_action_then_restart_finishes_the_saga() {
     // The first call of step 2 hangs until released; any later call answers 200.
     p.script("/A2", [Reply::ok().blocked_by(&gate)]);
 
-    let mut dtx = DtxProcess::start(&db_url(dir.path()), free_port(), FLAGS, &log).await;
+    let mut dtx = DtxProcess::start(&sqlite_url(dir.path()), free_port(), FLAGS, &log).await;
     submit(&http, &dtx, &three_steps(&p, "crash-forward")).await;
     p.wait_calls("/A2", 1).await;
     dtx.kill();
     gate.release();
 
-    let dtx = DtxProcess::start(&db_url(dir.path()), free_port(), FLAGS, &log).await;
-    let q = wait_for(&http, &dtx, "crash-forward", "succeed").await;
+    let dtx = DtxProcess::start(&sqlite_url(dir.path()), free_port(), FLAGS, &log).await;
+    let q = dtx.wait_status("crash-forward", "succeed").await;
     assert_eq!(branch_statuses(&q), ["prepared", "succeed", "prepared", "succeed", "prepared", "succeed"]);
 
-    let a1 = one(&p, "/A1");
+    let a1 = p.only_call("/A1");
     let a2 = p.calls_for("/A2");
-    let a3 = one(&p, "/A3");
+    let a3 = p.only_call("/A3");
     assert!((1..=2).contains(&a2.len()), "step 2 ran once or twice: {a2:?}");
     assert!(a1.ended() <= a2[0].start, "step 2 after step 1");
     // The last step-2 call is the one whose answer reached dtx.
@@ -99,27 +70,27 @@ async fn kill_during_a_compensation_then_restart_finishes_the_rollback() {
     p.script("/A3", [Reply::failure("out of stock")]);
     p.script("/C2", [Reply::ok().blocked_by(&gate)]);
 
-    let mut dtx = DtxProcess::start(&db_url(dir.path()), free_port(), FLAGS, &log).await;
+    let mut dtx = DtxProcess::start(&sqlite_url(dir.path()), free_port(), FLAGS, &log).await;
     submit(&http, &dtx, &three_steps(&p, "crash-rollback")).await;
     p.wait_calls("/C2", 1).await;
     dtx.kill();
     gate.release();
 
-    let dtx = DtxProcess::start(&db_url(dir.path()), free_port(), FLAGS, &log).await;
-    let q = wait_for(&http, &dtx, "crash-rollback", "failed").await;
+    let dtx = DtxProcess::start(&sqlite_url(dir.path()), free_port(), FLAGS, &log).await;
+    let q = dtx.wait_status("crash-rollback", "failed").await;
     assert_eq!(branch_statuses(&q), ["succeed", "succeed", "succeed", "succeed", "succeed", "failed"]);
     let reason = q["transaction"]["rollback_reason"].as_str().unwrap_or_default();
     assert!(reason.contains("out of stock"), "{reason}");
 
     // No action ran again after the failure.
-    let a1 = one(&p, "/A1");
-    let a2 = one(&p, "/A2");
-    let a3 = one(&p, "/A3");
+    let a1 = p.only_call("/A1");
+    let a2 = p.only_call("/A2");
+    let a3 = p.only_call("/A3");
     assert!(a1.ended() <= a2.start && a2.ended() <= a3.start);
     // Compensations in reverse order: 3 (the failed step too), 2 (re-run after the crash), 1.
-    let c3 = one(&p, "/C3");
+    let c3 = p.only_call("/C3");
     let c2 = p.calls_for("/C2");
-    let c1 = one(&p, "/C1");
+    let c1 = p.only_call("/C1");
     assert!((1..=2).contains(&c2.len()), "compensation 2 ran once or twice: {c2:?}");
     assert!(c3.start >= a3.ended());
     assert!(c2[0].start >= c3.ended(), "step 2 is compensated after step 3");
@@ -135,12 +106,12 @@ async fn a_call_longer_than_the_lease_keeps_the_saga_to_its_round() {
     // 2.5 leases long: the round must renew its lease, or its own scheduler would claim the
     // saga again and call the participant a second time.
     p.script("/A1", [Reply::ok().after(Duration::from_millis(2500))]);
-    let dtx = DtxProcess::start(&db_url(dir.path()), free_port(), FLAGS, &log).await;
+    let dtx = DtxProcess::start(&sqlite_url(dir.path()), free_port(), FLAGS, &log).await;
     let mut body = three_steps(&p, "long-call");
     body["request_timeout"] = serde_json::json!(5);
     submit(&http, &dtx, &body).await;
-    wait_for(&http, &dtx, "long-call", "succeed").await;
-    one(&p, "/A1");
+    dtx.wait_status("long-call", "succeed").await;
+    p.only_call("/A1");
     assert_eq!(p.paths(), ["/A1", "/A2", "/A3"]);
 }
 
@@ -153,7 +124,7 @@ async fn sigterm_lets_the_call_in_flight_finish_and_hands_the_saga_over() {
     let gate = Gate::new();
     p.script("/A2", [Reply::ok().blocked_by(&gate)]);
 
-    let mut dtx = DtxProcess::start(&db_url(dir.path()), free_port(), FLAGS, &log).await;
+    let mut dtx = DtxProcess::start(&sqlite_url(dir.path()), free_port(), FLAGS, &log).await;
     submit(&http, &dtx, &three_steps(&p, "sigterm")).await;
     p.wait_calls("/A2", 1).await;
     let stopping = dtx.terminate(Duration::from_secs(10));
@@ -168,8 +139,8 @@ async fn sigterm_lets_the_call_in_flight_finish_and_hands_the_saga_over() {
     assert!(status.success(), "graceful shutdown exits 0: {status}");
     assert!(p.calls_for("/A3").is_empty(), "no new call is started while shutting down");
 
-    let dtx = DtxProcess::start(&db_url(dir.path()), free_port(), FLAGS, &log).await;
-    let q = wait_for(&http, &dtx, "sigterm", "succeed").await;
+    let dtx = DtxProcess::start(&sqlite_url(dir.path()), free_port(), FLAGS, &log).await;
+    let q = dtx.wait_status("sigterm", "succeed").await;
     assert_eq!(branch_statuses(&q), ["prepared", "succeed", "prepared", "succeed", "prepared", "succeed"]);
     // The answer of the call in flight was recorded: step 2 is not called again.
     assert_eq!(p.paths(), ["/A1", "/A2", "/A3"]);

@@ -6,41 +6,14 @@
 //! Needs the `dtx` binary next to the test binaries (`cargo build -p dtx-server`; a workspace
 //! `cargo test` builds it).
 
-use std::path::Path;
 use std::time::Duration;
 
-use dtx_tests::{Call, Client, DtxProcess, Gate, Msg, Participant, Reply, Tcc, branch_statuses, free_port};
-use serde_json::{Value, json};
+use dtx_tests::{
+    Client, DtxProcess, Gate, Msg, Participant, Reply, Tcc, branch_statuses, free_port, sqlite_url,
+};
+use serde_json::json;
 
-/// A short lease; the default timeout-to-fail (35 s), well beyond the test's patience.
-const FLAGS: &[&str] = &["--lease", "1s", "--poll-interval", "100ms", "--retry-interval", "1s"];
-
-fn db_url(dir: &Path) -> String {
-    format!("sqlite://{}", dir.join("dtx.db").display())
-}
-
-/// Polls `query` (up to 15 s) until the transaction has `status`; returns the query.
-async fn wait_for(c: &Client, dtx: &DtxProcess, gid: &str, status: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let (code, q) = c.get("query", &[("gid", gid)]).await;
-        if code == 200 && q["transaction"]["status"] == status {
-            return q;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{gid} did not reach {status} within 15 s; last: {q}\nlog:\n{}",
-            dtx.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn one(p: &Participant, path: &str) -> Call {
-    let calls = p.calls_for(path);
-    assert_eq!(calls.len(), 1, "{path} is called exactly once: {calls:?}");
-    calls.into_iter().next().expect("one call")
-}
+use crate::crash::FLAGS;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_during_a_confirm_then_restart_confirms_the_rest() {
@@ -51,7 +24,7 @@ async fn kill_during_a_confirm_then_restart_confirms_the_rest() {
     // Confirms run newest first: 03 answers, 02 hangs until released (then answers 200).
     p.script("/B2Confirm", [Reply::ok().blocked_by(&gate)]);
 
-    let mut dtx = DtxProcess::start(&db_url(dir.path()), free_port(), FLAGS, &log).await;
+    let mut dtx = DtxProcess::start(&sqlite_url(dir.path()), free_port(), FLAGS, &log).await;
     let c = Client::new(dtx.base_url());
     let tcc = Tcc::prepare(&c, "crash-tcc", json!({})).await;
     for (id, service) in [("01", "B1"), ("02", "B2"), ("03", "B3")] {
@@ -60,18 +33,17 @@ async fn kill_during_a_confirm_then_restart_confirms_the_rest() {
     let (code, reply) = tcc.submit().await;
     assert_eq!(code, 200, "{reply}");
     p.wait_calls("/B2Confirm", 1).await;
-    assert!(one(&p, "/B3Confirm").end.is_some(), "branch 03 was confirmed first");
+    assert!(p.only_call("/B3Confirm").end.is_some(), "branch 03 was confirmed first");
     dtx.kill();
     gate.release();
 
-    let dtx = DtxProcess::start(&db_url(dir.path()), free_port(), FLAGS, &log).await;
-    let c = Client::new(dtx.base_url());
-    let q = wait_for(&c, &dtx, "crash-tcc", "succeed").await;
+    let dtx = DtxProcess::start(&sqlite_url(dir.path()), free_port(), FLAGS, &log).await;
+    let q = dtx.wait_status("crash-tcc", "succeed").await;
     assert_eq!(branch_statuses(&q), ["prepared", "succeed", "prepared", "succeed", "prepared", "succeed"]);
 
-    let c3 = one(&p, "/B3Confirm");
+    let c3 = p.only_call("/B3Confirm");
     let c2 = p.calls_for("/B2Confirm");
-    let c1 = one(&p, "/B1Confirm");
+    let c1 = p.only_call("/B1Confirm");
     assert!((1..=2).contains(&c2.len()), "branch 02 confirmed once or twice: {c2:?}");
     assert!(c3.ended() <= c2[0].start, "03 before 02");
     assert!(c1.start >= c2.last().expect("a confirm of 02").ended(), "01 only after 02 succeeded");
@@ -88,7 +60,7 @@ async fn kill_during_a_cancel_then_restart_cancels_the_rest() {
     let gate = Gate::new();
     p.script("/B2Cancel", [Reply::ok().blocked_by(&gate)]);
 
-    let mut dtx = DtxProcess::start(&db_url(dir.path()), free_port(), FLAGS, &log).await;
+    let mut dtx = DtxProcess::start(&sqlite_url(dir.path()), free_port(), FLAGS, &log).await;
     let c = Client::new(dtx.base_url());
     let tcc = Tcc::prepare(&c, "crash-tcc-cancel", json!({})).await;
     for (id, service) in [("01", "B1"), ("02", "B2"), ("03", "B3")] {
@@ -100,13 +72,12 @@ async fn kill_during_a_cancel_then_restart_cancels_the_rest() {
     dtx.kill();
     gate.release();
 
-    let dtx = DtxProcess::start(&db_url(dir.path()), free_port(), FLAGS, &log).await;
-    let c = Client::new(dtx.base_url());
-    let q = wait_for(&c, &dtx, "crash-tcc-cancel", "failed").await;
+    let dtx = DtxProcess::start(&sqlite_url(dir.path()), free_port(), FLAGS, &log).await;
+    let q = dtx.wait_status("crash-tcc-cancel", "failed").await;
     assert_eq!(branch_statuses(&q), ["succeed", "prepared", "succeed", "prepared", "succeed", "prepared"]);
     assert_eq!(q["transaction"]["rollback_reason"], "try of 04 failed");
-    one(&p, "/B3Cancel");
-    one(&p, "/B1Cancel");
+    p.only_call("/B3Cancel");
+    p.only_call("/B1Cancel");
     assert!((1..=2).contains(&p.calls_for("/B2Cancel").len()));
     assert!(p.paths().iter().all(|path| !path.ends_with("Confirm")), "no confirm ever ran: {:?}", p.paths());
 }
@@ -119,7 +90,7 @@ async fn kill_during_a_msg_action_then_restart_delivers_the_rest() {
     let gate = Gate::new();
     p.script("/A1", [Reply::ok().blocked_by(&gate)]);
 
-    let mut dtx = DtxProcess::start(&db_url(dir.path()), free_port(), FLAGS, &log).await;
+    let mut dtx = DtxProcess::start(&sqlite_url(dir.path()), free_port(), FLAGS, &log).await;
     let c = Client::new(dtx.base_url());
     let msg =
         Msg::new("crash-msg", p.url("/QueryPrepared")).step(p.url("/A1"), "{}").step(p.url("/A2"), "{}");
@@ -130,13 +101,12 @@ async fn kill_during_a_msg_action_then_restart_delivers_the_rest() {
     dtx.kill();
     gate.release();
 
-    let dtx = DtxProcess::start(&db_url(dir.path()), free_port(), FLAGS, &log).await;
-    let c = Client::new(dtx.base_url());
-    let q = wait_for(&c, &dtx, "crash-msg", "succeed").await;
+    let dtx = DtxProcess::start(&sqlite_url(dir.path()), free_port(), FLAGS, &log).await;
+    let q = dtx.wait_status("crash-msg", "succeed").await;
     assert_eq!(branch_statuses(&q), ["succeed", "succeed"]);
     let a1 = p.calls_for("/A1");
     assert!((1..=2).contains(&a1.len()), "{a1:?}");
-    let a2 = one(&p, "/A2");
+    let a2 = p.only_call("/A2");
     assert!(a2.start >= a1.last().expect("an A1 call").ended());
     assert!(p.calls_for("/QueryPrepared").is_empty(), "a submitted message is never checked back");
 }
@@ -151,7 +121,7 @@ async fn calls_longer_than_the_lease_keep_the_transaction_to_its_round() {
     let slow = || Reply::ok().after(Duration::from_millis(2500));
     p.script("/B1Confirm", [slow()]);
     p.script("/QueryPrepared", [slow()]);
-    let dtx = DtxProcess::start(&db_url(dir.path()), free_port(), FLAGS, &log).await;
+    let dtx = DtxProcess::start(&sqlite_url(dir.path()), free_port(), FLAGS, &log).await;
     let c = Client::new(dtx.base_url());
 
     // A TCC confirm.
@@ -165,9 +135,9 @@ async fn calls_longer_than_the_lease_keep_the_transaction_to_its_round() {
         .option("timeout_to_fail", json!(1));
     assert_eq!(c.prepare(&msg.json()).await.0, 200);
 
-    wait_for(&c, &dtx, "long-confirm", "succeed").await;
-    wait_for(&c, &dtx, "long-check-back", "succeed").await;
-    one(&p, "/B1Confirm");
-    one(&p, "/QueryPrepared");
-    one(&p, "/A1");
+    dtx.wait_status("long-confirm", "succeed").await;
+    dtx.wait_status("long-check-back", "succeed").await;
+    p.only_call("/B1Confirm");
+    p.only_call("/QueryPrepared");
+    p.only_call("/A1");
 }

@@ -326,7 +326,7 @@ async fn bad_input_is_invalid_argument_and_nothing_is_stored() {
 async fn the_dtx_binary_serves_grpc_on_the_chosen_port() {
     let dir = tempfile::tempdir().expect("temp dir");
     let log = dir.path().join("dtx.log");
-    let db = format!("sqlite://{}", dir.path().join("dtx.db").display());
+    let db = dtx_tests::sqlite_url(dir.path());
     let grpc_port = free_port();
     let grpc_listen = format!("127.0.0.1:{grpc_port}");
     let mut dtx = DtxProcess::start(&db, free_port(), &["--grpc-listen", &grpc_listen], &log).await;
@@ -347,7 +347,7 @@ async fn kill_during_a_grpc_action_then_restart_finishes_the_saga() {
     const FLAGS: [&str; 6] = ["--lease", "1s", "--poll-interval", "100ms", "--retry-interval", "1s"];
     let dir = tempfile::tempdir().expect("temp dir");
     let log = dir.path().join("dtx.log");
-    let db = format!("sqlite://{}", dir.path().join("dtx.db").display());
+    let db = dtx_tests::sqlite_url(dir.path());
     let p = GrpcParticipant::spawn().await;
     let gate = Gate::new();
     // The first TransIn hangs until released; any later call answers OK.
