@@ -50,7 +50,7 @@ impl TestServer {
         let mut config = Config {
             http_listen: "127.0.0.1:0".parse().expect("loopback address"),
             grpc_listen: "127.0.0.1:0".parse().expect("loopback address"),
-            database_url: format!("sqlite://{}", dir.path().join("dtx.db").display()),
+            database_url: format!("sqlite://{}", dir.path().join("dtx.db").display()).into(),
             // A test database need not survive power loss.
             sqlite_full_sync: false,
             ..Config::default()

@@ -7,6 +7,7 @@
 //!
 //! Layout:
 //! - [`time`]: [`Timestamp`] (milliseconds since the Unix epoch, UTC).
+//! - [`gid`]: the gid rule every front door applies.
 //! - [`model`]: the global transaction ([`Global`]), its [`Branch`]es, statuses and ops.
 //! - [`options`]: per-transaction options ([`TransOptions`]) as DTM clients send them.
 //! - [`outcome`]: what a participant call returned ([`Outcome`]), read per DTM's result protocol.
@@ -17,6 +18,7 @@
 //! - [`lifecycle`]: what prepare / submit / abort do in each status (idempotency rules).
 //! - [`timeout`]: when a transaction is past its `timeout_to_fail`.
 
+pub mod gid;
 pub mod lifecycle;
 pub mod model;
 pub mod msg;

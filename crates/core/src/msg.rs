@@ -2,10 +2,41 @@
 //! submitted one runs its actions (sequentially, or concurrently) until every one succeeded.
 //! A message never rolls back: FAILURE from an action is retried like an error.
 
+use std::time::Duration;
+
 use crate::model::GlobalStatus;
 use crate::outcome::Outcome;
 use crate::retry::RetryKind;
 use crate::saga::Phase;
+use crate::time::Timestamp;
+
+/// A msg's `custom_data` is not valid (`{"delay": seconds}`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("custom_data is not valid msg options: {0}")]
+pub struct BadCustomData(String);
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct MsgCustomData {
+    #[serde(default)]
+    delay: Option<u64>,
+}
+
+/// The delay a msg's `custom_data` asks for before its actions first run (`{"delay": seconds}`;
+/// empty, `null` or no `delay` = none). The one parser of it: validation, submit and the round
+/// all read the delay here.
+pub fn delay(custom_data: &str) -> Result<Option<Duration>, BadCustomData> {
+    let text = custom_data.trim();
+    if text.is_empty() || text == "null" {
+        return Ok(None);
+    }
+    let parsed: MsgCustomData = serde_json::from_str(text).map_err(|e| BadCustomData(e.to_string()))?;
+    Ok(parsed.delay.filter(|&d| d > 0).map(Duration::from_secs))
+}
+
+/// When a delayed msg's delay ends (counted from its creation), if it has one.
+pub fn delayed_until(create_time: Timestamp, custom_data: &str) -> Option<Timestamp> {
+    delay(custom_data).ok().flatten().map(|d| create_time.add(d))
+}
 
 /// What to do next in a msg round.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -405,3 +405,20 @@ proptest! {
         prop_assert_eq!(plan(Prepared, &actions, concurrent, true), Decision::CheckBack);
     }
 }
+
+#[test]
+fn delay_is_parsed_once_here() {
+    use std::time::Duration;
+    assert_eq!(delay(""), Ok(None));
+    assert_eq!(delay(" null "), Ok(None));
+    assert_eq!(delay("{}"), Ok(None));
+    assert_eq!(delay(r#"{"delay":0}"#), Ok(None));
+    assert_eq!(delay(r#"{"delay":5}"#), Ok(Some(Duration::from_secs(5))));
+    assert!(delay(r#"{"delay":"soon"}"#).is_err());
+    assert!(delay(r#"{"delay":-1}"#).is_err());
+    assert!(delay("not json").is_err());
+    let t = crate::Timestamp(1_000);
+    assert_eq!(delayed_until(t, r#"{"delay":2}"#), Some(crate::Timestamp(3_000)));
+    assert_eq!(delayed_until(t, ""), None);
+    assert_eq!(delayed_until(t, "garbage"), None);
+}

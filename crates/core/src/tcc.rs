@@ -2,6 +2,7 @@
 //! time, each retried until it succeeds.
 
 use crate::model::{BranchStatus, GlobalStatus, Op};
+use crate::outcome::Outcome;
 
 /// One stored branch row of a TCC (in row order: `cancel`, `confirm` per registered branch).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +33,13 @@ pub fn phase_two_op(status: GlobalStatus) -> Option<Op> {
         GlobalStatus::Aborting => Some(Op::Cancel),
         _ => None,
     }
+}
+
+/// The status a confirm / cancel row reaches after a call: `succeed` on success, otherwise it
+/// stays `prepared` (phase two is retried until it succeeds: FAILURE counts as an error, since
+/// the decision to confirm or cancel is already taken).
+pub fn phase_two_status_after(outcome: &Outcome) -> Option<BranchStatus> {
+    matches!(outcome, Outcome::Success).then_some(BranchStatus::Succeed)
 }
 
 /// Decides the next step. The engine ends the round at the first call without success, so a

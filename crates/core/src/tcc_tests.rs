@@ -20,6 +20,14 @@ fn registered(pairs: &[(BranchStatus, BranchStatus)]) -> Vec<Row> {
 }
 
 #[test]
+fn phase_two_rows_succeed_only_on_success() {
+    assert_eq!(phase_two_status_after(&Outcome::Success), Some(BSucceed));
+    assert_eq!(phase_two_status_after(&Outcome::Failure("no".into())), None);
+    assert_eq!(phase_two_status_after(&Outcome::Ongoing), None);
+    assert_eq!(phase_two_status_after(&Outcome::Error("boom".into())), None);
+}
+
+#[test]
 fn phase_two_op_per_status() {
     assert_eq!(phase_two_op(Submitted), Some(Op::Confirm));
     assert_eq!(phase_two_op(Aborting), Some(Op::Cancel));
@@ -238,10 +246,10 @@ impl Sim {
                 Decision::Call(i) => {
                     self.check_call(i)?;
                     self.calls.push(i);
-                    if self.outcome() != Outcome::Success {
+                    let Some(done) = phase_two_status_after(&self.outcome()) else {
                         return Ok(None);
-                    }
-                    self.rows[i].status = BSucceed;
+                    };
+                    self.rows[i].status = done;
                 }
                 Decision::Finish(status) => {
                     let expected = match self.status {

@@ -11,6 +11,7 @@ use crate::{Engine, Error, Result};
 impl Engine {
     /// Aborts a transaction. `wait_result` comes from the stored options, as in DTM.
     pub async fn abort(&self, gid: &str, reason: &str) -> Result<SubmitReply> {
+        crate::request::check_gid(gid)?;
         let inner = &self.inner;
         let existing = inner
             .store

@@ -2,19 +2,21 @@
 
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use dtx_store::{Error as StoreError, KvRow};
 use tracing::info;
 
-use crate::request::{Subscriber, TOPICS, check_branch_url};
+use crate::request::{Subscriber, TOPICS, check_branch_url, check_gid};
 use crate::{Engine, Error, Result};
 
-/// Concurrent subscribers of one topic race on its version; this many tries settle it.
+/// Concurrent subscribers of one topic race on its version; this many retries settle it.
 const KV_CAS_TRIES: usize = 16;
 
 impl Engine {
     /// Stops a transaction for good: it becomes `failed`, whatever it was doing; the round
     /// processing it (if any) is fenced out at its next write and calls nobody else.
     pub async fn force_stop(&self, gid: &str) -> Result<()> {
+        check_gid(gid)?;
         let now = self.inner.clock.now();
         match self.inner.store.force_stop(gid, "force stopped by an operator", now).await {
             Ok(was) => {
@@ -29,6 +31,7 @@ impl Engine {
 
     /// "Retry now": the transaction is due at once, its backoff reset.
     pub async fn reset_next_cron_time(&self, gid: &str) -> Result<()> {
+        check_gid(gid)?;
         let loaded = self
             .inner
             .store
@@ -103,35 +106,54 @@ impl Engine {
         Ok(self.inner.store.kv_get(cat, key).await?)
     }
 
-    /// Read-modify-write of a topic's subscriber list, compare-and-set on its version.
+    /// Read-modify-write of a topic's subscriber list, compare-and-set on its version. A lost
+    /// race (someone else changed the topic meanwhile) reads again after a short jittered pause.
     async fn update_topic(
         &self,
         topic: &str,
         change: impl Fn(&mut Vec<Subscriber>) -> Result<()>,
     ) -> Result<()> {
         let store = &self.inner.store;
-        for _ in 0..KV_CAS_TRIES {
+        let attempt = || async {
             let now = self.inner.clock.now();
-            let row = store.kv_get(TOPICS, topic).await?;
+            let row = store.kv_get(TOPICS, topic).await.map_err(|e| Cas::Failed(e.into()))?;
             let mut list: Vec<Subscriber> = match &row {
                 Some(r) => serde_json::from_str(&r.v).unwrap_or_default(),
                 None => Vec::new(),
             };
-            change(&mut list)?;
+            change(&mut list).map_err(Cas::Failed)?;
             let v = serde_json::to_string(&list).unwrap_or_else(|_| "[]".into());
             let written = match &row {
                 None => store.kv_insert(TOPICS, topic, &v, now).await,
                 Some(r) => store.kv_update(TOPICS, topic, &v, r.version, now).await,
             };
             match written {
-                Ok(()) => return Ok(()),
-                // Someone else changed the topic meanwhile: read again.
-                Err(StoreError::Conflict(_)) | Err(StoreError::NotFound(_)) => continue,
-                Err(e) => return Err(e.into()),
+                Ok(()) => Ok(()),
+                Err(StoreError::Conflict(_)) | Err(StoreError::NotFound(_)) => Err(Cas::Raced),
+                Err(e) => Err(Cas::Failed(e.into())),
+            }
+        };
+        let backoff = ExponentialBuilder::new()
+            .with_min_delay(Duration::from_millis(1))
+            .with_max_delay(Duration::from_millis(50))
+            .with_max_times(KV_CAS_TRIES)
+            .with_jitter();
+        match attempt.retry(backoff).when(|e| matches!(e, Cas::Raced)).await {
+            Ok(()) => Ok(()),
+            Err(Cas::Failed(e)) => Err(e),
+            Err(Cas::Raced) => {
+                Err(Error::Unavailable(format!("topic {topic} is changing too often; try again")))
             }
         }
-        Err(Error::Unavailable(format!("topic {topic} is changing too often; try again")))
     }
+}
+
+/// Why one compare-and-set attempt on a topic did not write.
+enum Cas {
+    /// Another writer changed the row first: worth another try.
+    Raced,
+    /// Anything else: final.
+    Failed(Error),
 }
 
 fn check_topic_and_url(topic: &str, url: &str) -> Result<()> {

@@ -95,7 +95,8 @@ impl Engine {
         self.inner.clock.now()
     }
 
-    /// Loads a transaction and its branches.
+    /// Loads a transaction and its branches (`None` for a gid that is unknown, or invalid and
+    /// so never stored).
     pub async fn load(&self, gid: &str) -> Result<Option<Loaded>> {
         Ok(self.inner.store.load(gid).await?)
     }

@@ -1,7 +1,7 @@
 //! A client's global request, validated and turned into rows (spec 1.3). Nothing here touches
 //! the store except the topic lookup of msg steps.
 
-use dtx_core::saga::{SagaCustomData, SagaLayout};
+use dtx_core::saga::{SagaCustomData, SagaLayout, is_rollbackable};
 use dtx_core::{Branch, Global, GlobalStatus, Op, Timestamp, TransOptions, TransType, model::step_branch_id};
 use serde::Deserialize;
 
@@ -56,27 +56,16 @@ pub struct Subscriber {
     pub remark: String,
 }
 
-/// msg `custom_data`: `{"delay": seconds}`.
-#[derive(Debug, Default, Deserialize)]
-struct MsgCustomData {
-    #[serde(default)]
-    delay: Option<u64>,
-}
-
 impl TransRequest {
-    /// msg: the requested delay before the first execution, in seconds.
-    pub(crate) fn msg_delay(&self) -> Result<u64> {
-        if self.custom_data.trim().is_empty() || self.custom_data.trim() == "null" {
-            return Ok(0);
-        }
-        serde_json::from_str::<MsgCustomData>(&self.custom_data)
-            .map(|c| c.delay.unwrap_or(0))
-            .map_err(|e| Error::InvalidArgument(format!("custom_data is not valid msg options: {e}")))
+    /// msg: the requested delay before the first execution.
+    pub(crate) fn msg_delay(&self) -> Result<Option<std::time::Duration>> {
+        dtx_core::msg::delay(&self.custom_data).map_err(|e| Error::InvalidArgument(e.to_string()))
     }
 
     /// Checks what can be checked before anything is stored.
     pub(crate) fn validate(&self, max_steps: usize) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidArgument(m));
+        check_gid(&self.gid)?;
         if !matches!(self.protocol.as_str(), "" | "http" | "grpc") {
             return bad(format!("protocol '{}' is not supported (use http or grpc)", self.protocol));
         }
@@ -210,10 +199,14 @@ async fn subscribers(inner: &Inner, topic: &str) -> Result<Vec<Subscriber>> {
     Ok(list)
 }
 
-/// Saga steps that can be rolled back: an empty compensation means "cannot", unless the
-/// action is empty too (nothing happened, nothing to undo).
-pub(crate) fn saga_rollbackable(steps: &[Step]) -> Vec<bool> {
-    steps.iter().map(|s| s.action.is_empty() || !s.compensate.is_empty()).collect()
+/// Which saga steps can be rolled back (the rule is `dtx_core::saga::is_rollbackable`).
+fn saga_rollbackable(steps: &[Step]) -> Vec<bool> {
+    steps.iter().map(|s| is_rollbackable(&s.action, &s.compensate)).collect()
+}
+
+/// The gid rule of every front door (`dtx_core::gid`), as an engine error.
+pub(crate) fn check_gid(gid: &str) -> Result<()> {
+    dtx_core::gid::check_gid(gid).map_err(|e| Error::InvalidArgument(e.to_string()))
 }
 
 fn check_headers(options: &TransOptions) -> Result<()> {
@@ -259,6 +252,19 @@ pub(crate) fn check_url(u: &str) -> std::result::Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_gid_rule_applies_to_every_request() {
+        let mut r = req(TransType::Saga, 1, 1);
+        r.gid = "a b".into();
+        assert!(err(&r).contains("gid contains"));
+        r.gid = "a\0b".into();
+        assert!(err(&r).contains("gid contains"));
+        r.gid = "x".repeat(129);
+        assert!(err(&r).contains("longer than 128"));
+        r.gid = String::new();
+        assert!(err(&r).contains("gid is missing"));
+    }
 
     fn req(trans_type: TransType, steps: usize, payloads: usize) -> TransRequest {
         TransRequest {

@@ -40,7 +40,8 @@ impl Engine {
         req.validate(self.inner.opts.max_steps)?;
         let inner = &self.inner;
         let now = inner.clock.now();
-        let delay = if req.trans_type == TransType::Msg { req.msg_delay()? } else { 0 };
+        let delay =
+            if req.trans_type == TransType::Msg { req.msg_delay()?.map_or(0, |d| d.as_secs()) } else { 0 };
         let mut global = req.global(inner, GlobalStatus::Submitted, now);
         let mut branches = req.branches(inner, now).await?;
         let owner = inner.fresh_owner();

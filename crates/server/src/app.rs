@@ -85,7 +85,7 @@ impl Server {
         let synced = clock
             .sync(store.as_ref())
             .await
-            .map_err(|source| Error::Store { url: redacted(&config.database_url), source })?;
+            .map_err(|source| Error::Store { url: config.database_url.to_string(), source })?;
         if let Some(offset) = synced
             && offset.abs() > CLOCK_SKEW_WARNING_MS
         {
@@ -208,7 +208,7 @@ async fn keep_synced(clock: Arc<StoreClock>, store: Arc<dyn Store>, stop: Cancel
 
 /// Opens the store, naming the (redacted) URL in the error.
 async fn open(config: &Config) -> Result<Arc<dyn Store>, Error> {
-    open_store(config).await.map_err(|source| Error::Store { url: redacted(&config.database_url), source })
+    open_store(config).await.map_err(|source| Error::Store { url: config.database_url.to_string(), source })
 }
 
 /// The gRPC front door: `dtmgimp.Dtm`, plus the standard health service and server reflection.
@@ -231,7 +231,7 @@ async fn serve_grpc(engine: Engine, listener: TcpListener, stop: CancellationTok
 
 /// Opens the backend the database URL's scheme names (validated by the configuration).
 async fn open_store(config: &Config) -> Result<Arc<dyn Store>, dtx_store::Error> {
-    let url = &config.database_url;
+    let url = config.database_url.expose();
     Ok(match crate::config::backend_of(url) {
         Some(Backend::Postgres) => {
             Arc::new(PgStore::open(url, PgOptions::with_pool_size(config.postgres_pool_size)).await?)

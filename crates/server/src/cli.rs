@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::Parser;
 
-use crate::config::{Cli, Command, DEFAULT_TOML};
+use crate::config::{Cli, Command, default_toml};
 use crate::{Server, telemetry};
 
 /// Parses the command line and runs it.
@@ -11,7 +11,7 @@ pub async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = match cli.command {
         Some(Command::PrintDefaultConfig) => {
-            print!("{DEFAULT_TOML}");
+            print!("{}", default_toml());
             return Ok(());
         }
         Some(Command::Serve(s)) => s,

@@ -1,14 +1,16 @@
 //! Settings: defaults, then a TOML file (`--config`), then `DTX_*` environment variables, then
 //! flags (clap merges the last two, flags first). Bad values fail at start, naming the setting.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use dtx_core::retry::RetryPolicy;
 use dtx_engine::EngineOptions;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// A setting has a value dtx cannot use.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +58,7 @@ pub enum Command {
 
 /// Every setting, as a flag and a `DTX_*` variable; the TOML file uses the same names in
 /// snake_case (`retry_interval = "10s"`). Durations take `500ms`, `10s`, `2m` or plain seconds.
-#[derive(Debug, Default, Clone, Args, Deserialize)]
+#[derive(Debug, Default, Clone, Args, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// TOML configuration file.
@@ -66,7 +68,7 @@ pub struct Settings {
     /// Store URL: `sqlite://path` (created if missing) or `postgres://user:password@host/db`
     /// (several nodes may share one PostgreSQL database).
     #[arg(long, env = "DTX_DATABASE_URL")]
-    pub database_url: Option<String>,
+    pub database_url: Option<DatabaseUrl>,
     /// HTTP API address (port 0 = any free port).
     #[arg(long, env = "DTX_HTTP_LISTEN")]
     pub http_listen: Option<String>,
@@ -115,6 +117,51 @@ pub struct Settings {
     pub postgres_pool_size: Option<u32>,
 }
 
+/// A database URL. It may hold a password: `Debug` and `Display` mask it, so a config printed
+/// in a log or an error never shows it; [`DatabaseUrl::expose`] gives the real text to the
+/// store that connects with it.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The URL as given, password included: only for opening the store.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for DatabaseUrl {
+    fn from(url: String) -> DatabaseUrl {
+        DatabaseUrl(url)
+    }
+}
+
+impl From<&str> for DatabaseUrl {
+    fn from(url: &str) -> DatabaseUrl {
+        DatabaseUrl(url.to_owned())
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = std::convert::Infallible;
+    fn from_str(url: &str) -> Result<DatabaseUrl, Self::Err> {
+        Ok(DatabaseUrl(url.to_owned()))
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::app::redacted(&self.0))
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", crate::app::redacted(&self.0))
+    }
+}
+
 /// The store backend, chosen once from the database URL's scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -146,8 +193,8 @@ pub enum LogFormat {
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Store URL.
-    pub database_url: String,
+    /// Store URL (its password masked in `Debug`).
+    pub database_url: DatabaseUrl,
     /// HTTP listen address.
     pub http_listen: SocketAddr,
     /// gRPC listen address.
@@ -164,27 +211,51 @@ pub struct Config {
     pub postgres_pool_size: u32,
 }
 
-/// The defaults, as a TOML document (`dtx print-default-config`).
-pub const DEFAULT_TOML: &str = r#"# dtx configuration. Every key is optional; flags and DTX_* variables override it.
-database_url = "sqlite://dtx.db"
-http_listen = "0.0.0.0:36789"
-grpc_listen = "0.0.0.0:36790"
-log_format = "pretty"
-retry_interval = "10s"
-backoff_cap = "1h"
-request_timeout = "3s"
-timeout_to_fail = "35s"
-lease = "10s"
-poll_interval = "1s"
-claim_batch = 64
-max_concurrent_rounds = 256
-max_body_bytes = 1048576
-max_steps = 100
-sqlite_synchronous = "full"
-postgres_pool_size = 10
-"#;
+/// Server defaults that are not engine settings (those come from [`EngineOptions::default`]).
+const DEFAULT_DATABASE_URL: &str = "sqlite://dtx.db";
+const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:36789";
+const DEFAULT_GRPC_LISTEN: &str = "0.0.0.0:36790";
+const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+const DEFAULT_POSTGRES_POOL_SIZE: u32 = 10;
+
+/// The defaults as a TOML document (`dtx print-default-config`), made from
+/// [`Settings::defaults`], so the printed file and the running defaults cannot drift apart.
+pub fn default_toml() -> String {
+    let body = toml::to_string(&Settings::defaults()).unwrap_or_default();
+    format!("# dtx configuration. Every key is optional; flags and DTX_* variables override it.\n{body}")
+}
+
+/// A duration as the settings write it (`10s`, `1h`, `500ms`).
+fn duration_text(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
 
 impl Settings {
+    /// Every setting at its default: the one source of defaults. Engine settings are
+    /// [`EngineOptions::default`]'s.
+    pub fn defaults() -> Settings {
+        let e = EngineOptions::default();
+        Settings {
+            config: None,
+            database_url: Some(DEFAULT_DATABASE_URL.into()),
+            http_listen: Some(DEFAULT_HTTP_LISTEN.into()),
+            grpc_listen: Some(DEFAULT_GRPC_LISTEN.into()),
+            log_format: Some("pretty".into()),
+            retry_interval: Some(duration_text(e.retry.retry_interval)),
+            backoff_cap: Some(duration_text(e.retry.max_interval)),
+            request_timeout: Some(duration_text(e.request_timeout)),
+            timeout_to_fail: Some(duration_text(e.timeout_to_fail)),
+            lease: Some(duration_text(e.lease)),
+            poll_interval: Some(duration_text(e.poll_interval)),
+            claim_batch: Some(e.claim_batch),
+            max_concurrent_rounds: Some(e.max_concurrent_rounds),
+            max_body_bytes: Some(DEFAULT_MAX_BODY_BYTES),
+            max_steps: Some(e.max_steps),
+            sqlite_synchronous: Some("full".into()),
+            postgres_pool_size: Some(DEFAULT_POSTGRES_POOL_SIZE),
+        }
+    }
+
     /// Fills every unset value from `lower`.
     fn or(self, lower: Settings) -> Settings {
         Settings {
@@ -219,22 +290,20 @@ impl Settings {
             }
             None => Settings::default(),
         };
-        let defaults: Settings = toml::from_str(DEFAULT_TOML)
-            .map_err(|e| Error::File { path: PathBuf::from("<defaults>"), message: e.to_string() })?;
-        let s = self.or(file).or(defaults);
-        let req = |v: Option<String>, setting: &'static str| {
+        let s = self.or(file).or(Settings::defaults());
+        fn req<T>(v: Option<T>, setting: &'static str) -> Result<T, Error> {
             v.ok_or(Error::Invalid { setting, message: "missing".into() })
-        };
+        }
 
         let database_url = req(s.database_url, "--database-url")?;
-        if backend_of(&database_url).is_none() {
-            let scheme = database_url.split(':').next().unwrap_or_default();
+        if backend_of(database_url.expose()).is_none() {
+            let scheme = database_url.expose().split(':').next().unwrap_or_default();
             return Err(Error::Invalid {
                 setting: "--database-url",
                 message: format!(
                     "unsupported scheme '{scheme}' in '{}' (expected sqlite://path or \
                      postgres://user:password@host:port/database)",
-                    crate::app::redacted(&database_url)
+                    database_url
                 ),
             });
         }
@@ -256,11 +325,11 @@ impl Settings {
         let timeout_to_fail = positive(&req(s.timeout_to_fail, "--timeout-to-fail")?, "--timeout-to-fail")?;
         let lease = positive(&req(s.lease, "--lease")?, "--lease")?;
         let poll_interval = positive(&req(s.poll_interval, "--poll-interval")?, "--poll-interval")?;
-        let claim_batch = at_least(s.claim_batch.unwrap_or(64) as usize, 1, "--claim-batch")? as u32;
+        let claim_batch = at_least(req(s.claim_batch, "--claim-batch")? as usize, 1, "--claim-batch")? as u32;
         let max_concurrent_rounds =
-            at_least(s.max_concurrent_rounds.unwrap_or(256), 1, "--max-concurrent-rounds")?;
-        let max_body_bytes = at_least(s.max_body_bytes.unwrap_or(1 << 20), 1024, "--max-body-bytes")?;
-        let max_steps = at_least(s.max_steps.unwrap_or(100), 1, "--max-steps")?;
+            at_least(req(s.max_concurrent_rounds, "--max-concurrent-rounds")?, 1, "--max-concurrent-rounds")?;
+        let max_body_bytes = at_least(req(s.max_body_bytes, "--max-body-bytes")?, 1024, "--max-body-bytes")?;
+        let max_steps = at_least(req(s.max_steps, "--max-steps")?, 1, "--max-steps")?;
         let sqlite_full_sync = match req(s.sqlite_synchronous, "--sqlite-synchronous")?.as_str() {
             "full" => true,
             "normal" => false,
@@ -272,9 +341,14 @@ impl Settings {
             }
         };
         let postgres_pool_size =
-            at_least(s.postgres_pool_size.unwrap_or(10) as usize, 1, "--postgres-pool-size")? as u32;
+            at_least(req(s.postgres_pool_size, "--postgres-pool-size")? as usize, 1, "--postgres-pool-size")?
+                as u32;
         let engine = EngineOptions {
-            retry: RetryPolicy { retry_interval, max_interval: backoff_cap, jitter: 0.1 },
+            retry: RetryPolicy {
+                retry_interval,
+                max_interval: backoff_cap,
+                ..EngineOptions::default().retry
+            },
             request_timeout,
             timeout_to_fail,
             lease,
@@ -340,12 +414,46 @@ mod tests {
     #[test]
     fn defaults_follow_dtm() {
         let c = Config::default();
-        assert_eq!(c.database_url, "sqlite://dtx.db");
+        assert_eq!(c.database_url.expose(), "sqlite://dtx.db");
         assert_eq!(c.http_listen.port(), 36789);
         assert_eq!(c.grpc_listen.port(), 36790);
         assert_eq!(c.engine.retry.retry_interval, Duration::from_secs(10));
         assert_eq!(c.engine.request_timeout, Duration::from_secs(3));
         assert_eq!(c.engine.timeout_to_fail, Duration::from_secs(35));
+    }
+
+    #[test]
+    fn one_source_of_defaults() {
+        // The engine's defaults are the configuration's defaults.
+        let (c, e) = (Config::default(), EngineOptions::default());
+        assert_eq!(c.engine.retry, e.retry);
+        assert_eq!(
+            (c.engine.request_timeout, c.engine.timeout_to_fail, c.engine.lease, c.engine.poll_interval),
+            (e.request_timeout, e.timeout_to_fail, e.lease, e.poll_interval)
+        );
+        assert_eq!(
+            (c.engine.claim_batch, c.engine.max_concurrent_rounds, c.engine.max_steps),
+            (e.claim_batch, e.max_concurrent_rounds, e.max_steps)
+        );
+        // The printed default file is those defaults, and reads back to the same configuration.
+        let text = default_toml();
+        assert!(text.contains("retry_interval = \"10s\"") && text.contains("backoff_cap = \"1h\""), "{text}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("defaults.toml");
+        std::fs::write(&path, &text).unwrap();
+        let from_file = Settings { config: Some(path), ..Default::default() }.resolve().unwrap();
+        assert_eq!(format!("{from_file:?}"), format!("{c:?}"));
+    }
+
+    #[test]
+    fn the_database_password_never_shows_in_debug_output() {
+        let url = "postgres://dtx:hunter2@db.internal:5432/dtx";
+        let s = Settings { database_url: Some(url.into()), ..Default::default() };
+        assert!(!format!("{s:?}").contains("hunter2"), "{s:?}");
+        let c = s.resolve().unwrap();
+        let shown = format!("{c:?} {}", c.database_url);
+        assert!(!shown.contains("hunter2") && shown.contains("db.internal"), "{shown}");
+        assert_eq!(c.database_url.expose(), url, "the store still gets the real URL");
     }
 
     #[test]
@@ -390,7 +498,7 @@ mod tests {
         assert_eq!(backend_of("postgresql://h/db"), Some(Backend::Postgres));
         assert_eq!(backend_of("mysql://h/db"), None);
         let s = Settings { database_url: Some("postgresql://u@h/db".into()), ..Default::default() };
-        assert_eq!(s.resolve().unwrap().database_url, "postgresql://u@h/db");
+        assert_eq!(s.resolve().unwrap().database_url.expose(), "postgresql://u@h/db");
         let s = Settings { database_url: Some("redis://u:secret@h/0".into()), ..Default::default() };
         let e = s.resolve().unwrap_err().to_string();
         assert!(e.contains("postgres://") && !e.contains("secret"), "{e}");

@@ -319,6 +319,44 @@ async fn bad_input_is_invalid_argument_and_nothing_is_stored() {
     dtm.register_branch(ok).await.expect("the good registration");
 }
 
+/// Regression (issue 8, defect 4): the gid rule lived only in the HTTP front door, so over gRPC
+/// a gid with a space, a NUL (PostgreSQL then failed with 500) or of 129 bytes was stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_gids_are_invalid_argument_over_grpc_and_nothing_is_stored() {
+    let s = TestServer::start().await;
+    let p = GrpcParticipant::spawn().await;
+    let mut dtm = dtm_client(&s).await;
+    let long = "g".repeat(129);
+    for (what, gid) in [("a space", "grpc bad gid"), ("a NUL", "grpc\0gid"), ("129 bytes", long.as_str())] {
+        let req = DtmRequest { gid: gid.to_owned(), ..trans_saga(&p, "placeholder").request() };
+        for op in ["Submit", "Prepare", "Abort"] {
+            let answer = match op {
+                "Submit" => dtm.submit(req.clone()).await,
+                "Prepare" => dtm.prepare(DtmRequest { trans_type: "tcc".into(), ..req.clone() }).await,
+                _ => dtm.abort(req.clone()).await,
+            };
+            let e = answer.expect_err(what);
+            assert_eq!(e.code(), Code::InvalidArgument, "{op} with {what}: {e:?}");
+            assert!(e.message().contains("gid"), "{op} with {what}: the message names the gid: {e:?}");
+        }
+        let e = dtm
+            .register_branch(DtmBranchRequest {
+                gid: gid.to_owned(),
+                trans_type: "tcc".into(),
+                branch_id: "01".into(),
+                op: "try".into(),
+                data: Default::default(),
+                busi_payload: req_bytes(1),
+            })
+            .await
+            .expect_err(what);
+        assert_eq!(e.code(), Code::InvalidArgument, "RegisterBranch with {what}: {e:?}");
+    }
+    let stored = s.engine().list(&dtx_store::ListFilter { limit: 100, ..Default::default() }).await;
+    assert_eq!(stored.expect("list").len(), 0, "nothing stored");
+    assert!(p.calls().is_empty());
+}
+
 // ---------------------------------------------------------------------------------------------
 // The real binary.
 

@@ -306,14 +306,14 @@ async fn nodes_with_clocks_ten_minutes_apart_honour_each_others_leases() {
         return;
     };
     let a = TestServer::spawn(|c| {
-        c.database_url = db_url.clone();
+        c.database_url = db_url.clone().into();
         c.engine.lease = Duration::from_secs(1);
         // The held call outlasts several leases, not the call timeout.
         c.engine.request_timeout = Duration::from_secs(10);
     })
     .await;
     let b = TestServer::spawn(|c| {
-        c.database_url = db_url.clone();
+        c.database_url = db_url.clone().into();
         c.engine.lease = Duration::from_secs(1);
         c.engine.scheduler_enabled = true;
         c.engine.poll_interval = Duration::from_millis(50);
@@ -355,8 +355,9 @@ async fn a_node_with_a_skewed_clock_times_out_on_the_database_timeline() {
     else {
         return;
     };
-    let a = TestServer::spawn(|c| c.database_url = db_url.clone()).await;
-    let b = TestServer::spawn_skewed(Duration::from_secs(600), |c| c.database_url = db_url.clone()).await;
+    let a = TestServer::spawn(|c| c.database_url = db_url.clone().into()).await;
+    let b =
+        TestServer::spawn_skewed(Duration::from_secs(600), |c| c.database_url = db_url.clone().into()).await;
     assert!(b.now_ms() - a.now_ms() >= 600_000, "B's own clock is ten minutes ahead");
     let corrected = b.engine().now().0 - a.engine().now().0;
     assert!(corrected.abs() < 2_000, "B's corrected clock is {corrected} ms off A's");

@@ -110,6 +110,13 @@ fn parse_key(key: &str) -> Option<usize> {
     key.parse().ok()
 }
 
+/// Whether a step can be rolled back: an empty compensation means "cannot", unless the action
+/// is empty too (nothing happened, nothing to undo). The one place this rule lives: the
+/// request validation and the round both ask here.
+pub fn is_rollbackable(action: &str, compensate: &str) -> bool {
+    action.is_empty() || !compensate.is_empty()
+}
+
 /// The effective dependency graph of a saga.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SagaLayout {

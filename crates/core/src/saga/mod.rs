@@ -17,7 +17,7 @@ mod plan_tests;
 #[cfg(test)]
 mod sim_tests;
 
-pub use layout::{LayoutError, SagaCustomData, SagaLayout};
+pub use layout::{LayoutError, SagaCustomData, SagaLayout, is_rollbackable};
 pub use plan::{
     AbortCause, Decision, Phase, StepState, action_phase_after, compensate_phase_after, forward_only, plan,
 };

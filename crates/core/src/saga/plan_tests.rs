@@ -46,6 +46,14 @@ fn backward(layout: &SagaLayout, pairs: &[(Phase, Phase)]) -> Decision {
 const R3: [bool; 3] = [true; 3];
 
 #[test]
+fn rollbackable_rule() {
+    assert!(super::is_rollbackable("http://a", "http://c"));
+    assert!(super::is_rollbackable("", ""), "nothing to call: nothing to undo");
+    assert!(super::is_rollbackable("", "http://c"));
+    assert!(!super::is_rollbackable("http://a", ""), "an action without compensation is a pivot candidate");
+}
+
+#[test]
 fn phase_from_stored_rows() {
     let cases = [
         (BranchStatus::Succeed, 0, Succeeded),

@@ -22,7 +22,7 @@ const CHECK_BACK_BRANCH: &str = "00";
 pub(crate) async fn run<'a>(inner: &'a Inner, loaded: Loaded, owner: String) -> RoundEnd {
     let mut ctx = Ctx::new(inner, loaded, owner);
     if ctx.global.status == GlobalStatus::Submitted
-        && let Some(at) = delayed_until(&ctx)
+        && let Some(at) = msg::delayed_until(ctx.global.create_time, &ctx.global.custom_data)
         && at > ctx.now()
     {
         // Made due early (resetCronTime / resetNextCronTime): the delay still holds, as in
@@ -121,12 +121,4 @@ pub(crate) async fn run<'a>(inner: &'a Inner, loaded: Loaded, owner: String) -> 
             }
         }
     }
-}
-
-/// The end of a delayed message's delay (`custom_data` `{"delay": seconds}`, counted from its
-/// creation), if it has one.
-fn delayed_until(ctx: &Ctx<'_>) -> Option<dtx_core::Timestamp> {
-    let custom: serde_json::Value = serde_json::from_str(&ctx.global.custom_data).ok()?;
-    let delay = custom.get("delay")?.as_u64().filter(|&d| d > 0)?;
-    Some(ctx.global.create_time.add(std::time::Duration::from_secs(delay)))
 }

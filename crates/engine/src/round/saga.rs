@@ -8,7 +8,7 @@
 use dtx_core::retry::RetryKind;
 use dtx_core::saga::{
     self, AbortCause, Decision, Phase, SagaCustomData, SagaLayout, StepState, action_phase_after,
-    compensate_phase_after,
+    compensate_phase_after, is_rollbackable,
 };
 use dtx_core::{Branch, BranchStatus, Global, GlobalStatus, Op, Outcome, Timestamp, timeout};
 use dtx_store::Loaded;
@@ -61,7 +61,7 @@ impl SagaShape {
         }
         let rollbackable = rows
             .iter()
-            .map(|r| branches[r.action].url.is_empty() || !branches[r.compensate].url.is_empty())
+            .map(|r| is_rollbackable(&branches[r.action].url, &branches[r.compensate].url))
             .collect();
         let custom = SagaCustomData::parse(&global.custom_data).map_err(|e| e.to_string())?;
         let layout = SagaLayout::new(rollbackable, &custom).map_err(|e| e.to_string())?;

@@ -2,7 +2,7 @@
 //! round ends at the first call without success; the rest waits for the next round.
 
 use dtx_core::tcc::{self, Decision, Row};
-use dtx_core::{BranchStatus, GlobalStatus, Outcome, timeout};
+use dtx_core::{GlobalStatus, timeout};
 use dtx_store::Loaded;
 use tracing::info;
 
@@ -36,8 +36,7 @@ pub(crate) async fn run(inner: &Inner, loaded: Loaded, owner: String) -> RoundEn
                     Ok(outcome) => outcome,
                     Err(end) => return end,
                 };
-                // Phase two is retried until it succeeds: FAILURE counts as an error.
-                let done = matches!(outcome, Outcome::Success).then_some(BranchStatus::Succeed);
+                let done = tcc::phase_two_status_after(&outcome);
                 ctx.record(row, &outcome, done);
                 if done.is_none() {
                     let kind = ctx.retry_kind();

@@ -13,9 +13,6 @@ use serde_json::{Map, Value, json};
 
 use crate::api::error::ApiError;
 
-/// The longest gid accepted (DTM's column is varchar(128)).
-pub const MAX_GID_LEN: usize = 128;
-
 /// One element of `steps` as sent: `{"action": url, "compensate": url, "data": payload}`, any
 /// key possibly missing or `null`, the element itself possibly `null`.
 pub type RawStep = Option<BTreeMap<String, Option<String>>>;
@@ -42,18 +39,11 @@ pub struct GlobalRequest {
     pub concurrent: Option<bool>,
 }
 
-/// DTM removes `\n`, `\r` and `;` from gids received over HTTP; dtx then checks the rest.
+/// DTM removes `\n`, `\r` and `;` from gids received over HTTP; the rest is checked by the
+/// gid rule every front door shares (`dtx_core::gid`).
 pub fn clean_gid(raw: Option<&str>) -> Result<String, ApiError> {
     let gid: String = raw.unwrap_or_default().chars().filter(|c| !matches!(c, '\n' | '\r' | ';')).collect();
-    if gid.is_empty() {
-        return Err(ApiError::BadRequest("gid is missing".into()));
-    }
-    if gid.len() > MAX_GID_LEN {
-        return Err(ApiError::BadRequest(format!("gid is longer than {MAX_GID_LEN} bytes")));
-    }
-    if let Some(c) = gid.chars().find(|c| c.is_whitespace() || c.is_control()) {
-        return Err(ApiError::BadRequest(format!("gid contains the character {c:?}")));
-    }
+    dtx_core::gid::check_gid(&gid).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     Ok(gid)
 }
 
