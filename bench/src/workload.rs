@@ -1,0 +1,262 @@
+//! The transactions the bench drives, and the direct-call baselines they are compared with.
+//!
+//! Every case is a 2-step business transaction against the same participants: a saga with two
+//! steps, a TCC with two branches, a message with two actions, or the two participant calls
+//! made directly (the baseline: what the work costs without a coordinator).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use dtx_engine::participant::grpc::RawCodec;
+use dtx_proto::dtmgimp::DtmRequest;
+use dtx_proto::dtmgimp::dtm_client::DtmClient;
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+
+use crate::coordinator::Node;
+use crate::participant::{Completions, GrpcParticipant, HttpParticipant};
+
+/// What one transaction of a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Case {
+    /// A 2-step saga submitted over HTTP; done when both actions were called.
+    Saga,
+    /// The same saga with `wait_result`: done when the submit answers.
+    SagaWait,
+    /// A 2-step saga submitted over gRPC to gRPC participants.
+    SagaGrpc,
+    /// TCC over HTTP: prepare, register and try two branches, submit; done when both confirms
+    /// were called.
+    Tcc,
+    /// A 2-action 2-phase message over HTTP: prepare, submit; done when both actions were called.
+    Msg,
+    /// Baseline: the two HTTP participant calls made directly, no coordinator.
+    BaselineHttp,
+    /// Baseline: the two gRPC participant calls made directly, no coordinator.
+    BaselineGrpc,
+}
+
+impl Case {
+    /// Its name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Case::Saga => "saga",
+            Case::SagaWait => "saga-wait",
+            Case::SagaGrpc => "saga-grpc",
+            Case::Tcc => "tcc",
+            Case::Msg => "msg",
+            Case::BaselineHttp => "baseline-http",
+            Case::BaselineGrpc => "baseline-grpc",
+        }
+    }
+
+    /// Whether it goes through the coordinator.
+    pub fn uses_coordinator(self) -> bool {
+        !matches!(self, Case::BaselineHttp | Case::BaselineGrpc)
+    }
+
+    /// The baseline with the same participant calls.
+    pub fn baseline(self) -> Case {
+        match self {
+            Case::SagaGrpc | Case::BaselineGrpc => Case::BaselineGrpc,
+            _ => Case::BaselineHttp,
+        }
+    }
+}
+
+/// Everything a transaction needs: the nodes to submit to, the participants, the clients.
+pub struct Env {
+    /// The coordinator nodes (submits go round-robin).
+    pub nodes: Vec<NodeClients>,
+    /// The HTTP participant.
+    pub http_participant: String,
+    /// The gRPC participant's address.
+    pub grpc_participant: std::net::SocketAddr,
+    /// Done-notifications from both participants.
+    pub completions: Arc<Completions>,
+    /// A pooled HTTP client (no proxy).
+    pub http: reqwest::Client,
+    /// A channel to the gRPC participant (baseline).
+    pub participant_channel: Channel,
+    /// Distinguishes this run's gids from earlier runs' on a reused store.
+    pub run_id: String,
+    /// How long a transaction may take before it counts as lost.
+    pub deadline: Duration,
+}
+
+/// One node and a gRPC client for it.
+pub struct NodeClients {
+    /// `http://…/api/dtmsvr`.
+    pub base: String,
+    /// The `dtmgimp.Dtm` client.
+    pub dtm: DtmClient<Channel>,
+}
+
+impl NodeClients {
+    /// Connects to a node's gRPC API.
+    pub async fn connect(node: &Node) -> anyhow::Result<NodeClients> {
+        let channel = Channel::from_shared(format!("http://{}", node.grpc))?.connect().await?;
+        Ok(NodeClients { base: node.base.clone(), dtm: DtmClient::new(channel) })
+    }
+}
+
+impl Env {
+    /// Builds the environment for nodes and participants.
+    pub async fn new(
+        nodes: &[Node],
+        http_participant: &HttpParticipant,
+        grpc_participant: &GrpcParticipant,
+        completions: Arc<Completions>,
+        http: reqwest::Client,
+    ) -> anyhow::Result<Env> {
+        let mut clients = Vec::new();
+        for n in nodes {
+            clients.push(NodeClients::connect(n).await?);
+        }
+        let participant_channel =
+            Channel::from_shared(format!("http://{}", grpc_participant.addr()))?.connect().await?;
+        Ok(Env {
+            nodes: clients,
+            http_participant: format!("http://{}/busi", http_participant.addr()),
+            grpc_participant: grpc_participant.addr(),
+            completions,
+            http,
+            participant_channel,
+            run_id: format!("{:08x}", rand_u32()),
+            deadline: Duration::from_secs(120),
+        })
+    }
+
+    /// The gid of transaction `i` of a case.
+    pub fn gid(&self, case: Case, i: usize) -> String {
+        format!("bench-{}-{}-{i}", case.name(), self.run_id)
+    }
+
+    fn node(&self, i: usize) -> &NodeClients {
+        &self.nodes[i % self.nodes.len()]
+    }
+
+    fn url(&self, kind: &str) -> String {
+        format!("{}/{kind}", self.http_participant)
+    }
+
+    fn grpc_url(&self, method: &str) -> String {
+        format!("{}/{}/{method}", self.grpc_participant, crate::participant::GRPC_SERVICE)
+    }
+
+    /// A 2-step saga body (both steps compensable).
+    pub fn saga_body(&self, gid: &str, wait: bool) -> Value {
+        json!({
+            "gid": gid, "trans_type": "saga", "wait_result": wait,
+            "steps": [{"action": self.url("step"), "compensate": self.url("undo")},
+                      {"action": self.url("step"), "compensate": self.url("undo")}],
+            "payloads": ["{\"amount\":30}", "{\"amount\":30}"],
+        })
+    }
+
+    /// Runs transaction `i`; returns its latency as the client sees it.
+    pub async fn run_one(&self, case: Case, i: usize) -> anyhow::Result<Duration> {
+        let gid = self.gid(case, i);
+        let node = self.node(i);
+        let done = match case {
+            Case::SagaWait => None,
+            _ => Some(self.completions.expect(&gid, 2)),
+        };
+        let started = Instant::now();
+        match case {
+            Case::Saga | Case::SagaWait => {
+                self.post(&format!("{}/submit", node.base), &self.saga_body(&gid, case == Case::SagaWait))
+                    .await?;
+            }
+            Case::SagaGrpc => {
+                let steps = json!([
+                    {"action": self.grpc_url("Step"), "compensate": self.grpc_url("Undo")},
+                    {"action": self.grpc_url("Step"), "compensate": self.grpc_url("Undo")},
+                ]);
+                let req = DtmRequest {
+                    gid: gid.clone(),
+                    trans_type: "saga".into(),
+                    steps: steps.to_string(),
+                    bin_payloads: vec![Vec::new(), Vec::new()],
+                    ..DtmRequest::default()
+                };
+                node.dtm.clone().submit(req).await.context("gRPC submit")?;
+            }
+            Case::Tcc => {
+                let head = json!({"gid": gid, "trans_type": "tcc"});
+                self.post(&format!("{}/prepare", node.base), &head).await?;
+                for branch in ["01", "02"] {
+                    let reg = json!({"gid": gid, "trans_type": "tcc", "branch_id": branch,
+                        "data": "{\"amount\":30}", "confirm": self.url("step"), "cancel": self.url("undo")});
+                    self.post(&format!("{}/registerBranch", node.base), &reg).await?;
+                    let try_url =
+                        format!("{}?gid={gid}&trans_type=tcc&branch_id={branch}&op=try", self.url("try"));
+                    self.post(&try_url, &json!({"amount": 30})).await?;
+                }
+                self.post(&format!("{}/submit", node.base), &head).await?;
+            }
+            Case::Msg => {
+                let body = json!({
+                    "gid": gid, "trans_type": "msg", "query_prepared": self.url("check"),
+                    "steps": [{"action": self.url("step")}, {"action": self.url("step")}],
+                    "payloads": ["{\"amount\":30}", "{\"amount\":30}"],
+                });
+                self.post(&format!("{}/prepare", node.base), &body).await?;
+                self.post(&format!("{}/submit", node.base), &body).await?;
+            }
+            Case::BaselineHttp => {
+                for _ in 0..2 {
+                    let url =
+                        format!("{}?gid={gid}&trans_type=saga&branch_id=01&op=action", self.url("step"));
+                    self.post(&url, &json!({"amount": 30})).await?;
+                }
+            }
+            Case::BaselineGrpc => {
+                let mut grpc = tonic::client::Grpc::new(self.participant_channel.clone());
+                for _ in 0..2 {
+                    grpc.ready().await.context("gRPC participant")?;
+                    let mut req = tonic::Request::new(Bytes::new());
+                    req.metadata_mut().insert("dtm-gid", gid.parse().context("gid as metadata")?);
+                    let path =
+                        format!("/{}/Step", crate::participant::GRPC_SERVICE).parse().context("gRPC path")?;
+                    grpc.unary(req, path, RawCodec).await.context("gRPC participant call")?;
+                }
+            }
+        }
+        if let Some(done) = done
+            && tokio::time::timeout(self.deadline, done).await.is_err()
+        {
+            self.completions.forget(&gid);
+            bail!("{gid}: not done within {:?}", self.deadline);
+        }
+        Ok(started.elapsed())
+    }
+
+    async fn post(&self, url: &str, body: &Value) -> anyhow::Result<()> {
+        let r = self.http.post(url).json(body).send().await.with_context(|| format!("POST {url}"))?;
+        if !r.status().is_success() {
+            let status = r.status();
+            let text = r.text().await.unwrap_or_default();
+            bail!("POST {url}: {status} {text}");
+        }
+        Ok(())
+    }
+
+    /// The final status of a transaction (`None` if unknown).
+    pub async fn status(&self, gid: &str, i: usize) -> anyhow::Result<Option<String>> {
+        let url = format!("{}/query?gid={gid}", self.node(i).base);
+        let v: Value = self.http.get(&url).send().await?.json().await?;
+        Ok(v["transaction"]["status"].as_str().map(str::to_owned))
+    }
+}
+
+/// A random number, without a dependency for it.
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    h.finish() as u32
+}
