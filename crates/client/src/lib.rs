@@ -62,10 +62,10 @@
 //!
 //! async fn trans_in(State(db): State<sqlx::SqlitePool>, call: BranchCall<Transfer>) -> BranchResult {
 //!     Barrier::new(&call.info)
-//!         .call(&db, async |tx| {
+//!         .call(&db, async |conn| {
 //!             sqlx::query("UPDATE account SET balance = balance + ? WHERE id = 2")
 //!                 .bind(call.payload.amount)
-//!                 .execute(&mut **tx)
+//!                 .execute(conn)
 //!                 .await?;
 //!             Ok::<_, Error>(())
 //!         })
