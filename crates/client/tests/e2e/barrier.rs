@@ -249,6 +249,55 @@ pub async fn cleanup_deletes_old_rows_in_batches<DB: TestSql>(db: TestDb<DB>) {
     assert_eq!(db.number(&format!("SELECT COUNT(*) FROM busi_barrier WHERE gid = '{new}'")).await, 1);
 }
 
+/// `do_and_submit` against a real dtx, with the check-back (called as the coordinator calls
+/// it) racing its local transaction at several offsets: whichever inserts the message's
+/// barrier row first wins; the loser's effect is rolled back, and the message's fate follows.
+pub async fn do_and_submit_races_the_check_back<DB: TestSql>(db: TestDb<DB>) {
+    setup(&db).await;
+    let dtx = dtx_tests::TestServer::start().await;
+    let app = axum::Router::new()
+        .route("/queryPrepared", dtx_client::axum::query_prepared_route(db.pool.clone()))
+        .route("/ok", axum::routing::post(async || dtx_client::axum::Success));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = dtx_client::Client::http(dtx.base_url()).expect("client");
+    let http = reqwest::Client::new();
+    let check_back = format!("{base}/queryPrepared");
+    let (mut local_wins, mut check_back_wins) = (0, 0);
+    for offset_ms in [0u64, 3, 6, 10, 20, 40] {
+        let gid = unique_gid("dsrace");
+        let before = counter(&db).await;
+        let mut msg = client.msg(&gid).add(format!("{base}/ok"), serde_json::json!({}));
+        let local = msg.do_and_submit(&check_back, &db.pool, async |conn| {
+            DB::exec(conn, "UPDATE busi SET n = n + 1 WHERE id = 1").await?;
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            Ok(())
+        });
+        let asked = async {
+            tokio::time::sleep(Duration::from_millis(offset_ms)).await;
+            let url = format!("{check_back}?gid={gid}&trans_type=msg&branch_id=00&op=msg");
+            http.get(url).send().await.expect("check-back").status().as_u16()
+        };
+        let (local, answer) = tokio::join!(local, asked);
+        let committed = counter(&db).await - before;
+        match (local, answer) {
+            (Ok(()), 200) => {
+                assert_eq!(committed, 1);
+                dtx.wait_status(&gid, "succeed").await;
+                local_wins += 1;
+            }
+            (Err(Error::Duplicated), 409) => {
+                assert_eq!(committed, 0, "the losing local transaction rolled back");
+                dtx.wait_status(&gid, "failed").await;
+                check_back_wins += 1;
+            }
+            (l, a) => panic!("inconsistent outcome at {offset_ms} ms: do_and_submit {l:?}, check-back {a}"),
+        }
+    }
+    eprintln!("do_and_submit vs check-back: local won {local_wins}, check-back won {check_back_wins}");
+}
+
 macro_rules! suite {
     ($module:ident, $open:expr) => {
         mod $module {
@@ -262,6 +311,7 @@ macro_rules! suite {
             suite!(@test $open, barrier_ids_count_calls_within_one_request);
             suite!(@test $open, msg_local_transaction_races_the_check_back);
             suite!(@test $open, cleanup_deletes_old_rows_in_batches);
+            suite!(@test $open, do_and_submit_races_the_check_back);
         }
     };
     (@test $open:expr, $case:ident) => {
