@@ -246,6 +246,17 @@ impl Rounds {
             .unwrap_or_else(|_| panic!("no round of {gid} ended within 5 s"))
     }
 
+    /// How many scheduler polls happened since the last look (without waiting).
+    pub fn drain_polls(&mut self) -> usize {
+        let mut n = 0;
+        while let Ok(event) = self.0.try_recv() {
+            if matches!(event, EngineEvent::Polled { .. }) {
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Moves the clock by small steps until the scheduler loop has made one more claim
     /// attempt (it polls on the clock); returns how many it claimed.
     pub async fn next_poll(&mut self, s: &TestServer) -> usize {

@@ -2,7 +2,7 @@
 //! hook, scripted participants that check the invariants at every call, and the driver that
 //! advances time while the engine waits and drops the engine when it "crashes".
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -43,6 +43,9 @@ pub enum Injected {
     Slow(u64),
 }
 
+/// One call: (branch_id, op, answer; `None` when the process died before it).
+pub type CallRecord = (String, &'static str, Option<Answer>);
+
 /// Per-row state of the scripted participants.
 #[derive(Default)]
 struct Log {
@@ -59,8 +62,8 @@ struct Log {
     check_back_ok: Option<bool>,
     confirms: usize,
     cancels: usize,
-    /// Every call, in order: (branch_id, op, answer).
-    calls: Vec<(String, &'static str, Option<Answer>)>,
+    /// Every call, in order.
+    calls: Vec<CallRecord>,
     violations: Vec<String>,
 }
 
@@ -189,7 +192,7 @@ impl World {
     }
 
     /// What went wrong, and the calls made.
-    pub fn violations(&self) -> (Vec<String>, Vec<(String, &'static str, Option<Answer>)>) {
+    pub fn violations(&self) -> (Vec<String>, Vec<CallRecord>) {
         let log = lock(&self.log);
         (log.violations.clone(), log.calls.clone())
     }
@@ -255,15 +258,14 @@ impl World {
                 }
             }
         }
-        if self.trans_type == TransType::Saga && req.op == Op::Action && !self.is_rollbackable(&req.branch_id)
+        if self.trans_type == TransType::Saga
+            && req.op == Op::Action
+            && !self.is_rollbackable(&req.branch_id)
+            && !log.pivot_succeeded
+            && !log.in_flight.is_empty()
         {
-            if !log.pivot_succeeded && !log.in_flight.is_empty() {
-                let others: Vec<_> = log.in_flight.values().cloned().collect();
-                Self::violation(
-                    &mut log,
-                    format!("{what}: the pivot started while {others:?} were in flight"),
-                );
-            }
+            let others: Vec<_> = log.in_flight.values().cloned().collect();
+            Self::violation(&mut log, format!("{what}: the pivot started while {others:?} were in flight"));
         }
         if self.trans_type == TransType::Saga
             && !log.pivot_succeeded
@@ -380,10 +382,4 @@ impl Caller for Scripted {
             Answer::Timeout => Outcome::Error("timed out".into()),
         }
     }
-}
-
-/// Rows whose calls never got an answer, for failure messages.
-#[allow(dead_code)]
-pub fn unanswered(calls: &[(String, &'static str, Option<Answer>)]) -> BTreeSet<String> {
-    calls.iter().filter(|c| c.2.is_none()).map(|c| format!("{}/{}", c.0, c.1)).collect()
 }
