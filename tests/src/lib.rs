@@ -22,7 +22,7 @@ pub use binary::{DtxProcess, dtx_binary, free_port, sqlite_url};
 pub use client::{Client, Msg, Tcc, advance_to_due, assert_timeout_reason, due_in_ms};
 pub use participant::{Call, Gate, Participant, Reply};
 pub use saga::{Saga, branch, branch_statuses, status_of, time_ms};
-pub use server::TestServer;
+pub use server::{Rounds, TestServer};
 
 /// Polls `check` every 20 ms until it returns `Some`, or panics after `timeout` with `what`.
 pub async fn eventually<T, F, Fut>(timeout: std::time::Duration, what: &str, mut check: F) -> T

@@ -4,13 +4,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dtx_engine::{Clock, Engine, ManualClock};
+use dtx_engine::{Clock, Engine, EngineEvent, ManualClock, RoundEnd};
 use dtx_server::{Config, Server};
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
 /// A running in-process dtx server. The scheduler is off: [`TestServer::cron`] runs due work.
+///
+/// Time is the manual clock's alone: leases, lease renewals, immediate-retry pauses and
+/// scheduler polls all wait on it, so nothing of that happens unless the test moves it
+/// ([`TestServer::advance`], [`TestServer::stall`], [`TestServer::advance_while`]).
 pub struct TestServer {
     base: String,
     grpc: SocketAddr,
@@ -125,6 +129,29 @@ impl TestServer {
         self.clock.advance(by);
     }
 
+    /// Moves "now" forward without firing any timer: the node stalled (its lease renewals are
+    /// late), so its leases can expire under running rounds.
+    pub fn stall(&self, by: Duration) {
+        self.clock.stall(by);
+    }
+
+    /// Runs `fut`, moving the clock forward (100 ms every few real milliseconds) while it is
+    /// pending: for requests whose processing waits on engine timers (immediate retries).
+    pub async fn advance_while<T>(&self, fut: impl std::future::Future<Output = T>) -> T {
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                out = &mut fut => return out,
+                _ = tokio::time::sleep(Duration::from_millis(5)) => self.clock.advance(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    /// Round ends and scheduler polls from now on (subscribe before the action they follow).
+    pub fn rounds(&self) -> Rounds {
+        Rounds(self.engine.events())
+    }
+
     /// Runs one scheduler step: claims what is due now, processes it, returns how many.
     pub async fn cron(&self) -> usize {
         self.engine.run_once().await.expect("run_once")
@@ -195,6 +222,61 @@ impl TestServer {
             (!t.is_null() && t.get("owner").is_none()).then_some(q)
         })
         .await
+    }
+}
+
+/// A subscription to the engine's events: "the round ended" instead of "nothing happened
+/// within some sleep".
+pub struct Rounds(tokio::sync::broadcast::Receiver<EngineEvent>);
+
+impl Rounds {
+    /// Waits (up to 5 s) for the next end of a round of `gid`.
+    pub async fn ended(&mut self, gid: &str) -> RoundEnd {
+        let wait = async {
+            loop {
+                match self.0.recv().await {
+                    Ok(EngineEvent::RoundEnded { gid: g, end }) if g == gid => return end,
+                    Ok(_) => {}
+                    Err(e) => panic!("engine events: {e}"),
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), wait)
+            .await
+            .unwrap_or_else(|_| panic!("no round of {gid} ended within 5 s"))
+    }
+
+    /// How many scheduler polls happened since the last look (without waiting).
+    pub fn drain_polls(&mut self) -> usize {
+        let mut n = 0;
+        while let Ok(event) = self.0.try_recv() {
+            if matches!(event, EngineEvent::Polled { .. }) {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Moves the clock by small steps until the scheduler loop has made one more claim
+    /// attempt (it polls on the clock); returns how many it claimed.
+    pub async fn next_poll(&mut self, s: &TestServer) -> usize {
+        for _ in 0..500 {
+            s.advance(Duration::from_millis(10));
+            let polled = tokio::time::timeout(Duration::from_millis(50), async {
+                loop {
+                    match self.0.recv().await {
+                        Ok(EngineEvent::Polled { claimed }) => return claimed,
+                        Ok(_) => {}
+                        Err(e) => panic!("engine events: {e}"),
+                    }
+                }
+            })
+            .await;
+            if let Ok(claimed) = polled {
+                return claimed;
+            }
+        }
+        panic!("the scheduler never polled");
     }
 }
 

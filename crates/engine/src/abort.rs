@@ -5,6 +5,7 @@ use dtx_core::{GlobalStatus, TransType};
 use dtx_store::{LeaseChange, Save, StatusChange};
 use tracing::info;
 
+use crate::round::ctx::Premarks;
 use crate::submit::SubmitReply;
 use crate::{Engine, Error, Result};
 
@@ -76,18 +77,17 @@ impl Engine {
                             to: GlobalStatus::Aborting,
                             rollback_reason: reason.clone(),
                         }),
-                        lease: LeaseChange::Renew { lease_until: now.add(inner.opts.lease) },
+                        lease: self.renewed_due_now(&loaded, now),
                     })
                     .await?;
                 info!(%gid, "tcc aborted; cancelling its branches");
-                self.due_now(&loaded).await;
                 loaded.global.status = GlobalStatus::Aborting;
                 if let Some(r) = reason {
                     loaded.global.rollback_reason = r;
                 }
-                Ok(self.process(loaded, owner, false, wait).await)
+                Ok(self.process(loaded, owner, Premarks::new(), wait).await)
             }
-            OnAbort::Reprocess => Ok(self.process(loaded, owner, false, wait).await),
+            OnAbort::Reprocess => Ok(self.process(loaded, owner, Premarks::new(), wait).await),
             OnAbort::Refuse => {
                 let (t, s) = (loaded.global.trans_type, loaded.global.status);
                 self.release_now(&loaded, &owner).await;

@@ -6,12 +6,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dtx_core::Timestamp;
 use dtx_store::Store;
+use futures::future::BoxFuture;
+use tokio::sync::watch;
 use tracing::{debug, info};
 
-/// A source of "now".
+/// A source of "now", and the timer of everything the engine waits for by time (lease
+/// renewals, retry pauses, scheduler polls): one clock, so tests that drive it decide when
+/// each of those happens.
 pub trait Clock: Send + Sync + 'static {
     /// The current time.
     fn now(&self) -> Timestamp;
+
+    /// Completes once `d` has passed on this clock.
+    fn sleep(&self, d: Duration) -> BoxFuture<'static, ()>;
 }
 
 /// The system wall clock.
@@ -26,18 +33,25 @@ impl Clock for SystemClock {
             .unwrap_or(0);
         Timestamp(millis)
     }
+
+    fn sleep(&self, d: Duration) -> BoxFuture<'static, ()> {
+        Box::pin(tokio::time::sleep(d))
+    }
 }
 
-/// A clock that only moves when told to (tests).
+/// A clock that only moves when told to (tests). Its sleeps end when [`ManualClock::advance`]
+/// moves it past their end, never by themselves.
 #[derive(Debug)]
 pub struct ManualClock {
-    millis: AtomicI64,
+    /// (now, timer time) in milliseconds. Timer time is what sleeps count on; it differs from
+    /// `now` only after [`ManualClock::stall`].
+    time: watch::Sender<(i64, i64)>,
 }
 
 impl ManualClock {
     /// A clock starting at `start`.
     pub fn new(start: Timestamp) -> ManualClock {
-        ManualClock { millis: AtomicI64::new(start.0) }
+        ManualClock { time: watch::Sender::new((start.0, 0)) }
     }
 
     /// A clock starting at the current wall-clock time.
@@ -45,16 +59,42 @@ impl ManualClock {
         ManualClock::new(SystemClock.now())
     }
 
-    /// Moves the clock forward.
+    /// Moves the clock forward; sleeps that end by then complete.
     pub fn advance(&self, by: Duration) {
-        let by = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
-        self.millis.fetch_add(by, Ordering::SeqCst);
+        let by = millis(by);
+        self.time.send_modify(|(now, timer)| {
+            *now = now.saturating_add(by);
+            *timer = timer.saturating_add(by);
+        });
     }
+
+    /// Moves "now" forward without completing any sleep: the node was stalled (a long pause,
+    /// a frozen VM) and its timers fire `by` late. Tests use it to let a lease expire under a
+    /// round that has not renewed it.
+    pub fn stall(&self, by: Duration) {
+        let by = millis(by);
+        self.time.send_modify(|(now, _)| *now = now.saturating_add(by));
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
-        Timestamp(self.millis.load(Ordering::SeqCst))
+        Timestamp(self.time.borrow().0)
+    }
+
+    fn sleep(&self, d: Duration) -> BoxFuture<'static, ()> {
+        let mut rx = self.time.subscribe();
+        let end = rx.borrow().1.saturating_add(millis(d));
+        Box::pin(async move {
+            if rx.wait_for(|&(_, timer)| timer >= end).await.is_err() {
+                // The clock is gone: nothing will ever advance it.
+                std::future::pending::<()>().await;
+            }
+        })
     }
 }
 
@@ -144,6 +184,10 @@ impl Clock for StoreClock {
     fn now(&self) -> Timestamp {
         Timestamp(self.base.now().0.saturating_add(self.offset_ms()))
     }
+
+    fn sleep(&self, d: Duration) -> BoxFuture<'static, ()> {
+        self.base.sleep(d)
+    }
 }
 
 #[cfg(test)]
@@ -178,6 +222,22 @@ mod tests {
         clock.offset_ms.store(-4_000, Ordering::Relaxed);
         base.advance(Duration::from_millis(250));
         assert_eq!(clock.now(), Timestamp(6_250));
+    }
+
+    #[tokio::test]
+    async fn manual_sleeps_end_only_when_the_clock_is_advanced_past_them() {
+        let clock = ManualClock::new(Timestamp(0));
+        let mut short = clock.sleep(Duration::from_millis(100));
+        let mut long = clock.sleep(Duration::from_millis(300));
+        assert!(futures::poll!(&mut short).is_pending());
+        clock.stall(Duration::from_secs(10));
+        assert!(futures::poll!(&mut short).is_pending(), "a stall fires no timer");
+        assert_eq!(clock.now(), Timestamp(10_000));
+        clock.advance(Duration::from_millis(150));
+        assert!(futures::poll!(&mut short).is_ready());
+        assert!(futures::poll!(&mut long).is_pending());
+        clock.advance(Duration::from_millis(150));
+        assert!(futures::poll!(&mut long).is_ready());
     }
 
     #[tokio::test]

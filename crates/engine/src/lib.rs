@@ -33,6 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dtx_core::{Global, Timestamp};
 use dtx_store::{ListFilter, Loaded, Store};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -44,7 +45,26 @@ pub use request::{Step, Subscriber, TransRequest};
 pub use round::RoundEnd;
 pub use submit::SubmitReply;
 
-use crate::participant::Participants;
+use crate::participant::{Caller, Participants};
+use crate::round::exec::Effects;
+
+/// What the engine reports to observers ([`Engine::events`]): tests wait for these instead of
+/// sleeping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineEvent {
+    /// A round of `gid` ended.
+    RoundEnded {
+        /// The transaction.
+        gid: String,
+        /// How it ended.
+        end: RoundEnd,
+    },
+    /// The scheduler loop made one claim attempt (`claimed` transactions, or the store failed).
+    Polled {
+        /// How many it claimed (0 when the store failed).
+        claimed: usize,
+    },
+}
 
 /// The engine handle. Clones share one engine.
 #[derive(Clone)]
@@ -56,7 +76,9 @@ pub(crate) struct Inner {
     store: Arc<dyn Store>,
     opts: EngineOptions,
     clock: Arc<dyn Clock>,
-    participants: Participants,
+    /// The only path to participants (persist, then call).
+    effects: Effects,
+    events: broadcast::Sender<EngineEvent>,
     /// Random per process: owner tokens are `<node>-<seq>`, fresh for every insert and claim.
     node: String,
     seq: AtomicU64,
@@ -70,19 +92,36 @@ impl Engine {
     pub fn new(store: Arc<dyn Store>, opts: EngineOptions, clock: Arc<dyn Clock>) -> Result<Engine> {
         let participants = Participants::new()
             .map_err(|e| Error::InvalidArgument(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Engine::with_caller(store, opts, clock, Arc::new(participants)))
+    }
+
+    /// Builds an engine that calls participants through `caller` (tests script them).
+    pub fn with_caller(
+        store: Arc<dyn Store>,
+        opts: EngineOptions,
+        clock: Arc<dyn Clock>,
+        caller: Arc<dyn Caller>,
+    ) -> Engine {
         let node = format!("{:08x}", rand::random::<u32>());
-        Ok(Engine {
+        let (events, _) = broadcast::channel(EVENTS_BUFFER);
+        Engine {
             inner: Arc::new(Inner {
                 store,
                 opts,
                 clock,
-                participants,
+                effects: Effects::new(caller),
+                events,
                 node,
                 seq: AtomicU64::new(0),
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
             }),
-        })
+        }
+    }
+
+    /// Subscribes to round ends and scheduler polls from now on.
+    pub fn events(&self) -> broadcast::Receiver<EngineEvent> {
+        self.inner.events.subscribe()
     }
 
     /// The engine's settings.
@@ -125,7 +164,15 @@ impl Engine {
     }
 }
 
+/// Events kept for a slow observer before it starts missing some.
+const EVENTS_BUFFER: usize = 1024;
+
 impl Inner {
+    /// Tells observers, if any.
+    fn emit(&self, event: EngineEvent) {
+        let _ = self.events.send(event);
+    }
+
     fn fresh_owner(&self) -> String {
         format!("{}-{}", self.node, self.seq.fetch_add(1, Ordering::Relaxed))
     }

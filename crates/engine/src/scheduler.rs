@@ -3,10 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::Semaphore;
 use tracing::{error, info};
 
-use crate::{Engine, Inner, Result, round};
+use crate::round::exec::no_premarks;
+use crate::{Engine, EngineEvent, Inner, Result, round};
 
 impl Engine {
     /// Claims the transactions due now (up to one batch) and processes them, returning when
@@ -18,7 +20,8 @@ impl Engine {
         let claimed =
             inner.store.claim_due(&owner, now, now.add(inner.opts.lease), inner.opts.claim_batch).await?;
         let n = claimed.len();
-        let rounds = claimed.into_iter().map(|loaded| round::run(inner, loaded, owner.clone(), false));
+        let rounds =
+            claimed.into_iter().map(|loaded| round::run(inner, loaded, owner.clone(), no_premarks()));
         futures::future::join_all(rounds).await;
         Ok(n)
     }
@@ -31,41 +34,43 @@ impl Engine {
             return;
         }
         let slots = Arc::new(Semaphore::new(self.inner.opts.max_concurrent_rounds.max(1)));
-        let mut store_down = false;
+        let poll = self.inner.opts.poll_interval;
         // The pause after a failed claim: doubles while the store stays down, so a node does
-        // not hammer a database that is restarting (nor fill its log), and resets once it is back.
-        let mut outage_pause = self.inner.opts.poll_interval;
+        // not hammer a database that is restarting (nor fill its log), and starts over once it
+        // is back.
+        let outage = ExponentialBuilder::new()
+            .with_min_delay(poll)
+            .with_factor(2.0)
+            .with_max_delay(MAX_OUTAGE_PAUSE.max(poll))
+            .without_max_times();
+        let mut outage_pauses: Option<backon::ExponentialBackoff> = None;
         loop {
             if self.inner.shutdown.is_cancelled() {
                 return;
             }
             let claimed = match self.claim_batch(&slots).await {
                 Ok(n) => {
-                    if store_down {
+                    if outage_pauses.take().is_some() {
                         info!("store reachable again; scheduling resumed");
-                        store_down = false;
-                        outage_pause = self.inner.opts.poll_interval;
                     }
                     n
                 }
                 Err(e) => {
                     // Logged once per outage, not on every poll.
-                    if !store_down {
+                    if outage_pauses.is_none() {
                         error!(error = %e, "claiming due transactions failed; retrying with backoff");
-                        store_down = true;
-                    } else {
-                        outage_pause =
-                            (outage_pause * 2).min(MAX_OUTAGE_PAUSE.max(self.inner.opts.poll_interval));
+                        outage_pauses = Some(outage.build());
                     }
                     0
                 }
             };
+            self.inner.emit(EngineEvent::Polled { claimed });
             if claimed == 0 {
-                let base = if store_down { outage_pause } else { self.inner.opts.poll_interval };
+                let base = outage_pauses.as_mut().and_then(Iterator::next).unwrap_or(poll);
                 let pause = jittered(base);
                 tokio::select! {
                     _ = self.inner.shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(pause) => {}
+                    () = self.inner.clock.sleep(pause) => {}
                 }
             }
         }
@@ -97,7 +102,7 @@ impl Engine {
             let inner = inner.clone();
             let owner = owner.clone();
             self.inner.tasks.spawn(async move {
-                round::run(&inner, loaded, owner, false).await;
+                round::run(&inner, loaded, owner, no_premarks()).await;
                 drop(permit);
             });
         }

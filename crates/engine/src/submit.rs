@@ -4,11 +4,12 @@
 use std::sync::Arc;
 
 use dtx_core::lifecycle::{self, OnPrepare, OnSubmit};
-use dtx_core::{GlobalStatus, TransType, timeout};
+use dtx_core::{GlobalStatus, Timestamp, TransType, timeout};
 use dtx_store::{Error as StoreError, LeaseChange, Loaded, NewTransaction, Save, StatusChange};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::request::TransRequest;
+use crate::round::ctx::Premarks;
 use crate::round::{self, RoundEnd};
 use crate::{Engine, Error, Inner, Result};
 
@@ -53,9 +54,11 @@ impl Engine {
         } else {
             global.next_cron_time = now.add(std::time::Duration::from_secs(delay));
         }
-        let premarked = owned
-            && req.trans_type == TransType::Saga
-            && round::saga::premark_first_actions(&global, &mut branches, now);
+        let premarks = if owned && req.trans_type == TransType::Saga {
+            round::saga::premark_first_actions(&global, &mut branches, now)
+        } else {
+            Premarks::new()
+        };
         let tx = NewTransaction { global, branches };
         match inner.store.create(tx.clone()).await {
             Ok(()) => {}
@@ -67,7 +70,7 @@ impl Engine {
             return Ok(SubmitReply::Accepted);
         }
         let loaded = Loaded { global: tx.global, branches: tx.branches };
-        Ok(self.process(loaded, owner, premarked, req.options.wait_result).await)
+        Ok(self.process(loaded, owner, premarks, req.options.wait_result).await)
     }
 
     /// `submit` of a gid that exists.
@@ -113,7 +116,7 @@ impl Engine {
                                 next_cron_interval: loaded.global.next_cron_interval,
                             }
                         } else {
-                            LeaseChange::Renew { lease_until: now.add(inner.opts.lease) }
+                            self.renewed_due_now(&loaded, now)
                         };
                         inner
                             .store
@@ -133,7 +136,6 @@ impl Engine {
                         if delay > 0 {
                             return Ok(SubmitReply::Accepted);
                         }
-                        self.due_now(&loaded).await;
                         loaded.global.status = GlobalStatus::Submitted;
                     }
                     other => {
@@ -147,7 +149,7 @@ impl Engine {
                 }
                 // The submit request's options apply to this answer (DTM: wait_result of the
                 // request), the stored ones to the processing.
-                Ok(self.process(loaded, owner, false, req.options.wait_result).await)
+                Ok(self.process(loaded, owner, Premarks::new(), req.options.wait_result).await)
             }
         }
     }
@@ -208,16 +210,16 @@ impl Engine {
         Ok(loaded)
     }
 
-    /// A prepared transaction was scheduled at its timeout. Once submitted or aborted (and
-    /// held by this node's lease) it must be due at once, so that if this node dies the next
-    /// one takes it over when the lease expires, not at the old timeout.
-    pub(crate) async fn due_now(&self, loaded: &Loaded) {
+    /// The lease for a prepared transaction this node just submitted or aborted: kept, and the
+    /// schedule made due at once (it was due at its timeout), in the same fenced write as the
+    /// status change, so that if this node dies the next one takes it over as soon as the
+    /// lease expires, not at the old timeout.
+    pub(crate) fn renewed_due_now(&self, loaded: &Loaded, now: Timestamp) -> LeaseChange {
         let inner = &self.inner;
-        let g = &loaded.global;
-        let base = inner.opts.retry.base(g.options.retry_interval);
-        if let Err(e) = inner.store.reset_next_cron_time(&g.gid, base, inner.clock.now()).await {
-            // Processing goes on; only a takeover after a crash would wait for the old time.
-            warn!(gid = %g.gid, error = %e, "could not make the transaction due now");
+        LeaseChange::RenewRescheduled {
+            lease_until: now.add(inner.opts.lease),
+            next_cron_time: now,
+            next_cron_interval: inner.opts.retry.base(loaded.global.options.retry_interval),
         }
     }
 
@@ -246,15 +248,15 @@ impl Engine {
         &self,
         loaded: Loaded,
         owner: String,
-        premarked: bool,
+        premarks: Premarks,
         wait: bool,
     ) -> SubmitReply {
         if wait {
-            return reply_of(round::run(&self.inner, loaded, owner, premarked).await);
+            return reply_of(round::run(&self.inner, loaded, owner, premarks).await);
         }
         let inner: Arc<Inner> = self.inner.clone();
         self.inner.tasks.spawn(async move {
-            round::run(&inner, loaded, owner, premarked).await;
+            round::run(&inner, loaded, owner, premarks).await;
         });
         SubmitReply::Accepted
     }

@@ -224,6 +224,12 @@ pub(crate) async fn save(conn: &mut PgConnection, clock: ClockSource, save: &Sav
     // Renew keeps the owner and moves lease_until; Release clears both and reschedules.
     let (release, lease_until, next_cron_time, next_cron_interval) = match &save.lease {
         LeaseChange::Renew { lease_until } => (false, Some(lease_until.as_millis()), None, None),
+        LeaseChange::RenewRescheduled { lease_until, next_cron_time, next_cron_interval } => (
+            false,
+            Some(lease_until.as_millis()),
+            Some(next_cron_time.as_millis()),
+            Some(duration_millis(*next_cron_interval)),
+        ),
         LeaseChange::Release { next_cron_time, next_cron_interval } => {
             (true, None, Some(next_cron_time.as_millis()), Some(duration_millis(*next_cron_interval)))
         }

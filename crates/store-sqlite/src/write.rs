@@ -203,6 +203,12 @@ pub(crate) fn save(conn: &Connection, save: &Save) -> Result<()> {
     // Renew keeps the owner and moves lease_until; Release clears both and reschedules.
     let (release, lease_until, next_cron_time, next_cron_interval) = match &save.lease {
         LeaseChange::Renew { lease_until } => (false, Some(lease_until.as_millis()), None, None),
+        LeaseChange::RenewRescheduled { lease_until, next_cron_time, next_cron_interval } => (
+            false,
+            Some(lease_until.as_millis()),
+            Some(next_cron_time.as_millis()),
+            Some(duration_millis(*next_cron_interval)),
+        ),
         LeaseChange::Release { next_cron_time, next_cron_interval } => {
             (true, None, Some(next_cron_time.as_millis()), Some(duration_millis(*next_cron_interval)))
         }

@@ -20,6 +20,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dtx_core::{Branch, BranchStatus, Global, GlobalStatus, Op, Timestamp, TransType};
 
+#[cfg(feature = "memory")]
+pub mod memory;
 pub mod rows;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
@@ -167,6 +169,17 @@ pub enum LeaseChange {
     Renew {
         /// New `lease_until`.
         lease_until: Timestamp,
+    },
+    /// Keep owning it with the lease extended, and set when it is due should this owner die
+    /// (a prepared transaction just submitted or aborted is due at once, not at its old
+    /// timeout). One write with the status change it goes with.
+    RenewRescheduled {
+        /// New `lease_until`.
+        lease_until: Timestamp,
+        /// New `next_cron_time`.
+        next_cron_time: Timestamp,
+        /// New `next_cron_interval`.
+        next_cron_interval: Duration,
     },
     /// Give it up (`owner` and `lease_until` cleared) and schedule the next processing.
     Release {

@@ -57,9 +57,9 @@ pub use operator::{
     reset_next_cron_time_makes_due_now,
 };
 pub use save::{
-    release_clears_owner_and_reschedules, save_applies_branches_and_renews,
-    save_unknown_branch_writes_nothing, save_unknown_gid_is_fenced, stale_owner_is_fenced,
-    status_change_sets_final_times,
+    release_clears_owner_and_reschedules, renew_rescheduled_keeps_owner_and_sets_the_schedule,
+    save_applies_branches_and_renews, save_unknown_branch_writes_nothing, save_unknown_gid_is_fenced,
+    stale_owner_is_fenced, status_change_sets_final_times,
 };
 
 /// Expands to one `#[tokio::test]` per conformance test, each on a fresh store from
@@ -81,6 +81,7 @@ macro_rules! store_test_suite {
             stale_owner_is_fenced,
             save_applies_branches_and_renews,
             release_clears_owner_and_reschedules,
+            renew_rescheduled_keeps_owner_and_sets_the_schedule,
             status_change_sets_final_times,
             save_unknown_gid_is_fenced,
             save_unknown_branch_writes_nothing,

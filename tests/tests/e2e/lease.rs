@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use dtx_engine::RoundEnd;
 use dtx_tests::{Gate, Participant, Reply, Saga, TestServer, branch_statuses};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,17 +22,18 @@ async fn an_expired_lease_is_taken_over_and_the_stale_round_is_fenced() {
     s.submit(&saga.json()).await;
     p.wait_calls("/A2", 1).await;
 
-    // The first round is stuck in /A2; its lease runs out.
-    s.advance(Duration::from_secs(2));
+    // The first round is stuck in /A2 and its node stalls: the lease runs out before any
+    // renewal fires.
+    s.stall(Duration::from_secs(2));
     assert_eq!(s.cron().await, 1, "the expired lease is claimable");
     let q = s.wait_status("lease-takeover", "succeed").await;
     assert_eq!(branch_statuses(&q), ["prepared", "succeed", "prepared", "succeed", "prepared", "succeed"]);
     assert_eq!(p.calls_for("/A2").len(), 2);
 
     // The stale round gets its answer now; its write is fenced and changes nothing.
+    let mut rounds = s.rounds();
     gate.release();
-    p.wait_answered("/A2", 2).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(rounds.ended("lease-takeover").await, RoundEnd::Abandoned, "the stale round was fenced");
     let q2 = s.query("lease-takeover").await;
     assert_eq!(q2, q, "the stale round wrote nothing");
     assert_eq!(p.calls_for("/A3").len(), 1, "the stale round called nobody else");
@@ -39,12 +41,14 @@ async fn an_expired_lease_is_taken_over_and_the_stale_round_is_fenced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scheduler_loop_takes_over_an_expired_lease_by_itself() {
+    // Lease renewals (every second) and polls (every 50 ms) run on the test's clock.
     let s = TestServer::spawn(|c| {
-        c.engine.lease = Duration::from_secs(1);
+        c.engine.lease = Duration::from_secs(3);
         c.engine.scheduler_enabled = true;
         c.engine.poll_interval = Duration::from_millis(50);
     })
     .await;
+    let mut rounds = s.rounds();
     let p = Participant::spawn().await;
     let gate = Gate::new();
     p.script("/A2", [Reply::ok().blocked_by(&gate)]);
@@ -54,11 +58,15 @@ async fn the_scheduler_loop_takes_over_an_expired_lease_by_itself() {
         .step(p.url("/A3"), p.url("/C3"), "{}");
     s.submit(&saga.json()).await;
     p.wait_calls("/A2", 1).await;
-    // While the lease is valid, the scheduler leaves the saga to its round...
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(p.calls_for("/A2").len(), 1, "a valid lease is never taken over");
-    // ...and once it expires, the running scheduler claims the saga and finishes it.
-    s.advance(Duration::from_secs(2));
+    // While the lease is valid, the scheduler polls and leaves the saga to its round...
+    for _ in 0..3 {
+        assert_eq!(rounds.next_poll(&s).await, 0, "a valid lease is never taken over");
+    }
+    assert_eq!(p.calls_for("/A2").len(), 1);
+    // ...and once it expires (the node stalled: no renewal), the running scheduler claims the
+    // saga at its next poll and finishes it.
+    s.stall(Duration::from_secs(4));
+    assert_eq!(rounds.next_poll(&s).await, 1, "the expired lease is claimed");
     let q = s.wait_status("lease-sched", "succeed").await;
     assert_eq!(branch_statuses(&q), ["prepared", "succeed", "prepared", "succeed", "prepared", "succeed"]);
     assert_eq!(p.calls_for("/A2").len(), 2);

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use dtx_engine::RoundEnd;
 use dtx_tests::{
     Client, Gate, Msg, Participant, Reply, Saga, Tcc, TestServer, advance_to_due, branch, branch_statuses,
     due_in_ms, status_of, time_ms,
@@ -27,11 +28,12 @@ async fn assert_force_stopped(s: &TestServer, c: &Client, gid: &str) -> Value {
     q
 }
 
-/// Waits for `gate`'s call to be answered, then gives the fenced round time to misbehave.
-async fn release_and_settle(p: &Participant, gate: &Gate, path: &str) {
+/// Releases `gate`'s call and waits for the round that made it to end: fenced out by the
+/// stop at its next write, it ends abandoned (and what it did meanwhile is then all there is).
+async fn release_and_settle(s: &TestServer, gate: &Gate, gid: &str) {
+    let mut rounds = s.rounds();
     gate.release();
-    p.wait_answered(path, 1).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rounds.ended(gid).await, RoundEnd::Abandoned, "the stopped round was fenced out");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,7 +105,7 @@ async fn force_stop_fences_out_a_saga_round_in_flight() {
     p.wait_calls("/A1", 1).await;
 
     let stopped = assert_force_stopped(&s, &c, "stop-inflight").await;
-    release_and_settle(&p, &gate, "/A1").await;
+    release_and_settle(&s, &gate, "stop-inflight").await;
     assert_eq!(p.paths(), ["/A1"], "the fenced round calls nobody else");
     let q = s.query("stop-inflight").await;
     assert_eq!(q, stopped, "the fenced round wrote nothing");
@@ -127,7 +129,7 @@ async fn force_stop_fences_out_a_tcc_round_in_flight() {
     p.wait_calls("/B3Confirm", 1).await;
 
     let stopped = assert_force_stopped(&s, &c, "stop-tcc-inflight").await;
-    release_and_settle(&p, &gate, "/B3Confirm").await;
+    release_and_settle(&s, &gate, "stop-tcc-inflight").await;
     let confirms: Vec<String> = p.paths().into_iter().filter(|p| p.ends_with("Confirm")).collect();
     assert_eq!(confirms, ["/B3Confirm"], "no other confirm after the stop");
     assert_eq!(s.query("stop-tcc-inflight").await, stopped, "the fenced round wrote nothing");
@@ -150,7 +152,7 @@ async fn force_stop_fences_out_a_msg_round_in_flight() {
     p.wait_calls("/A1", 1).await;
 
     let stopped = assert_force_stopped(&s, &c, "stop-msg-inflight").await;
-    release_and_settle(&p, &gate, "/A1").await;
+    release_and_settle(&s, &gate, "stop-msg-inflight").await;
     assert_eq!(p.paths(), ["/A1"], "the fenced round starts no other action");
     assert_eq!(s.query("stop-msg-inflight").await, stopped, "the fenced round wrote nothing");
 }
@@ -172,7 +174,7 @@ async fn force_stop_fences_out_a_check_back_in_flight() {
     p.wait_calls("/QueryPrepared", 1).await;
 
     let stopped = assert_force_stopped(&s, &c, "stop-check-back").await;
-    release_and_settle(&p, &gate, "/QueryPrepared").await;
+    release_and_settle(&s, &gate, "stop-check-back").await;
     assert_eq!(cron.await.expect("cron task"), 1);
     assert_eq!(p.paths(), ["/QueryPrepared"], "the fenced round delivers nothing");
     assert_eq!(s.query("stop-check-back").await, stopped, "the fenced round wrote nothing");

@@ -332,8 +332,21 @@ async fn nodes_with_clocks_ten_minutes_apart_honour_each_others_leases() {
     let (code, body) = a.submit(&saga.json()).await;
     assert_eq!(code, 200, "{body}");
     p.wait_calls("/A2", 1).await;
-    // Three lease lengths: A renews its lease (on its own, slow clock) and keeps the saga.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Three lease lengths: both nodes' clocks run with real time (leases are on the database
+    // clock), so A renews its lease and B polls all along; A keeps the saga.
+    let mut polls = b.rounds();
+    let mut polled = 0;
+    let start = tokio::time::Instant::now();
+    let mut last = start;
+    while last < start + Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = tokio::time::Instant::now();
+        a.advance(now - last);
+        b.advance(now - last);
+        last = now;
+        polled += polls.drain_polls();
+    }
+    assert!(polled >= 10, "B's scheduler polled ({polled} times)");
     assert_eq!(p.calls_for("/A2").len(), 1, "B took over a valid lease");
     gate.release();
     let q = a.wait_status("skewed", "succeed").await;

@@ -74,7 +74,8 @@ async fn retry_limit_allows_immediate_retries_within_a_round() {
     let p = Participant::spawn().await;
     p.script("/TransIn", [Reply::error(), Reply::error(), Reply::error()]);
     let saga = trans_saga(&p, "opt-retry-yes").option("retry_limit", json!(3)).wait_result();
-    let (code, reply) = s.submit(&saga.json()).await;
+    // Immediate retries pause (on the engine's clock) between attempts.
+    let (code, reply) = s.advance_while(s.submit(&saga.json())).await;
     assert_eq!(code, 200, "{reply}");
     let q = s.query("opt-retry-yes").await;
     assert_eq!(status_of(&q), "succeed");
@@ -89,7 +90,7 @@ async fn retry_limit_exhausted_rolls_back() {
     let p = Participant::spawn().await;
     p.script("/TransIn", vec![Reply::error(); 5]);
     let saga = trans_saga(&p, "opt-retry-no").option("retry_limit", json!(1)).wait_result();
-    let (code, reply) = s.submit(&saga.json()).await;
+    let (code, reply) = s.advance_while(s.submit(&saga.json())).await;
     assert_eq!(code, 409, "{reply}");
     let q = s.wait_status("opt-retry-no", "failed").await;
     assert_eq!(branch_statuses(&q), ["succeed", "succeed", "succeed", "prepared"]);

@@ -30,6 +30,22 @@ pub struct CallRequest {
     pub timeout: Duration,
 }
 
+/// Who the engine calls participants through. Production uses [`Participants`] (HTTP and
+/// gRPC); tests plug in scripted participants. Only the engine's effect executor holds it, so
+/// no round can call anyone without first persisting the attempt.
+#[async_trait::async_trait]
+pub trait Caller: Send + Sync + 'static {
+    /// Calls a branch and reads the answer per the result protocol.
+    async fn call(&self, req: &CallRequest) -> Outcome;
+}
+
+#[async_trait::async_trait]
+impl Caller for Participants {
+    async fn call(&self, req: &CallRequest) -> Outcome {
+        Participants::call(self, req).await
+    }
+}
+
 /// Bodies are only read to look for the legacy `FAILURE` / `ONGOING` markers.
 const MAX_READ_BODY: usize = 64 * 1024;
 

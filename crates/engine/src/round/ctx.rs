@@ -1,5 +1,6 @@
 //! What every processing round shares: the owned transaction in memory, the writes gathered
-//! since the last flush, and the fenced flush / finish / release operations.
+//! since the last flush, and the fenced flush / finish / release operations. Calls go through
+//! the executor (`exec.rs`), which flushes before it calls.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -15,6 +16,11 @@ use crate::Inner;
 use crate::participant::CallRequest;
 use crate::round::RoundEnd;
 
+/// Attempts persisted before the round started and not yet used by a call: the branch rows a
+/// new saga's insert marked attempted, as `(branch_id, op, attempt count written)`. A call of
+/// exactly that row at exactly that count needs no write of its own. (A handful of entries.)
+pub(crate) type Premarks = Vec<(String, Op, u32)>;
+
 pub(crate) struct Ctx<'a> {
     pub(crate) inner: &'a Inner,
     pub(crate) global: Global,
@@ -22,6 +28,9 @@ pub(crate) struct Ctx<'a> {
     owner: String,
     dirty: BTreeSet<usize>,
     status_change: Option<StatusChange>,
+    premarks: Premarks,
+    /// Ends when the lease is due for renewal (a third of it after the last renewing write).
+    renew: BoxFuture<'static, ()>,
     /// Some call errored in this round (backoff).
     pub(crate) saw_error: bool,
     /// Some call answered ONGOING in this round (fixed interval).
@@ -31,7 +40,7 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    pub(crate) fn new(inner: &'a Inner, loaded: Loaded, owner: String) -> Ctx<'a> {
+    pub(crate) fn new(inner: &'a Inner, loaded: Loaded, owner: String, premarks: Premarks) -> Ctx<'a> {
         Ctx {
             inner,
             global: loaded.global,
@@ -39,6 +48,8 @@ impl<'a> Ctx<'a> {
             owner,
             dirty: BTreeSet::new(),
             status_change: None,
+            premarks,
+            renew: inner.clock.sleep(inner.opts.lease / 3),
             saw_error: false,
             saw_ongoing: false,
             progress: false,
@@ -81,6 +92,55 @@ impl<'a> Ctx<'a> {
     pub(crate) fn mark_attempt(&mut self, row: usize) {
         self.branches[row].attempts += 1;
         self.dirty.insert(row);
+    }
+
+    /// Whether a call of `row` now would use an attempt the insert already persisted.
+    pub(crate) fn is_premarked(&self, row: usize) -> bool {
+        self.premark_of(row).is_some()
+    }
+
+    fn premark_of(&self, row: usize) -> Option<usize> {
+        // The insert's write stands in for the call's own only while its lease is fresh
+        // (renewed no later than a third of it from now): a slow insert must not let a call
+        // start on a lease that another node may already have taken over.
+        let fresh_until = self.now().add(self.inner.opts.lease * 2 / 3);
+        if self.global.lease_until.is_none_or(|until| until < fresh_until) {
+            return None;
+        }
+        let b = &self.branches[row];
+        self.premarks.iter().position(|(id, op, n)| *id == b.branch_id && *op == b.op && *n == b.attempts)
+    }
+
+    /// Uses up the persisted attempt of `row`, if it has one (see [`Premarks`]).
+    pub(crate) fn take_premark(&mut self, row: usize) -> bool {
+        match self.premark_of(row) {
+            Some(i) => {
+                self.premarks.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Something is waiting to be written (results, attempt marks, a status change).
+    pub(crate) fn has_unsaved(&self) -> bool {
+        !self.dirty.is_empty() || self.status_change.is_some()
+    }
+
+    /// Completes when the lease is due for renewal ([`Ctx::renew_lease`]).
+    pub(crate) async fn renewal_due(&mut self) {
+        (&mut self.renew).await;
+    }
+
+    /// Whether the lease this round last wrote is still running.
+    pub(crate) fn lease_valid(&self) -> bool {
+        self.global.lease_until.is_some_and(|until| self.now() < until)
+    }
+
+    /// Renews the lease (writing whatever is unsaved with it).
+    pub(crate) async fn renew_lease(&mut self) -> Result<(), RoundEnd> {
+        let lease = self.renewed();
+        self.flush(lease).await
     }
 
     /// Records a call's answer on its branch row and in the round's retry flags. `done` says
@@ -129,35 +189,6 @@ impl<'a> Ctx<'a> {
             } else {
                 self.inner.opts.request_timeout
             },
-        }
-    }
-
-    /// Starts a call; the future owns everything it needs.
-    pub(crate) fn spawn_call<T: Send + 'a>(&self, req: CallRequest, tag: T) -> BoxFuture<'a, (T, Outcome)> {
-        let inner = self.inner;
-        Box::pin(async move {
-            let outcome = inner.participants.call(&req).await;
-            (tag, outcome)
-        })
-    }
-
-    /// Makes one call and waits for its answer, renewing the lease every third of it
-    /// meanwhile, so that a call longer than the lease does not let another round take the
-    /// transaction over and call again. `Err` when the ownership was lost meanwhile (the
-    /// answer is then dropped, the round stops).
-    pub(crate) async fn call_renewing(&mut self, req: &CallRequest) -> Result<Outcome, RoundEnd> {
-        let inner = self.inner;
-        let call = inner.participants.call(req);
-        tokio::pin!(call);
-        let every = inner.opts.lease / 3;
-        loop {
-            tokio::select! {
-                outcome = &mut call => return Ok(outcome),
-                _ = tokio::time::sleep(every) => {
-                    let lease = self.renewed();
-                    self.flush(lease).await?;
-                }
-            }
         }
     }
 
@@ -251,9 +282,19 @@ impl<'a> Ctx<'a> {
             status: self.status_change.take(),
             lease,
         };
+        let lease_until = match save.lease {
+            LeaseChange::Renew { lease_until } | LeaseChange::RenewRescheduled { lease_until, .. } => {
+                Some(lease_until)
+            }
+            LeaseChange::Release { .. } => None,
+        };
         match self.inner.store.save(save).await {
             Ok(()) => {
                 self.dirty.clear();
+                self.global.lease_until = lease_until;
+                if lease_until.is_some() {
+                    self.renew = self.inner.clock.sleep(self.inner.opts.lease / 3);
+                }
                 Ok(())
             }
             Err(StoreError::Fenced { gid }) => {

@@ -4,7 +4,8 @@
 //! ends in a final status, or by releasing the row with the next retry time, or because the
 //! ownership was lost (fenced write): then it stops at once and calls nobody else.
 
-mod ctx;
+pub(crate) mod ctx;
+pub(crate) mod exec;
 mod msg;
 pub mod saga;
 mod tcc;
@@ -13,7 +14,8 @@ use dtx_core::{GlobalStatus, TransType};
 use dtx_store::Loaded;
 use tracing::warn;
 
-use crate::Inner;
+use crate::round::ctx::Premarks;
+use crate::{EngineEvent, Inner};
 
 /// How a round ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,10 +38,17 @@ pub enum RoundEnd {
     Abandoned,
 }
 
-/// Runs one round of an owned transaction.
-pub(crate) async fn run(inner: &Inner, loaded: Loaded, owner: String, premarked: bool) -> RoundEnd {
+/// Runs one round of an owned transaction. `premarks`: attempts its insert already persisted.
+pub(crate) async fn run(inner: &Inner, loaded: Loaded, owner: String, premarks: Premarks) -> RoundEnd {
+    let gid = loaded.global.gid.clone();
+    let end = run_mode(inner, loaded, owner, premarks).await;
+    inner.emit(EngineEvent::RoundEnded { gid, end: end.clone() });
+    end
+}
+
+async fn run_mode(inner: &Inner, loaded: Loaded, owner: String, premarks: Premarks) -> RoundEnd {
     match loaded.global.trans_type {
-        TransType::Saga => saga::SagaRound::new(inner, loaded, owner, premarked).run().await,
+        TransType::Saga => saga::SagaRound::new(inner, loaded, owner, premarks).run().await,
         TransType::Tcc => tcc::run(inner, loaded, owner).await,
         TransType::Msg => msg::run(inner, loaded, owner).await,
         other => {

@@ -5,22 +5,22 @@
 use bytes::Bytes;
 use dtx_core::msg::{self, CheckBack, Decision};
 use dtx_core::saga::Phase;
-use dtx_core::{BranchStatus, GlobalStatus, Op, Outcome};
+use dtx_core::{BranchStatus, GlobalStatus, Op};
 use dtx_store::Loaded;
 use futures::StreamExt;
-use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use tracing::info;
 
 use crate::Inner;
 use crate::round::RoundEnd;
 use crate::round::ctx::Ctx;
+use crate::round::exec::{Running, Target, no_premarks};
 
 /// The msg check-back is branch `00`, op `msg`.
 const CHECK_BACK_BRANCH: &str = "00";
 
 pub(crate) async fn run<'a>(inner: &'a Inner, loaded: Loaded, owner: String) -> RoundEnd {
-    let mut ctx = Ctx::new(inner, loaded, owner);
+    let mut ctx = Ctx::new(inner, loaded, owner, no_premarks());
     if ctx.global.status == GlobalStatus::Submitted
         && let Some(at) = msg::delayed_until(ctx.global.create_time, &ctx.global.custom_data)
         && at > ctx.now()
@@ -33,9 +33,7 @@ pub(crate) async fn run<'a>(inner: &'a Inner, loaded: Loaded, owner: String) -> 
     let mut phases: Vec<Phase> =
         rows.iter().map(|&r| Phase::from_stored(ctx.branches[r].status, ctx.branches[r].attempts)).collect();
     let concurrent = ctx.global.options.concurrent;
-    let mut running: FuturesUnordered<BoxFuture<'a, (usize, Outcome)>> = FuturesUnordered::new();
-    let renew_every = inner.opts.lease / 3;
-    let mut renew_at = tokio::time::Instant::now() + renew_every;
+    let mut running: FuturesUnordered<Running<'a, usize>> = FuturesUnordered::new();
 
     loop {
         match msg::plan(ctx.global.status, &phases, concurrent, ctx.timed_out()) {
@@ -46,7 +44,9 @@ pub(crate) async fn run<'a>(inner: &'a Inner, loaded: Loaded, owner: String) -> 
                     Op::Msg,
                     Bytes::new(),
                 );
-                let outcome = match ctx.call_renewing(&req).await {
+                // Through the executor: a fenced write first, so a round that lost the
+                // transaction never asks (nor acts on the answer).
+                let outcome = match ctx.call_renewing(Target::Plain(req)).await {
                     Ok(outcome) => outcome,
                     Err(end) => return end,
                 };
@@ -75,20 +75,16 @@ pub(crate) async fn run<'a>(inner: &'a Inner, loaded: Loaded, owner: String) -> 
                 }
             }
             Decision::Start(actions) if !ctx.stopping() => {
+                // Persist, then act: the executor writes the attempts (and a check-back's
+                // commit) first, and a round that lost its ownership (lease taken over,
+                // forceStop) stops here instead of calling the next action.
                 for &i in &actions {
-                    ctx.mark_attempt(rows[i]);
-                }
-                // Persist, then act: the attempts (and a check-back's commit) are written
-                // first, and a round that lost its ownership (lease taken over, forceStop)
-                // stops here instead of calling the next action.
-                let lease = ctx.renewed();
-                if let Err(end) = ctx.flush(lease).await {
-                    return end;
-                }
-                renew_at = tokio::time::Instant::now() + renew_every;
-                for i in actions {
                     phases[i] = Phase::Running;
-                    running.push(ctx.spawn_call(ctx.call_row(rows[i]), i));
+                }
+                let targets = actions.into_iter().map(|i| (i, Target::Row(rows[i]))).collect();
+                match ctx.launch(targets).await {
+                    Ok(started) => running.extend(started),
+                    Err(end) => return end,
                 }
             }
             Decision::Finish => return ctx.finish(GlobalStatus::Succeed).await,
@@ -110,12 +106,10 @@ pub(crate) async fn run<'a>(inner: &'a Inner, loaded: Loaded, owner: String) -> 
                         let done = (phases[i] == Phase::Succeeded).then_some(BranchStatus::Succeed);
                         ctx.record(rows[i], &outcome, done);
                     }
-                    _ = tokio::time::sleep_until(renew_at) => {
-                        let lease = ctx.renewed();
-                        if let Err(end) = ctx.flush(lease).await {
+                    () = ctx.renewal_due() => {
+                        if let Err(end) = ctx.renew_lease().await {
                             return end;
                         }
-                        renew_at = tokio::time::Instant::now() + renew_every;
                     }
                 }
             }

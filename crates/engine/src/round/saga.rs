@@ -19,7 +19,8 @@ use tracing::{debug, error, info};
 
 use crate::Inner;
 use crate::round::RoundEnd;
-use crate::round::ctx::Ctx;
+use crate::round::ctx::{Ctx, Premarks};
+use crate::round::exec::{Running, Target};
 
 /// Which of a step's two rows a call is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,17 +100,25 @@ impl SagaShape {
 
 pub(crate) struct SagaRound<'a> {
     ctx: Ctx<'a>,
-    /// The first calls were already marked attempted by the insert: skip that write.
-    premarked: bool,
     retries_used: u64,
     retry_limit_exceeded: bool,
 }
 
+/// Why [`SagaRound::wait`] stops the loop.
+enum Stop {
+    /// The round is over (lost ownership, store failure).
+    End(RoundEnd),
+    /// Nothing in flight: release the row.
+    Release,
+}
+
+/// A call waiting for its immediate retry (retry_limit) to be due.
+type Pausing = BoxFuture<'static, (Tag, usize)>;
+
 impl<'a> SagaRound<'a> {
-    pub(crate) fn new(inner: &'a Inner, loaded: Loaded, owner: String, premarked: bool) -> Self {
+    pub(crate) fn new(inner: &'a Inner, loaded: Loaded, owner: String, premarks: Premarks) -> Self {
         SagaRound {
-            ctx: Ctx::new(inner, loaded, owner),
-            premarked,
+            ctx: Ctx::new(inner, loaded, owner, premarks),
             retries_used: 0,
             retry_limit_exceeded: false,
         }
@@ -126,9 +135,8 @@ impl<'a> SagaRound<'a> {
         };
         let mut steps = shape.stored_states(&self.ctx.branches);
         let timeout = self.ctx.timeout();
-        let mut running: FuturesUnordered<BoxFuture<'a, (Tag, Outcome)>> = FuturesUnordered::new();
-        let renew_every = self.ctx.inner.opts.lease / 3;
-        let mut renew_at = tokio::time::Instant::now() + renew_every;
+        let mut running: FuturesUnordered<Running<'a, Tag>> = FuturesUnordered::new();
+        let mut pausing: FuturesUnordered<Pausing> = FuturesUnordered::new();
 
         loop {
             let decision = saga::plan(
@@ -139,56 +147,41 @@ impl<'a> SagaRound<'a> {
                 self.retry_limit_exceeded,
             );
             match decision {
-                Decision::Start { actions, compensations } if !self.ctx.stopping() || self.premarked => {
+                Decision::Start { actions, compensations } => {
                     let mut calls = Vec::with_capacity(actions.len() + compensations.len());
-                    for s in actions {
-                        steps[s].action = Phase::Running;
+                    for &s in &actions {
                         calls.push(((s, Side::Action), shape.rows[s].action));
                     }
-                    for s in compensations {
-                        steps[s].compensate = Phase::Running;
+                    for &s in &compensations {
                         calls.push(((s, Side::Compensate), shape.rows[s].compensate));
                     }
-                    if self.premarked {
-                        self.premarked = false;
-                    } else {
-                        for &(_, row) in &calls {
-                            self.ctx.mark_attempt(row);
+                    let rows: Vec<usize> = calls.iter().map(|&(_, row)| row).collect();
+                    // Shutting down: only calls already on record may still start.
+                    if !self.ctx.stopping() || self.ctx.all_premarked(&rows) {
+                        for s in actions {
+                            steps[s].action = Phase::Running;
                         }
-                        let lease = self.ctx.renewed();
-                        if let Err(end) = self.ctx.flush(lease).await {
-                            return end;
+                        for s in compensations {
+                            steps[s].compensate = Phase::Running;
                         }
-                        renew_at = tokio::time::Instant::now() + renew_every;
+                        let targets = calls.into_iter().map(|(tag, row)| (tag, Target::Row(row))).collect();
+                        match self.ctx.launch(targets).await {
+                            Ok(started) => running.extend(started),
+                            Err(end) => return end,
+                        }
+                        continue;
                     }
-                    for (tag, row) in calls {
-                        running.push(self.ctx.spawn_call(self.ctx.call_row(row), tag));
-                    }
-                }
-                Decision::Start { .. } | Decision::Wait => {
-                    if running.is_empty() {
-                        // Due again no later than the timeout, so it rolls back on time.
-                        let due_by = (self.ctx.global.status == GlobalStatus::Submitted)
-                            .then(|| timeout.map(|t| self.ctx.global.create_time.add(t)))
-                            .flatten();
-                        let kind = self.ctx.retry_kind();
-                        return self.ctx.release(kind, due_by).await;
-                    }
-                    tokio::select! {
-                        Some(((s, side), outcome)) = running.next() => {
-                            if let Some(again) = self.apply(&shape, &mut steps, s, side, outcome) {
-                                running.push(self.ctx.spawn_call(self.ctx.call_row(again), (s, side)));
-                            }
-                        }
-                        _ = tokio::time::sleep_until(renew_at) => {
-                            let lease = self.ctx.renewed();
-                            if let Err(end) = self.ctx.flush(lease).await {
-                                return end;
-                            }
-                            renew_at = tokio::time::Instant::now() + renew_every;
-                        }
+                    match self.wait(&shape, &mut steps, &mut running, &mut pausing).await {
+                        Ok(()) => {}
+                        Err(Stop::End(end)) => return end,
+                        Err(Stop::Release) => return self.release(timeout).await,
                     }
                 }
+                Decision::Wait => match self.wait(&shape, &mut steps, &mut running, &mut pausing).await {
+                    Ok(()) => {}
+                    Err(Stop::End(end)) => return end,
+                    Err(Stop::Release) => return self.release(timeout).await,
+                },
                 Decision::Abort(cause) => {
                     let reason = self.abort_reason(&shape, cause, timeout);
                     info!(gid = %self.ctx.global.gid, %reason, "saga rolling back");
@@ -199,8 +192,60 @@ impl<'a> SagaRound<'a> {
         }
     }
 
-    /// Records a call's answer. Returns the branch row to call again at once when
-    /// `retry_limit` allows an immediate re-execution.
+    /// Ends the round without a final status.
+    async fn release(self, timeout: Option<std::time::Duration>) -> RoundEnd {
+        // Due again no later than the timeout, so it rolls back on time.
+        let due_by = (self.ctx.global.status == GlobalStatus::Submitted)
+            .then(|| timeout.map(|t| self.ctx.global.create_time.add(t)))
+            .flatten();
+        let kind = self.ctx.retry_kind();
+        self.ctx.release(kind, due_by).await
+    }
+
+    /// Waits for the next event: a call's answer, an immediate retry coming due, or the lease
+    /// renewal. With nothing in flight, the round ends ([`Stop::Release`]).
+    async fn wait(
+        &mut self,
+        shape: &SagaShape,
+        steps: &mut [StepState],
+        running: &mut FuturesUnordered<Running<'a, Tag>>,
+        pausing: &mut FuturesUnordered<Pausing>,
+    ) -> Result<(), Stop> {
+        if running.is_empty() && pausing.is_empty() {
+            return Err(Stop::Release);
+        }
+        tokio::select! {
+            Some(((s, side), outcome)) = running.next() => {
+                if let Some(row) = self.apply(shape, steps, s, side, outcome) {
+                    let pause = immediate_retry_pause(self.retries_used);
+                    let timer = self.ctx.inner.clock.sleep(pause);
+                    pausing.push(Box::pin(async move {
+                        timer.await;
+                        ((s, side), row)
+                    }));
+                }
+            }
+            Some(((s, side), row)) = pausing.next() => {
+                if self.ctx.stopping() {
+                    // Not retried now: the attempt's outcome stays unknown for the next round.
+                    steps[s].action = Phase::Waiting;
+                } else {
+                    // A new attempt like any other: recorded (fenced) before the call.
+                    match self.ctx.launch(vec![((s, side), Target::Row(row))]).await {
+                        Ok(started) => running.extend(started),
+                        Err(end) => return Err(Stop::End(end)),
+                    }
+                }
+            }
+            () = self.ctx.renewal_due() => {
+                self.ctx.renew_lease().await.map_err(Stop::End)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a call's answer. Returns the branch row to call again soon when `retry_limit`
+    /// allows an immediate re-execution.
     fn apply(
         &mut self,
         shape: &SagaShape,
@@ -225,7 +270,6 @@ impl<'a> SagaRound<'a> {
             if self.retries_used < self.ctx.global.options.retry_limit {
                 self.retries_used += 1;
                 self.ctx.record(row, &outcome, None);
-                self.ctx.mark_attempt(row);
                 debug!(gid = %self.ctx.global.gid, step, "immediate retry (retry_limit)");
                 return Some(row);
             }
@@ -259,15 +303,40 @@ impl<'a> SagaRound<'a> {
     }
 }
 
+/// The pause before the `n`-th immediate retry (retry_limit) of a round: short, doubling,
+/// bounded, so a participant refusing connections is not hit as fast as the loop spins.
+pub(crate) fn immediate_retry_pause(n: u64) -> std::time::Duration {
+    let doublings = u32::try_from(n.saturating_sub(1)).unwrap_or(u32::MAX).min(8);
+    IMMEDIATE_RETRY_FIRST_PAUSE.saturating_mul(1 << doublings).min(IMMEDIATE_RETRY_MAX_PAUSE)
+}
+
+const IMMEDIATE_RETRY_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
+const IMMEDIATE_RETRY_MAX_PAUSE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Marks the first actions of a new saga as attempted, so its insert also records them.
-pub(crate) fn premark_first_actions(global: &Global, branches: &mut [Branch], now: Timestamp) -> bool {
+/// Returns those attempts, for the round to use without a write of its own.
+pub(crate) fn premark_first_actions(global: &Global, branches: &mut [Branch], now: Timestamp) -> Premarks {
+    let mut premarks = Premarks::new();
     let Ok(shape) = SagaShape::of(global, branches) else {
-        return false;
+        return premarks;
     };
-    let first = shape.first_actions(global, branches);
-    for &row in &first {
-        branches[row].attempts = 1;
-        branches[row].update_time = now;
+    for row in shape.first_actions(global, branches) {
+        let b = &mut branches[row];
+        b.attempts += 1;
+        b.update_time = now;
+        premarks.push((b.branch_id.clone(), b.op, b.attempts));
     }
-    !first.is_empty()
+    premarks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn immediate_retry_pauses_double_up_to_a_bound() {
+        let ms = |n| immediate_retry_pause(n).as_millis();
+        assert_eq!([ms(1), ms(2), ms(3), ms(4), ms(5)], [200, 400, 800, 1600, 2000]);
+        assert_eq!(ms(1000), 2000);
+    }
 }

@@ -9,9 +9,10 @@ use tracing::info;
 use crate::Inner;
 use crate::round::RoundEnd;
 use crate::round::ctx::Ctx;
+use crate::round::exec::{Target, no_premarks};
 
 pub(crate) async fn run(inner: &Inner, loaded: Loaded, owner: String) -> RoundEnd {
-    let mut ctx = Ctx::new(inner, loaded, owner);
+    let mut ctx = Ctx::new(inner, loaded, owner, no_premarks());
     loop {
         let rows: Vec<Row> = ctx.branches.iter().map(|b| Row { op: b.op, status: b.status }).collect();
         match tcc::plan(ctx.global.status, &rows, ctx.timed_out()) {
@@ -25,14 +26,8 @@ pub(crate) async fn run(inner: &Inner, loaded: Loaded, owner: String) -> RoundEn
                     let kind = ctx.retry_kind();
                     return ctx.release(kind, None).await;
                 }
-                // Persisting the attempt first also renews the lease before every call.
-                ctx.mark_attempt(row);
-                let lease = ctx.renewed();
-                if let Err(end) = ctx.flush(lease).await {
-                    return end;
-                }
-                let req = ctx.call_row(row);
-                let outcome = match ctx.call_renewing(&req).await {
+                // The executor persists the attempt (renewing the lease) before the call.
+                let outcome = match ctx.call_renewing(Target::Row(row)).await {
                     Ok(outcome) => outcome,
                     Err(end) => return end,
                 };

@@ -116,6 +116,32 @@ pub async fn release_clears_owner_and_reschedules(store: Arc<dyn Store>) {
     assert_eq!(gids(&claimed), ["rel"]);
 }
 
+/// RenewRescheduled keeps the owner, moves the lease and sets the schedule, with the status
+/// change, in one fenced write: once the lease expires the row is due at the new time.
+pub async fn renew_rescheduled_keeps_owner_and_sets_the_schedule(store: Arc<dyn Store>) {
+    put(&*store, saga_with("resched", GlobalStatus::Prepared, at(0), Some(("a", at(30))))).await;
+    let save = Save {
+        status: Some(StatusChange { to: GlobalStatus::Submitted, rollback_reason: None }),
+        lease: LeaseChange::RenewRescheduled {
+            lease_until: at(40),
+            next_cron_time: at(10),
+            next_cron_interval: Duration::from_secs(7),
+        },
+        ..renew("resched", "a", 10, 0)
+    };
+    store.save(save.clone()).await.expect("renew and reschedule");
+    let g = get(&*store, "resched").await.global;
+    assert_eq!(
+        (g.status, g.owner.as_deref(), g.lease_until),
+        (GlobalStatus::Submitted, Some("a"), Some(at(40)))
+    );
+    assert_eq!((g.next_cron_time, g.next_cron_interval), (at(10), Duration::from_secs(7)));
+    assert!(store.claim_due("b", at(39), at(90), 10).await.expect("leased").is_empty());
+    let claimed = store.claim_due("b", at(41), at(90), 10).await.expect("expired");
+    assert_eq!(gids(&claimed), ["resched"]);
+    assert_fenced(store.save(save).await, "resched");
+}
+
 /// `succeed` sets finish_time, `failed` sets rollback_time, rollback_reason is replaced when
 /// given; final rows are never claimed again.
 pub async fn status_change_sets_final_times(store: Arc<dyn Store>) {
