@@ -21,8 +21,10 @@ use async_trait::async_trait;
 use dtx_core::{Branch, BranchStatus, Global, GlobalStatus, Op, Timestamp, TransType};
 
 pub mod rows;
+pub mod sql;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
+pub mod write;
 
 /// What can go wrong in a store operation.
 #[derive(Debug, thiserror::Error)]
