@@ -22,6 +22,7 @@ use dtx_core::{Branch, BranchStatus, Global, GlobalStatus, Op, Timestamp, TransT
 
 pub mod rows;
 pub mod sql;
+pub mod testenv;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
 pub mod write;
