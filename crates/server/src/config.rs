@@ -63,8 +63,9 @@ pub struct Settings {
     #[arg(long, env = "DTX_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// Store URL: `sqlite://path` (created if missing) or `postgres://user:password@host/db`
-    /// (several nodes may share one PostgreSQL database).
+    /// Store URL: `sqlite://path` (created if missing), `postgres://user:password@host/db` or
+    /// `mysql://user:password@host:port/db` (MySQL 8 / MariaDB 10.6+); several nodes may share
+    /// one PostgreSQL or MySQL database.
     #[arg(long, env = "DTX_DATABASE_URL")]
     pub database_url: Option<String>,
     /// HTTP API address (port 0 = any free port).
@@ -113,6 +114,10 @@ pub struct Settings {
     /// PostgreSQL: most connections this node opens (reads and group-commit writers share them).
     #[arg(long, env = "DTX_POSTGRES_POOL_SIZE")]
     pub postgres_pool_size: Option<u32>,
+    /// MySQL / MariaDB: most connections this node opens (reads and group-commit writers share
+    /// them).
+    #[arg(long, env = "DTX_MYSQL_POOL_SIZE")]
+    pub mysql_pool_size: Option<u32>,
 }
 
 /// The store backend, chosen once from the database URL's scheme.
@@ -122,6 +127,8 @@ pub enum Backend {
     Sqlite,
     /// `postgres:` / `postgresql:`: a server several nodes share.
     Postgres,
+    /// `mysql:` (MySQL 8 or MariaDB 10.6+): a server several nodes share.
+    MySql,
 }
 
 /// The backend `url`'s scheme names, if dtx has it.
@@ -130,6 +137,7 @@ pub fn backend_of(url: &str) -> Option<Backend> {
     match scheme.as_str() {
         "sqlite" => Some(Backend::Sqlite),
         "postgres" | "postgresql" => Some(Backend::Postgres),
+        "mysql" => Some(Backend::MySql),
         _ => None,
     }
 }
@@ -162,6 +170,8 @@ pub struct Config {
     pub sqlite_full_sync: bool,
     /// PostgreSQL connection pool size.
     pub postgres_pool_size: u32,
+    /// MySQL connection pool size.
+    pub mysql_pool_size: u32,
 }
 
 /// The defaults, as a TOML document (`dtx print-default-config`).
@@ -182,6 +192,7 @@ max_body_bytes = 1048576
 max_steps = 100
 sqlite_synchronous = "full"
 postgres_pool_size = 10
+mysql_pool_size = 10
 "#;
 
 impl Settings {
@@ -205,6 +216,7 @@ impl Settings {
             max_steps: self.max_steps.or(lower.max_steps),
             sqlite_synchronous: self.sqlite_synchronous.or(lower.sqlite_synchronous),
             postgres_pool_size: self.postgres_pool_size.or(lower.postgres_pool_size),
+            mysql_pool_size: self.mysql_pool_size.or(lower.mysql_pool_size),
         }
     }
 
@@ -232,8 +244,9 @@ impl Settings {
             return Err(Error::Invalid {
                 setting: "--database-url",
                 message: format!(
-                    "unsupported scheme '{scheme}' in '{}' (expected sqlite://path or \
-                     postgres://user:password@host:port/database)",
+                    "unsupported scheme '{scheme}' in '{}' (expected sqlite://path, \
+                     postgres://user:password@host:port/database or \
+                     mysql://user:password@host:port/database)",
                     crate::app::redacted(&database_url)
                 ),
             });
@@ -273,6 +286,8 @@ impl Settings {
         };
         let postgres_pool_size =
             at_least(s.postgres_pool_size.unwrap_or(10) as usize, 1, "--postgres-pool-size")? as u32;
+        let mysql_pool_size =
+            at_least(s.mysql_pool_size.unwrap_or(10) as usize, 1, "--mysql-pool-size")? as u32;
         let engine = EngineOptions {
             retry: RetryPolicy { retry_interval, max_interval: backoff_cap, jitter: 0.1 },
             request_timeout,
@@ -293,6 +308,7 @@ impl Settings {
             max_body_bytes,
             sqlite_full_sync,
             postgres_pool_size,
+            mysql_pool_size,
         })
     }
 }
@@ -388,7 +404,8 @@ mod tests {
         assert_eq!(backend_of("sqlite://dtx.db"), Some(Backend::Sqlite));
         assert_eq!(backend_of("postgres://u:p@h/db"), Some(Backend::Postgres));
         assert_eq!(backend_of("postgresql://h/db"), Some(Backend::Postgres));
-        assert_eq!(backend_of("mysql://h/db"), None);
+        assert_eq!(backend_of("mysql://u:p@h:3306/db"), Some(Backend::MySql));
+        assert_eq!(backend_of("oracle://h/db"), None);
         let s = Settings { database_url: Some("postgresql://u@h/db".into()), ..Default::default() };
         assert_eq!(s.resolve().unwrap().database_url, "postgresql://u@h/db");
         let s = Settings { database_url: Some("redis://u:secret@h/0".into()), ..Default::default() };
@@ -396,6 +413,8 @@ mod tests {
         assert!(e.contains("postgres://") && !e.contains("secret"), "{e}");
         let s = Settings { postgres_pool_size: Some(0), ..Default::default() };
         assert!(s.resolve().unwrap_err().to_string().contains("--postgres-pool-size"));
+        let s = Settings { mysql_pool_size: Some(0), ..Default::default() };
+        assert!(s.resolve().unwrap_err().to_string().contains("--mysql-pool-size"));
     }
 
     #[test]

@@ -22,8 +22,10 @@ fn migration_names(backend: &str) -> Vec<String> {
 fn migrations_match_sqlite_by_version_and_name() {
     let postgres = migration_names("postgres");
     let sqlite = migration_names("sqlite");
+    let mysql = migration_names("mysql");
     assert!(!postgres.is_empty());
     assert_eq!(postgres, sqlite, "migrations/postgres and migrations/sqlite must list the same files");
+    assert_eq!(mysql, sqlite, "migrations/mysql and migrations/sqlite must list the same files");
     // And sqlx reads the same (version, description) pairs from them.
     let embedded: Vec<(i64, String)> = sqlx::migrate!("../../migrations/postgres")
         .iter()
