@@ -24,6 +24,7 @@ impl Dialect for Pg {
         "COALESCE($1::bigint, floor(extract(epoch FROM statement_timestamp()) * 1000)::bigint)";
     const LOCK: &'static str = " FOR UPDATE";
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+    /// Valid here, but unused: `branches_of` binds a text array instead.
     const BRANCHES_OF_JSON: &'static str = concat!(
         "SELECT ",
         dtx_store::branch_columns!(),
@@ -35,6 +36,20 @@ impl Dialect for Pg {
 pub(crate) static SQL: LazyLock<Statements> = LazyLock::new(Statements::new::<Pg>);
 
 dtx_store::sqlx_conn!(PgConn, Postgres, PgRow, map_sqlx, {
+    async fn branches_of(&mut self, gids: &[&str]) -> Result<Vec<(String, Branch)>> {
+        // A text array: the planner knows its size, unlike a JSON array's elements.
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            dtx_store::branch_columns!(),
+            " FROM trans_branch_op WHERE gid = ANY($1) ORDER BY id"
+        ))
+        .bind(gids)
+        .fetch_all(&mut *self.conn)
+        .await
+        .map_err(|e| map_sqlx("claim due: branches", e))?;
+        rows.iter().map(|row| dtx_store::rows::branch(&SqlxRow(row))).collect()
+    }
+
     async fn insert_branches(&mut self, gid: &str, branches: &[Branch]) -> Result<()> {
         insert_branches(&mut self.conn, gid, branches).await
     }
