@@ -40,6 +40,8 @@ dtx_mysql_start() {
     local mariadbd
     mariadbd=$(command -v mariadbd || echo /usr/sbin/mariadbd)
     [ -x "$mariadbd" ] || { echo "MariaDB install failed" >&2; return 1; }
+    # The outage tests start servers of their own with it.
+    export DTX_TEST_MYSQL_SERVER="$mariadbd"
     DTX_MYSQL_DIR=$(mktemp -d /tmp/dtx-mysql.XXXXXX)
     local previous
     previous=$(trap -p EXIT | sed -e "s/^trap -- '\(.*\)' EXIT$/\1/")

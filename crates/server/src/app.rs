@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use dtx_engine::{Clock, Engine, StoreClock, SystemClock};
 use dtx_store::Store;
+use dtx_store_mysql::{MySqlOptions, MySqlStore};
 use dtx_store_postgres::{PgOptions, PgStore};
 use dtx_store_sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use tokio::net::TcpListener;
@@ -236,6 +237,9 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, dtx_store::Error>
         Some(Backend::Postgres) => {
             Arc::new(PgStore::open(url, PgOptions::with_pool_size(config.postgres_pool_size)).await?)
         }
+        Some(Backend::MySql) => {
+            Arc::new(MySqlStore::open(url, MySqlOptions::with_pool_size(config.mysql_pool_size)).await?)
+        }
         Some(Backend::Sqlite) => {
             let opts = SqliteOptions {
                 synchronous: if config.sqlite_full_sync { Synchronous::Full } else { Synchronous::Normal },
@@ -245,7 +249,7 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, dtx_store::Error>
         }
         None => {
             return Err(dtx_store::Error::Internal(anyhow::anyhow!(
-                "unsupported database URL scheme (expected sqlite: or postgres:)"
+                "unsupported database URL scheme (expected sqlite:, postgres: or mysql:)"
             )));
         }
     })

@@ -65,8 +65,9 @@ pub struct Settings {
     #[arg(long, env = "DTX_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// Store URL: `sqlite://path` (created if missing) or `postgres://user:password@host/db`
-    /// (several nodes may share one PostgreSQL database).
+    /// Store URL: `sqlite://path` (created if missing), `postgres://user:password@host/db` or
+    /// `mysql://user:password@host:port/db` (MySQL 8 / MariaDB 10.6+); several nodes may share
+    /// one PostgreSQL or MySQL database.
     #[arg(long, env = "DTX_DATABASE_URL")]
     pub database_url: Option<DatabaseUrl>,
     /// HTTP API address (port 0 = any free port).
@@ -115,6 +116,10 @@ pub struct Settings {
     /// PostgreSQL: most connections this node opens (reads and group-commit writers share them).
     #[arg(long, env = "DTX_POSTGRES_POOL_SIZE")]
     pub postgres_pool_size: Option<u32>,
+    /// MySQL / MariaDB: most connections this node opens (reads and group-commit writers share
+    /// them).
+    #[arg(long, env = "DTX_MYSQL_POOL_SIZE")]
+    pub mysql_pool_size: Option<u32>,
 }
 
 /// A database URL. It may hold a password: `Debug` and `Display` mask it, so a config printed
@@ -169,6 +174,8 @@ pub enum Backend {
     Sqlite,
     /// `postgres:` / `postgresql:`: a server several nodes share.
     Postgres,
+    /// `mysql:` (MySQL 8 or MariaDB 10.6+): a server several nodes share.
+    MySql,
 }
 
 /// The backend `url`'s scheme names, if dtx has it.
@@ -177,6 +184,7 @@ pub fn backend_of(url: &str) -> Option<Backend> {
     match scheme.as_str() {
         "sqlite" => Some(Backend::Sqlite),
         "postgres" | "postgresql" => Some(Backend::Postgres),
+        "mysql" => Some(Backend::MySql),
         _ => None,
     }
 }
@@ -209,6 +217,8 @@ pub struct Config {
     pub sqlite_full_sync: bool,
     /// PostgreSQL connection pool size.
     pub postgres_pool_size: u32,
+    /// MySQL connection pool size.
+    pub mysql_pool_size: u32,
 }
 
 /// Server defaults that are not engine settings (those come from [`EngineOptions::default`]).
@@ -217,6 +227,7 @@ const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:36789";
 const DEFAULT_GRPC_LISTEN: &str = "0.0.0.0:36790";
 const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 const DEFAULT_POSTGRES_POOL_SIZE: u32 = 10;
+const DEFAULT_MYSQL_POOL_SIZE: u32 = 10;
 
 /// The defaults as a TOML document (`dtx print-default-config`), made from
 /// [`Settings::defaults`], so the printed file and the running defaults cannot drift apart.
@@ -253,6 +264,7 @@ impl Settings {
             max_steps: Some(e.max_steps),
             sqlite_synchronous: Some("full".into()),
             postgres_pool_size: Some(DEFAULT_POSTGRES_POOL_SIZE),
+            mysql_pool_size: Some(DEFAULT_MYSQL_POOL_SIZE),
         }
     }
 
@@ -276,6 +288,7 @@ impl Settings {
             max_steps: self.max_steps.or(lower.max_steps),
             sqlite_synchronous: self.sqlite_synchronous.or(lower.sqlite_synchronous),
             postgres_pool_size: self.postgres_pool_size.or(lower.postgres_pool_size),
+            mysql_pool_size: self.mysql_pool_size.or(lower.mysql_pool_size),
         }
     }
 
@@ -301,8 +314,9 @@ impl Settings {
             return Err(Error::Invalid {
                 setting: "--database-url",
                 message: format!(
-                    "unsupported scheme '{scheme}' in '{}' (expected sqlite://path or \
-                     postgres://user:password@host:port/database)",
+                    "unsupported scheme '{scheme}' in '{}' (expected sqlite://path, \
+                     postgres://user:password@host:port/database or \
+                     mysql://user:password@host:port/database)",
                     database_url
                 ),
             });
@@ -343,6 +357,8 @@ impl Settings {
         let postgres_pool_size =
             at_least(req(s.postgres_pool_size, "--postgres-pool-size")? as usize, 1, "--postgres-pool-size")?
                 as u32;
+        let mysql_pool_size =
+            at_least(req(s.mysql_pool_size, "--mysql-pool-size")? as usize, 1, "--mysql-pool-size")? as u32;
         let engine = EngineOptions {
             retry: RetryPolicy {
                 retry_interval,
@@ -367,6 +383,7 @@ impl Settings {
             max_body_bytes,
             sqlite_full_sync,
             postgres_pool_size,
+            mysql_pool_size,
         })
     }
 }
@@ -496,7 +513,8 @@ mod tests {
         assert_eq!(backend_of("sqlite://dtx.db"), Some(Backend::Sqlite));
         assert_eq!(backend_of("postgres://u:p@h/db"), Some(Backend::Postgres));
         assert_eq!(backend_of("postgresql://h/db"), Some(Backend::Postgres));
-        assert_eq!(backend_of("mysql://h/db"), None);
+        assert_eq!(backend_of("mysql://u:p@h:3306/db"), Some(Backend::MySql));
+        assert_eq!(backend_of("oracle://h/db"), None);
         let s = Settings { database_url: Some("postgresql://u@h/db".into()), ..Default::default() };
         assert_eq!(s.resolve().unwrap().database_url.expose(), "postgresql://u@h/db");
         let s = Settings { database_url: Some("redis://u:secret@h/0".into()), ..Default::default() };
@@ -504,6 +522,8 @@ mod tests {
         assert!(e.contains("postgres://") && !e.contains("secret"), "{e}");
         let s = Settings { postgres_pool_size: Some(0), ..Default::default() };
         assert!(s.resolve().unwrap_err().to_string().contains("--postgres-pool-size"));
+        let s = Settings { mysql_pool_size: Some(0), ..Default::default() };
+        assert!(s.resolve().unwrap_err().to_string().contains("--mysql-pool-size"));
     }
 
     #[test]

@@ -48,16 +48,6 @@ fn unavailable(what: &'static str, err: &sqlx::Error) -> Error {
     Error::Unavailable(format!("PostgreSQL is unreachable or not accepting work ({what}: {err})"))
 }
 
-/// The constraint a unique violation hit, if `err` is one.
-pub(crate) fn violated_constraint(err: &sqlx::Error) -> Option<String> {
-    match err {
-        sqlx::Error::Database(db) if db.code().as_deref() == Some(UNIQUE_VIOLATION) => {
-            db.constraint().map(str::to_owned)
-        }
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

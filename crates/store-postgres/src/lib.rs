@@ -47,39 +47,28 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use dtx_core::{Branch, Global, GlobalStatus, Timestamp};
+use dtx_store::sql::group::{self, Health};
+use dtx_store::write::Writes;
 use dtx_store::{Error, KvRow, ListFilter, Loaded, NewTransaction, Result, Save, Store};
-use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgConnection, PgPool, Postgres};
-use tokio::sync::{Mutex, mpsc, oneshot};
-use tracing::{info, warn};
+use sqlx::{Connection, PgConnection, PgPool};
+use tracing::info;
 
 mod error;
 mod read;
-mod rows;
 mod write;
-mod writer;
 
 #[cfg(feature = "testing")]
 pub mod testing;
 
-use crate::error::map_sqlx;
-use crate::writer::{FromOutput, Job, Op};
+pub use dtx_store::sql::ClockSource;
 
-/// Whose clock decides leases and due times.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum ClockSource {
-    /// The database's clock (see the crate docs). The only safe choice for several nodes.
-    #[default]
-    Database,
-    /// The `now` each call passes in: deterministic tests driving time by hand.
-    Caller,
-}
+use crate::error::map_sqlx;
+use crate::write::{PgConn, SQL};
 
 /// Tuning of a [`PgStore`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,7 +117,7 @@ pub struct PgStore {
 }
 
 struct Inner {
-    writer: mpsc::Sender<Job>,
+    writes: Writes,
     db: Db,
     clock: ClockSource,
 }
@@ -137,43 +126,27 @@ struct Inner {
 #[derive(Clone)]
 pub(crate) struct Db {
     pool: PgPool,
-    down: Arc<AtomicBool>,
-    acquire_timeout: Duration,
+    health: Arc<Health>,
+    clock: ClockSource,
 }
 
-/// While the database is known to be down, how long an operation waits for a connection before
-/// failing: long enough to connect to a database that is back, short enough that a client gets
-/// its 503 promptly instead of after the full acquire timeout.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+impl group::Pool for Db {
+    type Conn = PgConn;
 
-impl Db {
-    /// A pooled connection. The first failure marks the database down (logged once); while it
-    /// is down, attempts give up after [`PROBE_TIMEOUT`]; the first success marks it up again.
-    pub(crate) async fn acquire(&self) -> Result<PoolConnection<Postgres>> {
-        let down = self.down.load(Ordering::Relaxed);
-        let limit = if down { PROBE_TIMEOUT.min(self.acquire_timeout) } else { self.acquire_timeout };
-        let err = match tokio::time::timeout(limit, self.pool.acquire()).await {
-            Ok(Ok(conn)) => {
-                if self.down.swap(false, Ordering::Relaxed) {
-                    info!("postgres reachable again");
-                }
-                return Ok(conn);
-            }
-            Ok(Err(e)) => map_sqlx("connect", e),
-            Err(_) => Error::Unavailable(format!(
-                "PostgreSQL is unreachable or not accepting work (no connection within {limit:?})"
-            )),
-        };
-        self.mark_down(&err);
-        Err(err)
+    async fn acquire(&self) -> Result<PgConn> {
+        let conn =
+            self.health.acquire(async { self.pool.acquire().await.map_err(|e| map_sqlx("connect", e)) });
+        Ok(PgConn { conn: conn.await?, clock: self.clock, sql: &SQL })
     }
 
-    /// Notes a failure: one that says the database is unreachable marks it down (logged once per
-    /// outage, not per attempt).
-    pub(crate) fn mark_down(&self, err: &Error) {
-        if err.is_retryable() && !self.down.swap(true, Ordering::Relaxed) {
-            warn!(error = %err, "postgres unreachable; operations fail until it is back");
-        }
+    fn mark_down(&self, err: &Error) {
+        self.health.mark_down(err);
+    }
+}
+
+impl group::PooledConn for PgConn {
+    fn discard(mut self) {
+        self.conn.close_on_drop();
     }
 }
 
@@ -227,12 +200,10 @@ impl PgStore {
         let max_batch = opts.max_batch.max(1);
         let writers = opts.writers.clamp(1, pool_size as usize);
         // A few batches of headroom; beyond that, callers wait (backpressure).
-        let (tx, rx) = mpsc::channel(max_batch.saturating_mul(4));
-        let queue = Arc::new(Mutex::new(rx));
-        let db = Db { pool, down: Arc::new(AtomicBool::new(false)), acquire_timeout: opts.acquire_timeout };
-        for id in 0..writers {
-            tokio::spawn(writer::run(db.clone(), queue.clone(), opts.clock, max_batch, id));
-        }
+        let (writes, rx) = Writes::channel(max_batch.saturating_mul(4), "postgres");
+        let health = Health::new("PostgreSQL", opts.acquire_timeout);
+        let db = Db { pool, health, clock: opts.clock };
+        group::spawn(db.clone(), rx, writers, max_batch);
         info!(
             host = connect.get_host(),
             port = connect.get_port(),
@@ -243,29 +214,19 @@ impl PgStore {
             clock = ?opts.clock,
             "postgres store open"
         );
-        Ok(PgStore { inner: Arc::new(Inner { writer: tx, db, clock: opts.clock }) })
+        Ok(PgStore { inner: Arc::new(Inner { writes, db, clock: opts.clock }) })
     }
 
     /// The database clock now, the time leases and due times are judged by.
     pub async fn db_now(&self) -> Result<Timestamp> {
         read::db_now(&self.inner.db).await.map(Timestamp)
     }
-
-    /// Queues a write and waits for its post-commit answer.
-    async fn write<T: FromOutput>(&self, op: Op) -> Result<T> {
-        let stopped = || Error::Unavailable("the postgres writers have stopped".to_owned());
-        let (reply, answer) = oneshot::channel();
-        self.inner.writer.send(Job { op, reply }).await.map_err(|_| stopped())?;
-        let output = answer.await.map_err(|_| stopped())??;
-        T::from_output(output)
-            .ok_or_else(|| Error::Internal(anyhow::anyhow!("postgres writer answered with the wrong kind")))
-    }
 }
 
 #[async_trait]
 impl Store for PgStore {
     async fn create(&self, tx: NewTransaction) -> Result<()> {
-        self.write(Op::Create(Box::new(tx))).await
+        self.inner.writes.create(tx).await
     }
 
     async fn load(&self, gid: &str) -> Result<Option<Loaded>> {
@@ -291,7 +252,7 @@ impl Store for PgStore {
         lease_until: Timestamp,
         limit: u32,
     ) -> Result<Vec<Loaded>> {
-        self.write(Op::ClaimDue { owner: owner.to_owned(), now, lease_until, limit }).await
+        self.inner.writes.claim_due(owner, now, lease_until, limit).await
     }
 
     async fn claim(
@@ -301,27 +262,27 @@ impl Store for PgStore {
         now: Timestamp,
         lease_until: Timestamp,
     ) -> Result<Option<Loaded>> {
-        self.write(Op::Claim { gid: gid.to_owned(), owner: owner.to_owned(), now, lease_until }).await
+        self.inner.writes.claim(gid, owner, now, lease_until).await
     }
 
     async fn save(&self, save: Save) -> Result<()> {
-        self.write(Op::Save(Box::new(save))).await
+        self.inner.writes.save(save).await
     }
 
     async fn add_branches(&self, gid: &str, branches: Vec<Branch>, now: Timestamp) -> Result<()> {
-        self.write(Op::AddBranches { gid: gid.to_owned(), branches, now }).await
+        self.inner.writes.add_branches(gid, branches, now).await
     }
 
     async fn force_stop(&self, gid: &str, reason: &str, now: Timestamp) -> Result<GlobalStatus> {
-        self.write(Op::ForceStop { gid: gid.to_owned(), reason: reason.to_owned(), now }).await
+        self.inner.writes.force_stop(gid, reason, now).await
     }
 
     async fn reset_next_cron_time(&self, gid: &str, base: Duration, now: Timestamp) -> Result<()> {
-        self.write(Op::ResetNextCronTime { gid: gid.to_owned(), base, now }).await
+        self.inner.writes.reset_next_cron_time(gid, base, now).await
     }
 
     async fn reset_cron_time(&self, later_than: Timestamp, limit: u32, now: Timestamp) -> Result<u64> {
-        self.write(Op::ResetCronTime { later_than, limit, now }).await
+        self.inner.writes.reset_cron_time(later_than, limit, now).await
     }
 
     async fn kv_get(&self, cat: &str, k: &str) -> Result<Option<KvRow>> {
@@ -333,16 +294,15 @@ impl Store for PgStore {
     }
 
     async fn kv_insert(&self, cat: &str, k: &str, v: &str, now: Timestamp) -> Result<()> {
-        self.write(Op::KvInsert { cat: cat.to_owned(), k: k.to_owned(), v: v.to_owned(), now }).await
+        self.inner.writes.kv_insert(cat, k, v, now).await
     }
 
     async fn kv_update(&self, cat: &str, k: &str, v: &str, version: i64, now: Timestamp) -> Result<()> {
-        let op = Op::KvUpdate { cat: cat.to_owned(), k: k.to_owned(), v: v.to_owned(), version, now };
-        self.write(op).await
+        self.inner.writes.kv_update(cat, k, v, version, now).await
     }
 
     async fn kv_delete(&self, cat: &str, k: &str) -> Result<()> {
-        self.write(Op::KvDelete { cat: cat.to_owned(), k: k.to_owned() }).await
+        self.inner.writes.kv_delete(cat, k).await
     }
 }
 

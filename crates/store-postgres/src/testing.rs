@@ -3,7 +3,8 @@
 //! - [`fresh_database`]: a new, uniquely named database on the server named by
 //!   `DTX_TEST_POSTGRES_URL` (so tests run in parallel without seeing each other's rows), or
 //!   `None`, after printing a notice, when that variable is unset: the PostgreSQL suites then
-//!   skip. `.ci/run` always sets it (see `.ci/postgres.sh`).
+//!   skip, except under `CI=true`, where they fail ([`dtx_store::testenv::skip`]). `.ci/run`
+//!   always sets it (see `.ci/postgres.sh`).
 //! - [`Cluster`]: a throwaway PostgreSQL cluster of the test's own, which it may stop and start
 //!   (outage tests must never stop the shared server).
 //!
@@ -51,11 +52,14 @@ pub enum TestingError {
 }
 
 /// The server of `DTX_TEST_POSTGRES_URL`, or `None` after printing that `test` is skipped.
+///
+/// # Panics
+/// When the variable is unset under `CI=true`: CI must not lose the PostgreSQL suites.
 pub fn admin_url(test: &str) -> Option<String> {
     match std::env::var(URL_VAR) {
         Ok(url) if !url.trim().is_empty() => Some(url),
         _ => {
-            eprintln!("SKIPPED {test}: {URL_VAR} is not set (bash .ci/run sets it; see the README)");
+            dtx_store::testenv::skip(test, &format!("{URL_VAR} is not set"));
             None
         }
     }
@@ -69,6 +73,67 @@ pub async fn fresh_database(test: &str) -> Option<String> {
         Ok(url) => Some(url),
         Err(e) => panic!("{test}: cannot create a test database on {URL_VAR}: {e}"),
     }
+}
+
+/// The schema holding a [`FakeClock`]'s functions.
+const FAKE_CLOCK: &str = "dtx_fake_clock";
+
+/// A database clock the test sets: in a database prepared by [`fake_database_clock`], the
+/// clock functions the store's SQL reads (`statement_timestamp()`, `clock_timestamp()`) return
+/// the time last [`set`](FakeClock::set). The store runs its production database-clock SQL
+/// unchanged ([`crate::ClockSource::Database`]); only the clock it reads is the test's.
+#[derive(Debug, Clone)]
+pub struct FakeClock {
+    pool: sqlx::PgPool,
+}
+
+impl FakeClock {
+    /// Sets the database's clock to `now` (committed before this returns).
+    pub async fn set(&self, now: dtx_core::Timestamp) -> Result<(), TestingError> {
+        sqlx::query("UPDATE dtx_fake_clock.now SET ms = $1")
+            .bind(now.as_millis())
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(|source| TestingError::Sql { what: "set the fake clock".into(), source })
+    }
+}
+
+/// Gives the database at `url` (fresh, no session open on it yet) a clock the test sets: a
+/// schema with `statement_timestamp()` and `clock_timestamp()` reading one row, placed before
+/// `pg_catalog` in the database's `search_path`, so that sessions opened afterwards resolve the
+/// unqualified names to them.
+pub async fn fake_database_clock(url: &str) -> Result<FakeClock, TestingError> {
+    let sql = |what: &str| {
+        let what = what.to_owned();
+        move |source| TestingError::Sql { what, source }
+    };
+    let mut conn = PgConnection::connect(url).await.map_err(sql("connect"))?;
+    let name: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(sql("database"))?;
+    let setup = format!(
+        "CREATE SCHEMA {FAKE_CLOCK}; \
+         CREATE TABLE {FAKE_CLOCK}.now (ms bigint NOT NULL); \
+         INSERT INTO {FAKE_CLOCK}.now VALUES (0); \
+         CREATE FUNCTION {FAKE_CLOCK}.statement_timestamp() RETURNS timestamptz LANGUAGE sql STABLE \
+         AS 'SELECT to_timestamp(ms / 1000.0) FROM {FAKE_CLOCK}.now'; \
+         CREATE FUNCTION {FAKE_CLOCK}.clock_timestamp() RETURNS timestamptz LANGUAGE sql STABLE \
+         AS 'SELECT to_timestamp(ms / 1000.0) FROM {FAKE_CLOCK}.now'; \
+         ALTER DATABASE \"{name}\" SET search_path = public, {FAKE_CLOCK}, pg_catalog;"
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(setup))
+        .execute(&mut conn)
+        .await
+        .map_err(sql("create the fake clock"))?;
+    let _ = conn.close().await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect(url)
+        .await
+        .map_err(sql("connect the fake clock"))?;
+    Ok(FakeClock { pool })
 }
 
 /// Creates a uniquely named database on the server of `admin_url`; returns its URL (the admin
@@ -123,7 +188,7 @@ impl Cluster {
     pub async fn start(test: &str) -> Option<Cluster> {
         admin_url(test)?;
         let Some(bin) = bin_dir() else {
-            eprintln!("SKIPPED {test}: no PostgreSQL server binaries (set {BIN_VAR})");
+            dtx_store::testenv::skip(test, &format!("no PostgreSQL server binaries (set {BIN_VAR})"));
             return None;
         };
         match Cluster::create(bin).await {

@@ -22,8 +22,10 @@ fn migration_names(backend: &str) -> Vec<String> {
 fn migrations_match_sqlite_by_version_and_name() {
     let postgres = migration_names("postgres");
     let sqlite = migration_names("sqlite");
+    let mysql = migration_names("mysql");
     assert!(!postgres.is_empty());
     assert_eq!(postgres, sqlite, "migrations/postgres and migrations/sqlite must list the same files");
+    assert_eq!(mysql, sqlite, "migrations/mysql and migrations/sqlite must list the same files");
     // And sqlx reads the same (version, description) pairs from them.
     let embedded: Vec<(i64, String)> = sqlx::migrate!("../../migrations/postgres")
         .iter()
@@ -68,8 +70,8 @@ async fn the_statement_clock_is_stable_within_and_moves_between_statements() {
         return;
     };
     let mut tx = store.inner.db.pool.begin().await.expect("begin");
-    let sql =
-        concat!("SELECT ", rows::db_now!(), " AS a, pg_sleep(0.05)::text AS s, ", rows::db_now!(), " AS b");
+    let now = <crate::write::Pg as dtx_store::sql::Dialect>::NOW;
+    let sql: &'static str = format!("SELECT {now} AS a, pg_sleep(0.05)::text AS s, {now} AS b").leak();
     let first = sqlx::query(sql).bind(None::<i64>).fetch_one(&mut *tx).await.expect("first");
     let (a, b): (i64, i64) = (first.get("a"), first.get("b"));
     assert_eq!(a, b, "one value per statement");
@@ -90,7 +92,7 @@ async fn the_claim_scans_the_partial_index() {
     // choice show what it does on a real one.
     let mut conn = store.inner.db.pool.acquire().await.expect("conn");
     sqlx::raw_sql("SET enable_seqscan = off").execute(&mut *conn).await.expect("set");
-    let sql = format!("EXPLAIN {}", write::CLAIM_DUE);
+    let sql = format!("EXPLAIN {}", write::SQL.claim_due.text);
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(None::<i64>)
         .bind("o")

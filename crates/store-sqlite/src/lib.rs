@@ -15,9 +15,10 @@
 //! - **Schema.** `migrations/sqlite` at the workspace root, applied by [`SqliteStore::open`]
 //!   (through sqlx, on a connection closed before the writer starts).
 //!
-//! Layout: `writer` (the batch loop, rusqlite), `write` (the SQL of each write), `read` (load,
-//! list, kv; the sqlx read pool),
-//! `rows` (row decoding), `error` (SQLite errors → [`dtx_store::Error`]).
+//! Layout: `writer` (the batch loop, rusqlite), `conn` (the SQLite dialect and the connections
+//! the shared operations of `dtx_store::sql` run on), `read` (load, list, kv; the sqlx read
+//! pool), `error` (SQLite errors → [`dtx_store::Error`]). The SQL and the logic of every
+//! operation are shared with the other backends (`dtx_store::sql`).
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -25,20 +26,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dtx_core::{Branch, Global, GlobalStatus, Timestamp};
+use dtx_store::write::Writes;
 use dtx_store::{Error, KvRow, ListFilter, Loaded, NewTransaction, Result, Save, Store};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, SqliteConnection, SqlitePool};
-use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
+mod conn;
 mod error;
 mod read;
-mod rows;
-mod write;
 mod writer;
 
 use crate::error::{map_rusqlite, map_sqlx};
-use crate::writer::Request;
 
 /// How long a connection waits for a lock held by another connection before giving up
 /// (then the operation fails `Unavailable`). Only matters if another process opens the file.
@@ -110,7 +109,7 @@ pub struct SqliteStore {
 }
 
 struct Inner {
-    writer: mpsc::Sender<Request>,
+    writes: Writes,
     reads: SqlitePool,
 }
 
@@ -159,7 +158,7 @@ impl SqliteStore {
 
         let max_batch = opts.max_batch.max(1);
         // A few batches of headroom; beyond that, callers wait (backpressure).
-        let (tx, rx) = mpsc::channel(max_batch.saturating_mul(4));
+        let (writes, rx) = Writes::channel(max_batch.saturating_mul(4), "sqlite");
         std::thread::Builder::new()
             .name("dtx-sqlite-writer".to_owned())
             .spawn(move || writer::run(writer_conn, rx, max_batch))
@@ -171,14 +170,7 @@ impl SqliteStore {
             read_pool_size = opts.read_pool_size,
             "sqlite store open"
         );
-        Ok(SqliteStore { inner: Arc::new(Inner { writer: tx, reads }) })
-    }
-
-    /// Sends a request to the writer and waits for its post-commit answer.
-    async fn write<T>(&self, request: Request, answer: oneshot::Receiver<Result<T>>) -> Result<T> {
-        let stopped = || Error::Unavailable("the sqlite writer has stopped".to_owned());
-        self.inner.writer.send(request).await.map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        Ok(SqliteStore { inner: Arc::new(Inner { writes, reads }) })
     }
 }
 
@@ -207,8 +199,7 @@ fn open_writer(path: &std::path::Path, synchronous: Synchronous) -> Result<rusql
 #[async_trait]
 impl Store for SqliteStore {
     async fn create(&self, tx: NewTransaction) -> Result<()> {
-        let (reply, answer) = oneshot::channel();
-        self.write(Request::Create { tx: Box::new(tx), reply }, answer).await
+        self.inner.writes.create(tx).await
     }
 
     async fn load(&self, gid: &str) -> Result<Option<Loaded>> {
@@ -226,9 +217,7 @@ impl Store for SqliteStore {
         lease_until: Timestamp,
         limit: u32,
     ) -> Result<Vec<Loaded>> {
-        let (reply, answer) = oneshot::channel();
-        let request = Request::ClaimDue { owner: owner.to_owned(), now, lease_until, limit, reply };
-        self.write(request, answer).await
+        self.inner.writes.claim_due(owner, now, lease_until, limit).await
     }
 
     async fn claim(
@@ -238,36 +227,27 @@ impl Store for SqliteStore {
         now: Timestamp,
         lease_until: Timestamp,
     ) -> Result<Option<Loaded>> {
-        let (reply, answer) = oneshot::channel();
-        let request =
-            Request::Claim { gid: gid.to_owned(), owner: owner.to_owned(), now, lease_until, reply };
-        self.write(request, answer).await
+        self.inner.writes.claim(gid, owner, now, lease_until).await
     }
 
     async fn save(&self, save: Save) -> Result<()> {
-        let (reply, answer) = oneshot::channel();
-        self.write(Request::Save { save, reply }, answer).await
+        self.inner.writes.save(save).await
     }
 
     async fn add_branches(&self, gid: &str, branches: Vec<Branch>, now: Timestamp) -> Result<()> {
-        let (reply, answer) = oneshot::channel();
-        self.write(Request::AddBranches { gid: gid.to_owned(), branches, now, reply }, answer).await
+        self.inner.writes.add_branches(gid, branches, now).await
     }
 
     async fn force_stop(&self, gid: &str, reason: &str, now: Timestamp) -> Result<GlobalStatus> {
-        let (reply, answer) = oneshot::channel();
-        let request = Request::ForceStop { gid: gid.to_owned(), reason: reason.to_owned(), now, reply };
-        self.write(request, answer).await
+        self.inner.writes.force_stop(gid, reason, now).await
     }
 
     async fn reset_next_cron_time(&self, gid: &str, base: Duration, now: Timestamp) -> Result<()> {
-        let (reply, answer) = oneshot::channel();
-        self.write(Request::ResetNextCronTime { gid: gid.to_owned(), base, now, reply }, answer).await
+        self.inner.writes.reset_next_cron_time(gid, base, now).await
     }
 
     async fn reset_cron_time(&self, later_than: Timestamp, limit: u32, now: Timestamp) -> Result<u64> {
-        let (reply, answer) = oneshot::channel();
-        self.write(Request::ResetCronTime { later_than, limit, now, reply }, answer).await
+        self.inner.writes.reset_cron_time(later_than, limit, now).await
     }
 
     async fn kv_get(&self, cat: &str, k: &str) -> Result<Option<KvRow>> {
@@ -279,21 +259,15 @@ impl Store for SqliteStore {
     }
 
     async fn kv_insert(&self, cat: &str, k: &str, v: &str, now: Timestamp) -> Result<()> {
-        let (reply, answer) = oneshot::channel();
-        let request = Request::KvInsert { cat: cat.to_owned(), k: k.to_owned(), v: v.to_owned(), now, reply };
-        self.write(request, answer).await
+        self.inner.writes.kv_insert(cat, k, v, now).await
     }
 
     async fn kv_update(&self, cat: &str, k: &str, v: &str, version: i64, now: Timestamp) -> Result<()> {
-        let (reply, answer) = oneshot::channel();
-        let request =
-            Request::KvUpdate { cat: cat.to_owned(), k: k.to_owned(), v: v.to_owned(), version, now, reply };
-        self.write(request, answer).await
+        self.inner.writes.kv_update(cat, k, v, version, now).await
     }
 
     async fn kv_delete(&self, cat: &str, k: &str) -> Result<()> {
-        let (reply, answer) = oneshot::channel();
-        self.write(Request::KvDelete { cat: cat.to_owned(), k: k.to_owned(), reply }, answer).await
+        self.inner.writes.kv_delete(cat, k).await
     }
 }
 

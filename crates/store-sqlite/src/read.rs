@@ -1,65 +1,41 @@
 //! Reads, served by the read pool: WAL lets them run beside the writer without blocking it.
 
 use dtx_core::Global;
+use dtx_store::sql::{self, ClockSource, Conn};
 use dtx_store::{KvRow, ListFilter, Loaded, Result};
 use sqlx::SqlitePool;
 
+use crate::conn::{ReadConn, SQL};
 use crate::error::map_sqlx;
-use crate::rows::{self, global_columns, kv_columns};
+
+async fn acquire(pool: &SqlitePool) -> Result<ReadConn> {
+    let conn = pool.acquire().await.map_err(|e| map_sqlx("read connection", e))?;
+    Ok(ReadConn { conn, clock: ClockSource::Caller, sql: &SQL })
+}
 
 /// A transaction and its branches, read in one snapshot (a read transaction).
 pub(crate) async fn load(pool: &SqlitePool, gid: &str) -> Result<Option<Loaded>> {
-    let mut tx = pool.begin().await.map_err(|e| map_sqlx("load: begin", e))?;
-    let row = sqlx::query(concat!("SELECT ", global_columns!(), " FROM trans_global WHERE gid = $1"))
-        .bind(gid)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(|e| map_sqlx("load global", e))?;
-    let Some(row) = row else {
-        return Ok(None);
-    };
-    let global = rows::global(&row)?;
-    let loaded = rows::with_branches(&mut tx, global, "load branches").await?;
-    tx.commit().await.map_err(|e| map_sqlx("load: commit", e))?;
-    Ok(Some(loaded))
+    let mut conn = acquire(pool).await?;
+    conn.control("BEGIN").await?;
+    let loaded = sql::load_in(&mut conn, gid).await;
+    match (loaded, conn.control("COMMIT").await) {
+        (Ok(loaded), Ok(())) => Ok(loaded),
+        (Err(e), _) | (Ok(_), Err(e)) => {
+            // Its transaction may still be open: not fit to go back to the pool.
+            conn.conn.close_on_drop();
+            Err(e)
+        }
+    }
 }
 
 /// The admin listing: newest first, keyset-paged by id.
 pub(crate) async fn list(pool: &SqlitePool, filter: &ListFilter) -> Result<Vec<Global>> {
-    // `id < COALESCE(...)` (rather than `$1 IS NULL OR id < $1`) keeps a plain range on the
-    // rowid, so a deep page starts where the cursor is instead of scanning from the newest row.
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        global_columns!(),
-        " FROM trans_global",
-        " WHERE id < COALESCE($1, 9223372036854775807)",
-        " AND ($2 IS NULL OR status = $2)",
-        " AND ($3 IS NULL OR trans_type = $3)",
-        " AND ($4 IS NULL OR create_time >= $4)",
-        " AND ($5 IS NULL OR create_time <= $5)",
-        " ORDER BY id DESC LIMIT $6"
-    ))
-    .bind(filter.before_id)
-    .bind(filter.status.map(|s| s.as_str()))
-    .bind(filter.trans_type.map(|t| t.as_str()))
-    .bind(filter.created_from.map(|t| t.as_millis()))
-    .bind(filter.created_to.map(|t| t.as_millis()))
-    .bind(i64::from(filter.limit))
-    .fetch_all(pool)
-    .await
-    .map_err(|e| map_sqlx("list", e))?;
-    rows.iter().map(rows::global).collect()
+    sql::list(&mut acquire(pool).await?, filter).await
 }
 
 /// One key-value row.
 pub(crate) async fn kv_get(pool: &SqlitePool, cat: &str, k: &str) -> Result<Option<KvRow>> {
-    let row = sqlx::query(concat!("SELECT ", kv_columns!(), " FROM kv WHERE cat = $1 AND k = $2"))
-        .bind(cat)
-        .bind(k)
-        .fetch_optional(pool)
-        .await
-        .map_err(|e| map_sqlx("kv get", e))?;
-    row.as_ref().map(rows::kv).transpose()
+    sql::kv_get(&mut acquire(pool).await?, cat, k).await
 }
 
 /// A category's rows, newest (highest id) first, keyset-paged by id like [`list`].
@@ -69,17 +45,5 @@ pub(crate) async fn kv_scan(
     before_id: Option<i64>,
     limit: u32,
 ) -> Result<Vec<KvRow>> {
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        kv_columns!(),
-        " FROM kv WHERE cat = $1 AND id < COALESCE($2, 9223372036854775807)",
-        " ORDER BY id DESC LIMIT $3"
-    ))
-    .bind(cat)
-    .bind(before_id)
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await
-    .map_err(|e| map_sqlx("kv scan", e))?;
-    rows.iter().map(rows::kv).collect()
+    sql::kv_scan(&mut acquire(pool).await?, cat, before_id, limit).await
 }

@@ -47,8 +47,9 @@ async fn in_memory_is_rejected() {
 async fn claim_due_scans_the_partial_index() {
     let dir = tempfile::tempdir().expect("dir");
     let store = open_in(&dir, SqliteOptions::default()).await;
-    let sql = format!("EXPLAIN QUERY PLAN {}", write::CLAIM_DUE);
+    let sql = format!("EXPLAIN QUERY PLAN {}", crate::conn::SQL.claim_due.text);
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(1_i64)
         .bind("o")
         .bind(1_i64)
         .bind(1_i64)
@@ -64,8 +65,9 @@ async fn claim_due_scans_the_partial_index() {
 async fn reset_cron_time_scans_the_partial_index() {
     let dir = tempfile::tempdir().expect("dir");
     let store = open_in(&dir, SqliteOptions::default()).await;
-    let sql = format!("EXPLAIN QUERY PLAN {}", write::RESET_CRON_TIME);
+    let sql = format!("EXPLAIN QUERY PLAN {}", crate::conn::SQL.reset_cron_time.text);
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(1_i64)
         .bind(1_i64)
         .bind(1_i64)
         .bind(10_i64)

@@ -23,8 +23,11 @@ use dtx_core::{Branch, BranchStatus, Global, GlobalStatus, Op, Timestamp, TransT
 #[cfg(feature = "memory")]
 pub mod memory;
 pub mod rows;
+pub mod sql;
+pub mod testenv;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
+pub mod write;
 
 /// What can go wrong in a store operation.
 #[derive(Debug, thiserror::Error)]

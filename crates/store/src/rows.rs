@@ -52,16 +52,16 @@ pub trait Columns {
     fn blob(&self, column: &'static str) -> Result<Vec<u8>>;
 }
 
-fn time(row: &impl Columns, column: &'static str) -> Result<Timestamp> {
+fn time(row: &dyn Columns, column: &'static str) -> Result<Timestamp> {
     row.int(column).map(Timestamp)
 }
 
-fn opt_time(row: &impl Columns, column: &'static str) -> Result<Option<Timestamp>> {
+fn opt_time(row: &dyn Columns, column: &'static str) -> Result<Option<Timestamp>> {
     row.opt_int(column).map(|t| t.map(Timestamp))
 }
 
 /// Parses a name column (status, mode, op) into its domain type.
-pub fn parsed<T>(row: &impl Columns, column: &'static str, gid: &str) -> Result<T>
+pub fn parsed<T>(row: &dyn Columns, column: &'static str, gid: &str) -> Result<T>
 where
     T: std::str::FromStr<Err = dtx_core::model::UnknownName>,
 {
@@ -70,7 +70,7 @@ where
 }
 
 /// Decodes a `trans_global` row selected with [`global_columns!`].
-pub fn global(row: &impl Columns) -> Result<Global> {
+pub fn global(row: &dyn Columns) -> Result<Global> {
     let gid = row.text("gid")?;
     let options = row.text("options")?;
     let options = TransOptions::from_json(&options)
@@ -104,7 +104,7 @@ pub fn global(row: &impl Columns) -> Result<Global> {
 }
 
 /// Decodes a `trans_branch_op` row selected with [`branch_columns!`]; returns its gid too.
-pub fn branch(row: &impl Columns) -> Result<(String, Branch)> {
+pub fn branch(row: &dyn Columns) -> Result<(String, Branch)> {
     let gid = row.text("gid")?;
     let attempts = row.int("attempts")?;
     let attempts = u32::try_from(attempts).map_err(|_| CorruptRow::Range {
@@ -129,7 +129,7 @@ pub fn branch(row: &impl Columns) -> Result<(String, Branch)> {
 }
 
 /// Decodes a `kv` row selected with [`kv_columns!`].
-pub fn kv(row: &impl Columns) -> Result<KvRow> {
+pub fn kv(row: &dyn Columns) -> Result<KvRow> {
     Ok(KvRow {
         id: row.int("id")?,
         cat: row.text("cat")?,
@@ -143,7 +143,7 @@ pub fn kv(row: &impl Columns) -> Result<KvRow> {
 
 /// Pairs globals with their branch rows (ascending by id), keeping the globals' order.
 pub fn assemble(globals: Vec<Global>, rows: &[impl Columns]) -> Result<Vec<Loaded>> {
-    let branches = rows.iter().map(branch).collect::<Result<Vec<_>>>()?;
+    let branches = rows.iter().map(|r| branch(r)).collect::<Result<Vec<_>>>()?;
     Ok(pair(globals, branches))
 }
 

@@ -13,6 +13,7 @@ mod grpc_saga;
 mod grpc_tcc_msg;
 mod lease;
 mod msg;
+mod mysql;
 mod operator;
 mod postgres_nodes;
 mod postgres_outage;

@@ -25,7 +25,11 @@ fn action_calls(p: &Participant) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepare_then_submit_runs_the_actions_in_order() {
-    let s = TestServer::start().await;
+    prepare_then_submit_runs_the_actions_in_order_on(&TestServer::start().await).await;
+}
+
+/// [`prepare_then_submit_runs_the_actions_in_order`] on a given server (also run on MySQL / MariaDB: `mysql.rs`).
+pub(crate) async fn prepare_then_submit_runs_the_actions_in_order_on(s: &TestServer) {
     let c = Client::of(&s);
     let p = Participant::spawn().await;
     let msg = trans_msg(&p, "msg-normal");
@@ -60,7 +64,11 @@ async fn prepare_then_submit_runs_the_actions_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submit_without_prepare_runs_the_actions() {
-    let s = TestServer::start().await;
+    submit_without_prepare_runs_the_actions_on(&TestServer::start().await).await;
+}
+
+/// [`submit_without_prepare_runs_the_actions`] on a given server (also run on MySQL / MariaDB: `mysql.rs`).
+pub(crate) async fn submit_without_prepare_runs_the_actions_on(s: &TestServer) {
     let c = Client::of(&s);
     let p = Participant::spawn().await;
     let (code, reply) = c.submit(&trans_msg(&p, "msg-direct").json()).await;

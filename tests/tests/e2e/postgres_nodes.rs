@@ -152,13 +152,27 @@ async fn three_nodes_2000_sagas_survive_a_kill_and_a_restart() {
     else {
         return;
     };
+    let store = PgStore::open(&db_url, PgOptions::with_pool_size(2)).await.expect("open the shared database");
+    three_nodes_survive_a_kill_and_a_restart(&db_url, SAGAS, Arc::new(store)).await;
+}
+
+/// `sagas` two-step sagas across three `dtx` nodes on the database at `db_url` (which `store`
+/// reads too), one node killed and one restarted mid-run: every saga finishes `succeed`, every
+/// action ran in order, and no two calls of one transaction ever overlapped. Also run on
+/// MySQL / MariaDB (`mysql.rs`).
+pub(crate) async fn three_nodes_survive_a_kill_and_a_restart(
+    db_url: &str,
+    sagas: usize,
+    store: Arc<dyn Store>,
+) {
+    let db_url = db_url.to_owned();
     let started = Instant::now();
     let dir = tempfile::tempdir().expect("temp dir");
     let log = |n: usize| dir.path().join(format!("dtx-{n}.log"));
     let (participant, calls) = recording_participant().await;
     {
         let mut fails = calls.a2_fails_once.lock().expect("fails");
-        for i in (0..SAGAS).step_by(10) {
+        for i in (0..sagas).step_by(10) {
             fails.insert(gid(i), true);
         }
     }
@@ -175,7 +189,7 @@ async fn three_nodes_2000_sagas_survive_a_kill_and_a_restart() {
         let (nodes, submitted, http) = (nodes.clone(), submitted.clone(), http.clone());
         let p = participant.clone();
         tokio::spawn(async move {
-            futures::stream::iter(0..SAGAS)
+            futures::stream::iter(0..sagas)
                 .for_each_concurrent(CONCURRENCY, |i| {
                     let (nodes, submitted, http) = (nodes.clone(), submitted.clone(), http.clone());
                     let body = Saga::new(&gid(i))
@@ -201,11 +215,11 @@ async fn three_nodes_2000_sagas_survive_a_kill_and_a_restart() {
     };
     // A third of the way: node 0 dies mid-flight (its leases must expire before anyone else
     // touches its transactions).
-    wait_for(SAGAS / 3).await;
+    wait_for(sagas / 3).await;
     nodes.lock().expect("nodes").retain(|b| *b != procs[0].base_url());
     procs[0].kill();
     // Two thirds: node 1 is restarted (graceful stop, then a new process).
-    wait_for(2 * SAGAS / 3).await;
+    wait_for(2 * sagas / 3).await;
     nodes.lock().expect("nodes").retain(|b| *b != procs[1].base_url());
     let status = procs[1].terminate(Duration::from_secs(15)).await;
     assert!(status.success(), "graceful stop: {status}");
@@ -215,7 +229,6 @@ async fn three_nodes_2000_sagas_survive_a_kill_and_a_restart() {
     let all_submitted = started.elapsed();
 
     // Every saga finishes `succeed` (read from the database the nodes share).
-    let store = PgStore::open(&db_url, PgOptions::with_pool_size(2)).await.expect("open the shared database");
     let deadline = Instant::now() + Duration::from_secs(90);
     let globals = loop {
         let mut all = Vec::new();
@@ -227,22 +240,22 @@ async fn three_nodes_2000_sagas_survive_a_kill_and_a_restart() {
             all.extend(page);
         }
         let done = all.iter().filter(|g| g.status == GlobalStatus::Succeed && g.owner.is_none()).count();
-        if done == SAGAS && all.len() == SAGAS {
+        if done == sagas && all.len() == sagas {
             break all;
         }
         assert!(
             Instant::now() < deadline,
-            "{done} of {SAGAS} sagas finished ({} stored); others: {:?}",
+            "{done} of {sagas} sagas finished ({} stored); others: {:?}",
             all.len(),
             all.iter().filter(|g| g.status != GlobalStatus::Succeed).take(5).collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let all_finished = started.elapsed();
-    assert_eq!(globals.len(), SAGAS);
+    assert_eq!(globals.len(), sagas);
 
     // Their branch rows agree: both actions succeeded, no compensation ran.
-    let loads = futures::stream::iter(0..SAGAS)
+    let loads = futures::stream::iter(0..sagas)
         .map(|i| {
             let store = store.clone();
             async move { store.load(&gid(i)).await.expect("load").expect("stored") }
@@ -261,7 +274,7 @@ async fn three_nodes_2000_sagas_survive_a_kill_and_a_restart() {
     for r in &recs {
         by_gid.entry(r.gid.as_str()).or_default().push(r);
     }
-    assert_eq!(by_gid.len(), SAGAS, "every saga called its participant");
+    assert_eq!(by_gid.len(), sagas, "every saga called its participant");
     let mut repeated = 0;
     for (gid, mut calls) in by_gid {
         calls.sort_by_key(|c| c.start);
@@ -284,12 +297,12 @@ async fn three_nodes_2000_sagas_survive_a_kill_and_a_restart() {
             repeated += 1;
         }
     }
-    assert!(repeated >= SAGAS / 10, "the failing A2 calls were retried ({repeated} sagas called again)");
+    assert!(repeated >= sagas / 10, "the failing A2 calls were retried ({repeated} sagas called again)");
     for p in procs.iter_mut().skip(1) {
         assert!(p.is_running(), "a surviving node stopped");
     }
     eprintln!(
-        "{SAGAS} sagas on 3 nodes: submitted in {all_submitted:?}, all finished in {all_finished:?}, \
+        "{sagas} sagas on 3 nodes: submitted in {all_submitted:?}, all finished in {all_finished:?}, \
          {} participant calls, {repeated} sagas with repeated calls",
         recs.len()
     );

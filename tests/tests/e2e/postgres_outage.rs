@@ -51,19 +51,47 @@ async fn status(http: &reqwest::Client, dtx: &DtxProcess, gid: &str) -> String {
     q["transaction"]["status"].as_str().unwrap_or_default().to_owned()
 }
 
+/// A database server a test may stop and start again.
+pub(crate) trait Outage {
+    /// Its URL.
+    fn url(&self) -> String;
+    /// Stops it.
+    async fn stop(&mut self);
+    /// Starts it again.
+    async fn start(&mut self);
+}
+
+impl Outage for Cluster {
+    fn url(&self) -> String {
+        Cluster::url(self)
+    }
+    async fn stop(&mut self) {
+        Cluster::stop(self).await.expect("stop postgres");
+    }
+    async fn start(&mut self) {
+        self.start_again().await.expect("start postgres again");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ten_second_database_outage_loses_nothing_acknowledged() {
-    let Some(cluster) = Cluster::start("a_ten_second_database_outage_loses_nothing_acknowledged").await
+    let Some(mut cluster) = Cluster::start("a_ten_second_database_outage_loses_nothing_acknowledged").await
     else {
         return;
     };
+    outage_loses_nothing_acknowledged(&mut cluster, "PostgreSQL").await;
+}
+
+/// The scenario of this file on `server`, whose 503s must name `database` (also run on MySQL /
+/// MariaDB: `mysql.rs`).
+pub(crate) async fn outage_loses_nothing_acknowledged(server: &mut impl Outage, database: &str) {
     let dir = tempfile::tempdir().expect("temp dir");
     let http = reqwest::Client::builder().no_proxy().build().expect("client");
     let p = Participant::spawn().await;
     // Slow participants: rounds are still calling when the database goes away.
     p.script("/A1", (0..60).map(|_| Reply::ok().after(Duration::from_millis(200))));
     p.script("/A2", (0..60).map(|_| Reply::ok().after(Duration::from_millis(300))));
-    let mut dtx = DtxProcess::start(&cluster.url(), free_port(), FLAGS, &dir.path().join("dtx.log")).await;
+    let mut dtx = DtxProcess::start(&server.url(), free_port(), FLAGS, &dir.path().join("dtx.log")).await;
 
     let before: Vec<String> = (0..60).map(|i| format!("before-{i:02}")).collect();
     let results = submit_all(&http, &dtx, &p, before, 20).await;
@@ -75,7 +103,7 @@ async fn a_ten_second_database_outage_loses_nothing_acknowledged() {
     p.wait_calls("/A1", 1).await;
     assert!(p.calls_for("/A2").len() < 60, "sagas are in flight when the database stops");
 
-    cluster.stop().await.expect("stop postgres");
+    server.stop().await;
     let outage_started = Instant::now();
     let mut refused = 0;
     let mut round = 0;
@@ -84,7 +112,7 @@ async fn a_ten_second_database_outage_loses_nothing_acknowledged() {
         for (gid, code, reply) in submit_all(&http, &dtx, &p, gids, 4).await {
             assert_eq!(code, 503, "{gid} during the outage: {reply}");
             let message = reply["message"].as_str().unwrap_or_default();
-            assert!(message.contains("PostgreSQL"), "the 503 says what is wrong: {reply}");
+            assert!(message.contains(database), "the 503 says what is wrong: {reply}");
             refused += 1;
         }
         round += 1;
@@ -92,7 +120,7 @@ async fn a_ten_second_database_outage_loses_nothing_acknowledged() {
     assert!(refused >= 4, "submits were tried during the outage");
     let left = OUTAGE.saturating_sub(outage_started.elapsed());
     tokio::time::sleep(left).await;
-    cluster.start_again().await.expect("start postgres again");
+    server.start().await;
     let outage = outage_started.elapsed();
 
     // The same process carries on: new submits are accepted...

@@ -22,7 +22,11 @@ fn secs(s: f64) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn saga_normal_succeeds_and_calls_participants_like_dtm() {
-    let s = TestServer::start().await;
+    saga_normal_succeeds_and_calls_participants_like_dtm_on(&TestServer::start().await).await;
+}
+
+/// [`saga_normal_succeeds_and_calls_participants_like_dtm`] on a given server (also run on MySQL / MariaDB: `mysql.rs`).
+pub(crate) async fn saga_normal_succeeds_and_calls_participants_like_dtm_on(s: &TestServer) {
     let p = Participant::spawn().await;
     let (code, reply) = s.submit(&trans_saga(&p, "saga-normal").json()).await;
     assert_eq!(code, 200, "{reply}");
@@ -53,7 +57,11 @@ async fn saga_normal_succeeds_and_calls_participants_like_dtm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn saga_rollback_compensates_in_reverse_order_including_the_failed_step() {
-    let s = TestServer::start().await;
+    saga_rollback_compensates_in_reverse_order_including_the_failed_step_on(&TestServer::start().await).await;
+}
+
+/// [`saga_rollback_compensates_in_reverse_order_including_the_failed_step`] on a given server (also run on MySQL / MariaDB: `mysql.rs`).
+pub(crate) async fn saga_rollback_compensates_in_reverse_order_including_the_failed_step_on(s: &TestServer) {
     let p = Participant::spawn().await;
     p.script("/TransIn", [Reply::failure("Insufficient balance")]);
     let (code, _) = s.submit(&trans_saga(&p, "saga-rollback").json()).await;

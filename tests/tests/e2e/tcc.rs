@@ -22,8 +22,12 @@ fn ops(p: &Participant, op: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcc_normal_confirms_newest_first_one_at_a_time() {
+    tcc_normal_confirms_newest_first_one_at_a_time_on(&TestServer::start().await).await;
+}
+
+/// [`tcc_normal_confirms_newest_first_one_at_a_time`] on a given server (also run on MySQL / MariaDB: `mysql.rs`).
+pub(crate) async fn tcc_normal_confirms_newest_first_one_at_a_time_on(s: &TestServer) {
     // DTM's TestTccNormal.
-    let s = TestServer::start().await;
     let c = Client::of(&s);
     let p = Participant::spawn().await;
     // A slow confirm would overlap with the next one if they ran concurrently.
@@ -281,8 +285,12 @@ async fn empty_confirm_and_cancel_urls_succeed_without_a_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepare_submit_and_abort_follow_dtm_idempotency_rules() {
+    prepare_submit_and_abort_follow_dtm_idempotency_rules_on(&TestServer::start().await).await;
+}
+
+/// [`prepare_submit_and_abort_follow_dtm_idempotency_rules`] on a given server (also run on MySQL / MariaDB: `mysql.rs`).
+pub(crate) async fn prepare_submit_and_abort_follow_dtm_idempotency_rules_on(s: &TestServer) {
     // Spec 6.7 (DTM's TestMsgAbnormal / TestTccCoverPanic shapes, for TCC).
-    let s = TestServer::start().await;
     let c = Client::of(&s);
     let p = Participant::spawn().await;
     p.script("/TransOutConfirm", [Reply::error()]);

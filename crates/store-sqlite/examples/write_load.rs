@@ -1,0 +1,83 @@
+//! A write-path load for the SQLite store: `CONCURRENCY` tasks each run 2-step sagas the way the
+//! engine writes them (create owned, save step 1 + renew, save step 2 + renew, save `succeed` +
+//! release) and the rate of finished sagas is printed. No HTTP: only the store is measured.
+//!
+//! `cargo run --release -p dtx-store-sqlite --example write_load -- [sagas] [concurrency] [normal|full]`
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark: a panic is a failed run")]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dtx_core::{BranchStatus, GlobalStatus, Op};
+use dtx_store::testsuite::{at, saga_with};
+use dtx_store::{BranchUpdate, LeaseChange, Save, StatusChange, Store};
+use dtx_store_sqlite::{SqliteOptions, SqliteStore, Synchronous};
+
+fn step(branch_id: &str) -> BranchUpdate {
+    BranchUpdate {
+        branch_id: branch_id.to_owned(),
+        op: Op::Action,
+        status: BranchStatus::Succeed,
+        attempts: 1,
+        last_error: String::new(),
+        finish_time: Some(at(1)),
+    }
+}
+
+async fn one(store: &dyn Store, gid: String) {
+    store.create(saga_with(&gid, GlobalStatus::Submitted, at(0), Some(("n", at(30))))).await.unwrap();
+    let base = |branches: Vec<BranchUpdate>| Save {
+        gid: gid.clone(),
+        owner: "n".to_owned(),
+        now: at(1),
+        branches,
+        status: None,
+        lease: LeaseChange::Renew { lease_until: at(31) },
+    };
+    store.save(base(vec![step("01")])).await.unwrap();
+    store.save(base(vec![step("02")])).await.unwrap();
+    let done = Save {
+        status: Some(StatusChange { to: GlobalStatus::Succeed, rollback_reason: None }),
+        lease: LeaseChange::Release { next_cron_time: at(60), next_cron_interval: Duration::from_secs(10) },
+        ..base(Vec::new())
+    };
+    store.save(done).await.unwrap();
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let sagas: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20_000);
+    let concurrency: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(256);
+    let synchronous = match args.get(3).map(String::as_str) {
+        Some("full") => Synchronous::Full,
+        _ => Synchronous::Normal,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("dtx.db").display());
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&url, SqliteOptions { synchronous, ..SqliteOptions::default() }).await.unwrap(),
+    );
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..concurrency {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut i = t;
+            while i < sagas {
+                one(&*store, format!("g-{i}")).await;
+                i += concurrency;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{sagas} sagas ({} writes), concurrency {concurrency}, synchronous {synchronous:?}: {secs:.2} s, {:.0} sagas/s",
+        sagas * 4,
+        sagas as f64 / secs
+    );
+}

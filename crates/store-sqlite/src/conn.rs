@@ -1,0 +1,130 @@
+//! What SQLite does differently from the shared statements of `dtx_store::sql`: its dialect
+//! (numbered `?n` parameters; no row locks, since one writer thread does every write; the
+//! caller's clock, since one node owns the file), and the two connections that run them: the
+//! writer's synchronous rusqlite connection ([`Lite`]) and the sqlx read pool's ([`ReadConn`]).
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::LazyLock;
+use std::task::{Context, Poll, Waker};
+
+use dtx_core::Timestamp;
+use dtx_store::rows::Columns;
+use dtx_store::sql::{Arg, Conn, Decode, Dialect, Placeholders, Sql, Statements};
+use dtx_store::{Error, Result};
+use rusqlite::types::{ToSql, ToSqlOutput, Value, ValueRef};
+use sqlx::Sqlite;
+use sqlx::sqlite::SqliteRow;
+
+use crate::error::{map_rusqlite, map_sqlx};
+
+/// SQLite's SQL.
+pub(crate) struct Lite3;
+
+impl Dialect for Lite3 {
+    const PLACEHOLDERS: Placeholders = Placeholders::NumberedQuestion;
+    /// The caller's clock: one node owns the database.
+    const NOW: &'static str = "$1";
+    const LOCK: &'static str = "";
+    const SKIP_LOCKED: &'static str = "";
+}
+
+/// The statements, rendered once.
+pub(crate) static SQL: LazyLock<Statements> = LazyLock::new(Statements::new::<Lite3>);
+
+dtx_store::sqlx_conn!(ReadConn, Sqlite, SqliteRow, map_sqlx);
+
+/// The writer thread's connection, running the shared operations synchronously: every method
+/// finishes without waiting, so [`now`] drives an operation to its end in one poll (no
+/// executor, no hand-off to another thread, no allocation).
+pub(crate) struct Lite<'c>(pub(crate) &'c mut rusqlite::Connection);
+
+/// Runs a future that never waits (an operation on [`Lite`]) to its end.
+pub(crate) fn now<T>(op: impl Future<Output = Result<T>>) -> Result<T> {
+    match pin!(op).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(result) => result,
+        Poll::Pending => Err(Error::Internal(anyhow::anyhow!("a sqlite write waited, which it never does"))),
+    }
+}
+
+/// An argument as rusqlite binds it (the orphan rule keeps `ToSql` off `Arg` itself).
+struct Bind<'a>(Arg<'a>);
+
+impl ToSql for Bind<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self.0 {
+            Arg::Int(Some(i)) => ToSqlOutput::Owned(Value::Integer(i)),
+            Arg::Text(Some(s)) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Arg::Int(None) | Arg::Text(None) => ToSqlOutput::Owned(Value::Null),
+            Arg::Bool(b) => ToSqlOutput::Owned(Value::Integer(i64::from(b))),
+            Arg::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+        })
+    }
+}
+
+/// A writer row, read through the shared decoding.
+struct Row<'a, 'r>(&'a rusqlite::Row<'r>);
+
+impl Columns for Row<'_, '_> {
+    fn text(&self, column: &'static str) -> Result<String> {
+        self.0.get(column).map_err(|e| map_rusqlite("decode row", e))
+    }
+    fn opt_text(&self, column: &'static str) -> Result<Option<String>> {
+        self.0.get(column).map_err(|e| map_rusqlite("decode row", e))
+    }
+    fn int(&self, column: &'static str) -> Result<i64> {
+        self.0.get(column).map_err(|e| map_rusqlite("decode row", e))
+    }
+    fn opt_int(&self, column: &'static str) -> Result<Option<i64>> {
+        self.0.get(column).map_err(|e| map_rusqlite("decode row", e))
+    }
+    fn blob(&self, column: &'static str) -> Result<Vec<u8>> {
+        self.0.get(column).map_err(|e| map_rusqlite("decode row", e))
+    }
+}
+
+impl Conn for Lite<'_> {
+    fn sql(&self) -> &'static Statements {
+        &SQL
+    }
+
+    fn fixed(&self, now: Timestamp) -> Option<i64> {
+        Some(now.as_millis())
+    }
+
+    // Every statement goes through `prepare_cached`: compiled once per connection.
+    async fn execute(&mut self, sql: &Sql, args: &[Arg<'_>], what: &'static str) -> Result<u64> {
+        let mut stmt = self.0.prepare_cached(sql.text).map_err(|e| map_rusqlite(what, e))?;
+        let changed = stmt
+            .execute(rusqlite::params_from_iter(sql.bound(args).map(Bind)))
+            .map_err(|e| map_rusqlite(what, e))?;
+        u64::try_from(changed).map_err(|e| Error::Internal(anyhow::Error::new(e).context(what)))
+    }
+
+    async fn fetch<T: Send>(
+        &mut self,
+        sql: &Sql,
+        args: &[Arg<'_>],
+        what: &'static str,
+        decode: Decode<T>,
+    ) -> Result<Vec<T>> {
+        let mut stmt = self.0.prepare_cached(sql.text).map_err(|e| map_rusqlite(what, e))?;
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(sql.bound(args).map(Bind)))
+            .map_err(|e| map_rusqlite(what, e))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| map_rusqlite(what, e))? {
+            out.push(decode(&Row(row))?);
+        }
+        Ok(out)
+    }
+
+    async fn control(&mut self, sql: &'static str) -> Result<()> {
+        exec(self.0, sql).map_err(|e| map_rusqlite("transaction control", e))
+    }
+}
+
+/// Runs a transaction-control statement (cached: the same few run for every batch).
+pub(crate) fn exec(conn: &rusqlite::Connection, sql: &'static str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}

@@ -1,0 +1,256 @@
+//! Group commit for pooled async drivers (PostgreSQL, MySQL): a few writer tasks share one
+//! queue of write requests. A writer that is free takes every request queued at that moment (up
+//! to `max_batch`), runs them in one database transaction on one pooled connection, and answers
+//! each caller only after the COMMIT, so an `Ok` always means "durable". Under light load a
+//! request is taken at once and committed alone; under load the queue fills while the writers
+//! are busy and batches grow, so many transactions share one commit (one log flush).
+//!
+//! Several writers run at once, as these databases allow: a batch waiting on the network or on
+//! a row lock does not stop the others.
+//!
+//! In a batch of several, each request runs under its own SAVEPOINT: a logical failure
+//! (duplicate gid, lost fence, refused precondition, stale kv version) rolls back that request
+//! alone and the rest of the batch still commits. A request that failed on contention (a
+//! deadlock with another batch, whose locks it shared by the accident of batching) is rolled
+//! back to its savepoint and run again alone after the batch. If the transaction itself breaks
+//! (the connection is gone), every request of the batch gets the error and nothing of it is
+//! kept; the connection is discarded.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Mutex, mpsc};
+use tracing::{debug, info, warn};
+
+use super::Conn;
+use crate::write::{Job, Output};
+use crate::{Error, Result};
+
+/// A connection of a pool, as the writer uses it.
+pub trait PooledConn: Conn {
+    /// Closes the connection instead of returning it to the pool (its state is unknown).
+    fn discard(self);
+}
+
+/// Where writers get connections.
+pub trait Pool: Clone + Send + Sync + 'static {
+    /// A pooled connection.
+    type Conn: PooledConn;
+    /// A connection (failing `Unavailable` while the database is unreachable).
+    fn acquire(&self) -> impl Future<Output = Result<Self::Conn>> + Send;
+    /// Notes a failure that may mean the database is down.
+    fn mark_down(&self, err: &Error);
+}
+
+/// Whether a database is known to be down, and how long to wait for a connection meanwhile.
+#[derive(Debug)]
+pub struct Health {
+    down: AtomicBool,
+    acquire_timeout: Duration,
+    name: &'static str,
+}
+
+/// While the database is known to be down, how long an operation waits for a connection before
+/// failing: long enough to connect to a database that is back, short enough that a client gets
+/// its 503 promptly instead of after the full acquire timeout.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl Health {
+    /// Up, for the database called `name` in messages.
+    pub fn new(name: &'static str, acquire_timeout: Duration) -> Arc<Health> {
+        Arc::new(Health { down: AtomicBool::new(false), acquire_timeout, name })
+    }
+
+    /// Waits for `acquire`. The first failure marks the database down (logged once); while it
+    /// is down, attempts give up after a second; the first success marks it up again.
+    pub async fn acquire<T>(&self, acquire: impl Future<Output = Result<T>>) -> Result<T> {
+        let down = self.down.load(Ordering::Relaxed);
+        let limit = if down { PROBE_TIMEOUT.min(self.acquire_timeout) } else { self.acquire_timeout };
+        let err = match tokio::time::timeout(limit, acquire).await {
+            Ok(Ok(conn)) => {
+                if self.down.swap(false, Ordering::Relaxed) {
+                    info!(database = self.name, "database reachable again");
+                }
+                return Ok(conn);
+            }
+            Ok(Err(e)) => e,
+            Err(_) => Error::Unavailable(format!(
+                "{} is unreachable or not accepting work (no connection within {limit:?})",
+                self.name
+            )),
+        };
+        self.mark_down(&err);
+        Err(err)
+    }
+
+    /// Notes a failure: one that says the database is unreachable marks it down (logged once per
+    /// outage, not per attempt).
+    pub fn mark_down(&self, err: &Error) {
+        if err.is_retryable() && !self.down.swap(true, Ordering::Relaxed) {
+            warn!(database = self.name, error = %err, "database unreachable; operations fail until it is back");
+        }
+    }
+}
+
+/// The queue every writer takes batches from.
+pub type Queue = Arc<Mutex<mpsc::Receiver<Job>>>;
+
+/// Starts `writers` writer tasks on `rx`; they stop when every sender is gone.
+pub fn spawn<P: Pool>(pool: P, rx: mpsc::Receiver<Job>, writers: usize, max_batch: usize) {
+    let queue: Queue = Arc::new(Mutex::new(rx));
+    for id in 0..writers.max(1) {
+        tokio::spawn(run(pool.clone(), queue.clone(), max_batch, id));
+    }
+}
+
+/// One writer loop: runs until every sender is gone.
+pub async fn run<P: Pool>(pool: P, queue: Queue, max_batch: usize, id: usize) {
+    let max_batch = max_batch.max(1);
+    let mut batch = Vec::with_capacity(max_batch);
+    loop {
+        // Only the writer holding the lock waits for work; it takes what is queued and lets the
+        // next free writer wait while it runs the batch.
+        let taken = queue.lock().await.recv_many(&mut batch, max_batch).await;
+        if taken == 0 {
+            break;
+        }
+        run_batch(&pool, std::mem::take(&mut batch)).await;
+    }
+    debug!(writer = id, "writer stopping: all store handles dropped");
+}
+
+async fn run_batch<P: Pool>(pool: &P, jobs: Vec<Job>) {
+    let mut jobs: Vec<Job> = jobs.into_iter().filter(|j| !j.abandoned_claim()).collect();
+    if jobs.is_empty() {
+        return;
+    }
+    let mut conn = match pool.acquire().await {
+        Ok(conn) => conn,
+        Err(err) => {
+            debug!(error = %err, size = jobs.len(), "write batch has no connection");
+            jobs.into_iter().for_each(|j| j.fail(&err));
+            return;
+        }
+    };
+    if jobs.len() == 1 {
+        if let Some(job) = jobs.pop()
+            && !run_alone(pool, &mut conn, job).await
+        {
+            conn.discard();
+        }
+        return;
+    }
+    let size = jobs.len();
+    let retry = match run_together(&mut conn, jobs).await {
+        Ok(retry) => retry,
+        Err(err) => {
+            // Usually the connection is gone (the server shut down or restarted).
+            debug!(error = %err, size, "write batch failed; nothing of it was kept");
+            pool.mark_down(&err);
+            conn.discard();
+            return;
+        }
+    };
+    let mut retry = retry.into_iter();
+    while let Some(job) = retry.next() {
+        debug!("running a request again alone after contention in its batch");
+        if !run_alone(pool, &mut conn, job).await {
+            conn.discard();
+            let err = Error::Unavailable("the connection broke before this request could run".into());
+            retry.for_each(|j| j.fail(&err));
+            return;
+        }
+    }
+}
+
+/// Runs one request in a transaction of its own. `false`: the connection's state is unknown
+/// (a failed BEGIN, COMMIT or ROLLBACK) and it must be discarded.
+async fn run_alone<P: Pool>(pool: &P, conn: &mut P::Conn, job: Job) -> bool {
+    if let Err(err) = conn.control("BEGIN").await {
+        pool.mark_down(&err);
+        job.answer(Err(err));
+        return false;
+    }
+    let result = super::run(conn, &job.op).await;
+    let end = if result.is_ok() { conn.control("COMMIT").await } else { conn.control("ROLLBACK").await };
+    match (result, end) {
+        (Ok(output), Ok(())) => {
+            job.answer(Ok(output));
+            true
+        }
+        (Ok(_), Err(err)) => {
+            pool.mark_down(&err);
+            job.answer(Err(err));
+            false
+        }
+        (Err(err), end) => {
+            let healthy = end.is_ok();
+            if !healthy {
+                pool.mark_down(&err);
+            }
+            job.answer(Err(err));
+            healthy
+        }
+    }
+}
+
+/// Runs several requests in one transaction, a savepoint each; answers them after the commit.
+/// Returns the requests to run again alone. `Err` means the batch's transaction broke: every
+/// request has then been answered with that error.
+async fn run_together<C: Conn>(conn: &mut C, jobs: Vec<Job>) -> Result<Vec<Job>> {
+    let mut done: Vec<(Job, Result<Output>)> = Vec::with_capacity(jobs.len());
+    let mut retry = Vec::new();
+    let fail_all = |err: &Error, done: Vec<(Job, Result<Output>)>, rest: Vec<Job>| {
+        done.into_iter().map(|(j, _)| j).chain(rest).for_each(|j| j.fail(err));
+    };
+
+    if let Err(err) = conn.control("BEGIN").await {
+        fail_all(&err, done, jobs);
+        return Err(err);
+    }
+    let mut pending = jobs.into_iter();
+    while let Some(job) = pending.next() {
+        if let Err(err) = conn.control("SAVEPOINT request").await {
+            rollback(conn).await;
+            fail_all(&err, done, std::iter::once(job).chain(pending).collect());
+            return Err(err);
+        }
+        let result = super::run(conn, &job.op).await;
+        let end = if result.is_ok() {
+            conn.control("RELEASE SAVEPOINT request").await
+        } else {
+            match conn.control("ROLLBACK TO SAVEPOINT request").await {
+                Ok(()) => conn.control("RELEASE SAVEPOINT request").await,
+                Err(e) => Err(e),
+            }
+        };
+        if let Err(err) = end {
+            rollback(conn).await;
+            fail_all(&err, done, std::iter::once(job).chain(pending).collect());
+            return Err(err);
+        }
+        match result {
+            // The transaction survived the failure (its savepoint rolled back fine), so this was
+            // contention, not a lost connection: worth one more try on its own.
+            Err(Error::Unavailable(_)) => retry.push(job),
+            result => done.push((job, result)),
+        }
+    }
+    if let Err(err) = conn.control("COMMIT").await {
+        rollback(conn).await;
+        fail_all(&err, done, retry);
+        return Err(err);
+    }
+    debug!(size = done.len(), "write batch committed");
+    done.into_iter().for_each(|(job, result)| job.answer(result));
+    Ok(retry)
+}
+
+/// Best-effort ROLLBACK after a failure (usually the connection is already gone).
+async fn rollback<C: Conn>(conn: &mut C) {
+    if let Err(e) = conn.control("ROLLBACK").await {
+        debug!(error = %e, "rollback after a failed batch");
+    }
+}

@@ -1,0 +1,341 @@
+//! What the SQL backends share: the statements (written once, in [`templates`], rendered per
+//! [`Dialect`]), the logic of every operation over a small connection trait ([`Conn`],
+//! module `ops`), and the async group-commit writer ([`group`]).
+//!
+//! A backend supplies only what differs:
+//! - a [`Dialect`]: how a parameter is written (`$1`, `?1`, `?`), the database clock
+//!   expression, row locking, and the few statements whose SQL differs;
+//! - a [`Conn`]: runs a statement on its driver (sqlx, or rusqlite on SQLite's writer thread)
+//!   and overrides the steps it does better or differently (PostgreSQL's array inserts,
+//!   MySQL's claims without `UPDATE … RETURNING`);
+//! - the loop that commits batches ([`group::run`] for pooled async drivers).
+//!
+//! Templates write parameters as `$n` (n from 1; `$1` is always the fixed "now" of
+//! [`ClockSource::Caller`] in statements that read the clock), `{now}` for the clock in epoch
+//! milliseconds, `{lock}` for `FOR UPDATE` and `{skip_locked}` for `FOR UPDATE SKIP LOCKED`.
+
+use std::future::Future;
+
+use dtx_core::{Branch, Global, Timestamp};
+
+use crate::rows::Columns;
+use crate::{BranchUpdate, Result};
+
+pub mod group;
+mod ops;
+mod sqlx_conn;
+pub mod templates;
+
+pub use ops::{branch_conflict, kv_get, kv_scan, list, load_in, missing_branch, run};
+
+/// Whose clock decides leases and due times.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ClockSource {
+    /// The database's clock. The only safe choice for several nodes.
+    #[default]
+    Database,
+    /// The `now` each call passes in: deterministic tests driving time by hand, and SQLite
+    /// (one node: its clock is the clock).
+    Caller,
+}
+
+impl ClockSource {
+    /// The `$1` of a statement that reads `{now}`: `None` lets the database clock decide;
+    /// `Some(caller's now)` makes the caller's clock the clock.
+    pub fn fixed(self, now: Timestamp) -> Option<i64> {
+        match self {
+            ClockSource::Database => None,
+            ClockSource::Caller => Some(now.as_millis()),
+        }
+    }
+}
+
+/// One statement parameter. Times are integer milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub enum Arg<'a> {
+    /// An integer (or NULL).
+    Int(Option<i64>),
+    /// A text (or NULL).
+    Text(Option<&'a str>),
+    /// A boolean.
+    Bool(bool),
+    /// A blob.
+    Blob(&'a [u8]),
+}
+
+impl<'a> Arg<'a> {
+    /// A non-null text.
+    pub fn text(s: &'a str) -> Arg<'a> {
+        Arg::Text(Some(s))
+    }
+
+    /// A non-null integer.
+    pub fn int(i: i64) -> Arg<'a> {
+        Arg::Int(Some(i))
+    }
+
+    /// A time.
+    pub fn time(t: Timestamp) -> Arg<'a> {
+        Arg::Int(Some(t.as_millis()))
+    }
+
+    /// An optional time.
+    pub fn opt_time(t: Option<Timestamp>) -> Arg<'a> {
+        Arg::Int(t.map(Timestamp::as_millis))
+    }
+}
+
+/// A statement rendered for one dialect, built once per process.
+#[derive(Debug)]
+pub struct Sql {
+    /// The SQL text.
+    pub text: &'static str,
+    /// For dialects whose placeholders are anonymous (`?`): the template parameter (0-based)
+    /// each placeholder binds, in order. Empty: the arguments bind as given.
+    pub order: &'static [usize],
+}
+
+impl Sql {
+    /// The arguments in the order the statement's placeholders take them.
+    pub fn bound<'s, 'a>(&'s self, args: &'s [Arg<'a>]) -> impl Iterator<Item = Arg<'a>> + 's {
+        let n = if self.order.is_empty() { args.len() } else { self.order.len() };
+        (0..n).filter_map(move |k| {
+            let i = if self.order.is_empty() { k } else { *self.order.get(k)? };
+            args.get(i).copied()
+        })
+    }
+}
+
+/// How parameters are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placeholders {
+    /// `$1` (PostgreSQL): numbered, reusable.
+    Dollar,
+    /// `?1` (SQLite): numbered, reusable.
+    NumberedQuestion,
+    /// `?` (MySQL): anonymous; a parameter used twice is bound twice ([`Sql::order`]).
+    Question,
+}
+
+/// What differs in the SQL text of a backend.
+pub trait Dialect {
+    /// How a parameter is written.
+    const PLACEHOLDERS: Placeholders;
+    /// The clock in epoch milliseconds, as a BIGINT: the database's, unless `$1` is not NULL.
+    const NOW: &'static str;
+    /// Locks the rows a `SELECT` reads until the transaction ends ("" when the writer is alone).
+    const LOCK: &'static str;
+    /// Locks the rows a `SELECT` reads, skipping rows locked by others.
+    const SKIP_LOCKED: &'static str;
+    /// [`templates::RESET_CRON_TIME`] or the dialect's own.
+    const RESET_CRON_TIME: &'static str = templates::RESET_CRON_TIME;
+    /// [`templates::BRANCHES_OF_JSON`] or the dialect's own (`$1`: a JSON array of gids).
+    const BRANCHES_OF_JSON: &'static str = templates::BRANCHES_OF_JSON;
+}
+
+/// Renders a template for dialect `D` (see the module docs for the template syntax).
+pub fn render<D: Dialect>(template: &str) -> Sql {
+    let text =
+        template.replace("{now}", D::NOW).replace("{lock}", D::LOCK).replace("{skip_locked}", D::SKIP_LOCKED);
+    let mut out = String::with_capacity(text.len());
+    let mut order = Vec::new();
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let number: Option<usize> = after[..digits].parse().ok().filter(|n| *n > 0);
+        match (number, D::PLACEHOLDERS) {
+            (None, _) => out.push('$'),
+            (Some(n), Placeholders::Dollar) => out.push_str(&format!("${n}")),
+            (Some(n), Placeholders::NumberedQuestion) => out.push_str(&format!("?{n}")),
+            (Some(n), Placeholders::Question) => {
+                out.push('?');
+                order.push(n - 1);
+            }
+        }
+        rest = &after[if number.is_some() { digits } else { 0 }..];
+    }
+    out.push_str(rest);
+    // Built once per process and kept for its lifetime: the drivers' statement caches key on
+    // the text, and `&'static` text is what sqlx takes without copying.
+    Sql { text: out.leak(), order: order.leak() }
+}
+
+/// Every shared statement, rendered for one dialect ([`Statements::new`], once per process).
+#[derive(Debug)]
+#[allow(missing_docs, reason = "each field is the template of the same name in `templates`")]
+pub struct Statements {
+    pub create: Sql,
+    pub insert_branch: Sql,
+    pub claim_due: Sql,
+    pub claim: Sql,
+    pub branches_of_gid: Sql,
+    pub branches_of_json: Sql,
+    pub save: Sql,
+    pub update_branch: Sql,
+    pub add_branches_check: Sql,
+    pub touch: Sql,
+    pub force_stop_read: Sql,
+    pub force_stop: Sql,
+    pub reset_next_cron_time: Sql,
+    pub reset_cron_time: Sql,
+    pub kv_insert: Sql,
+    pub kv_update: Sql,
+    pub kv_version: Sql,
+    pub kv_delete: Sql,
+    pub load_global: Sql,
+    pub list: Sql,
+    pub kv_get: Sql,
+    pub kv_scan: Sql,
+}
+
+impl Statements {
+    /// Renders every template for `D`.
+    pub fn new<D: Dialect>() -> Statements {
+        use templates as t;
+        Statements {
+            create: render::<D>(t::CREATE),
+            insert_branch: render::<D>(t::INSERT_BRANCH),
+            claim_due: render::<D>(t::CLAIM_DUE),
+            claim: render::<D>(t::CLAIM),
+            branches_of_gid: render::<D>(t::BRANCHES_OF_GID),
+            branches_of_json: render::<D>(D::BRANCHES_OF_JSON),
+            save: render::<D>(t::SAVE),
+            update_branch: render::<D>(t::UPDATE_BRANCH),
+            add_branches_check: render::<D>(t::ADD_BRANCHES_CHECK),
+            touch: render::<D>(t::TOUCH),
+            force_stop_read: render::<D>(t::FORCE_STOP_READ),
+            force_stop: render::<D>(t::FORCE_STOP),
+            reset_next_cron_time: render::<D>(t::RESET_NEXT_CRON_TIME),
+            reset_cron_time: render::<D>(D::RESET_CRON_TIME),
+            kv_insert: render::<D>(t::KV_INSERT),
+            kv_update: render::<D>(t::KV_UPDATE),
+            kv_version: render::<D>(t::KV_VERSION),
+            kv_delete: render::<D>(t::KV_DELETE),
+            load_global: render::<D>(t::LOAD_GLOBAL),
+            list: render::<D>(t::LIST),
+            kv_get: render::<D>(t::KV_GET),
+            kv_scan: render::<D>(t::KV_SCAN),
+        }
+    }
+}
+
+/// Decodes one result row.
+pub type Decode<T> = fn(&dyn Columns) -> Result<T>;
+
+/// A connection the shared operations run on, inside the transaction its writer (or reader)
+/// opened. Driver errors come back already mapped to [`crate::Error`] (a unique violation is
+/// `Conflict`, an unreachable database `Unavailable`), with `what` in the message.
+///
+/// The provided methods are the portable way to do a step; a backend overrides one when its
+/// database does it better (one statement for many rows) or cannot do it so.
+pub trait Conn: Send {
+    /// The statements of this connection's dialect.
+    fn sql(&self) -> &'static Statements;
+
+    /// The `$1` of statements reading `{now}` (see [`ClockSource::fixed`]).
+    fn fixed(&self, now: Timestamp) -> Option<i64>;
+
+    /// Runs a statement; returns how many rows it changed (matched, for an UPDATE).
+    fn execute(
+        &mut self,
+        sql: &Sql,
+        args: &[Arg<'_>],
+        what: &'static str,
+    ) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Runs a query and decodes its rows.
+    fn fetch<T: Send>(
+        &mut self,
+        sql: &Sql,
+        args: &[Arg<'_>],
+        what: &'static str,
+        decode: Decode<T>,
+    ) -> impl Future<Output = Result<Vec<T>>> + Send;
+
+    /// Runs a transaction-control statement (`BEGIN`, `SAVEPOINT request`, `COMMIT`...).
+    fn control(&mut self, sql: &'static str) -> impl Future<Output = Result<()>> + Send;
+
+    /// Inserts branch rows of `gid`, exactly as given; their ids ascend in the order given.
+    fn insert_branches(&mut self, gid: &str, branches: &[Branch]) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            let sql = &self.sql().insert_branch;
+            for b in branches {
+                self.execute(sql, &ops::branch_args(gid, b), "insert branch")
+                    .await
+                    .map_err(|e| ops::branch_conflict(e, gid, &format!("branch {}/{}", b.branch_id, b.op)))?;
+            }
+            Ok(())
+        }
+    }
+
+    /// Applies the branch half of a save; `NotFound` names an update that matched no row.
+    fn update_branches(
+        &mut self,
+        gid: &str,
+        now: Timestamp,
+        updates: &[BranchUpdate],
+    ) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            let sql = &self.sql().update_branch;
+            for b in updates {
+                if self.execute(sql, &ops::update_args(gid, now, b), "save branch").await? == 0 {
+                    return Err(ops::missing_branch(gid, &b.branch_id, b.op.as_str()));
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// The branch rows of the given transactions (ascending id), with their gids.
+    fn branches_of(&mut self, gids: &[&str]) -> impl Future<Output = Result<Vec<(String, Branch)>>> + Send {
+        async move {
+            let json = serde_json::to_string(gids)
+                .map_err(|e| crate::Error::Internal(anyhow::Error::new(e).context("gid list")))?;
+            let sql = &self.sql().branches_of_json;
+            self.fetch(sql, &[Arg::text(&json)], "branches", crate::rows::branch).await
+        }
+    }
+
+    /// Takes up to `limit` due rows (one `UPDATE … RETURNING` in the template); unordered.
+    fn claim_due_rows(
+        &mut self,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Global>>> + Send {
+        async move {
+            let args = [
+                Arg::Int(self.fixed(now)),
+                Arg::text(owner),
+                Arg::time(lease_until),
+                Arg::time(now),
+                Arg::int(i64::from(limit)),
+            ];
+            self.fetch(&self.sql().claim_due, &args, "claim due", crate::rows::global).await
+        }
+    }
+
+    /// Takes one transaction if it is not final and has no valid lease.
+    fn claim_row(
+        &mut self,
+        gid: &str,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> impl Future<Output = Result<Option<Global>>> + Send {
+        async move {
+            let args = [
+                Arg::Int(self.fixed(now)),
+                Arg::text(owner),
+                Arg::time(lease_until),
+                Arg::time(now),
+                Arg::text(gid),
+            ];
+            let rows = self.fetch(&self.sql().claim, &args, "claim", crate::rows::global).await?;
+            Ok(rows.into_iter().next())
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! Every store operation, once, over a [`Conn`]: the order of statements, the fence, and the
+//! meaning of "nothing matched". Writes run inside the transaction (and savepoint) the writer
+//! opened; reads inside the snapshot the backend opened.
+
+use dtx_core::time::duration_millis;
+use dtx_core::{Branch, Global, GlobalStatus, Timestamp};
+
+use super::{Arg, Conn};
+use crate::rows;
+use crate::write::{Output, WriteOp};
+use crate::{BranchUpdate, Error, KvRow, LeaseChange, ListFilter, Loaded, NewTransaction, Result, Save};
+
+/// Runs one write operation.
+pub async fn run<C: Conn>(conn: &mut C, op: &WriteOp) -> Result<Output> {
+    Ok(match op {
+        WriteOp::Create(tx) => create(conn, tx).await.map(|()| Output::Done)?,
+        WriteOp::ClaimDue { owner, now, lease_until, limit } => {
+            Output::Claimed(claim_due(conn, owner, *now, *lease_until, *limit).await?)
+        }
+        WriteOp::Claim { gid, owner, now, lease_until } => {
+            Output::ClaimedOne(claim(conn, gid, owner, *now, *lease_until).await?.map(Box::new))
+        }
+        WriteOp::Save(s) => save(conn, s).await.map(|()| Output::Done)?,
+        WriteOp::AddBranches { gid, branches, now } => {
+            add_branches(conn, gid, branches, *now).await.map(|()| Output::Done)?
+        }
+        WriteOp::ForceStop { gid, reason, now } => {
+            Output::Stopped(force_stop(conn, gid, reason, *now).await?)
+        }
+        WriteOp::ResetNextCronTime { gid, base, now } => {
+            let args = [
+                Arg::Int(conn.fixed(*now)),
+                Arg::int(duration_millis(*base)),
+                Arg::time(*now),
+                Arg::text(gid),
+            ];
+            let sql = &conn.sql().reset_next_cron_time;
+            if conn.execute(sql, &args, "reset next cron time").await? == 0 {
+                return Err(Error::NotFound(format!("transaction {gid}")));
+            }
+            Output::Done
+        }
+        WriteOp::ResetCronTime { later_than, limit, now } => {
+            let args = [
+                Arg::Int(conn.fixed(*now)),
+                Arg::time(*now),
+                Arg::time(*later_than),
+                Arg::int(i64::from(*limit)),
+            ];
+            Output::Count(conn.execute(&conn.sql().reset_cron_time, &args, "reset cron time").await?)
+        }
+        WriteOp::KvInsert { cat, k, v, now } => {
+            let args = [Arg::text(cat), Arg::text(k), Arg::text(v), Arg::time(*now)];
+            conn.execute(&conn.sql().kv_insert, &args, "kv insert").await.map_err(|e| match e {
+                Error::Conflict(_) => Error::Conflict(format!("kv {cat}/{k} already exists")),
+                other => other,
+            })?;
+            Output::Done
+        }
+        WriteOp::KvUpdate { cat, k, v, version, now } => {
+            kv_update(conn, cat, k, v, *version, *now).await.map(|()| Output::Done)?
+        }
+        WriteOp::KvDelete { cat, k } => {
+            let sql = &conn.sql().kv_delete;
+            if conn.execute(sql, &[Arg::text(cat), Arg::text(k)], "kv delete").await? == 0 {
+                return Err(Error::NotFound(format!("kv {cat}/{k}")));
+            }
+            Output::Done
+        }
+    })
+}
+
+/// The parameters of [`super::templates::INSERT_BRANCH`].
+pub(crate) fn branch_args<'a>(gid: &'a str, b: &'a Branch) -> [Arg<'a>; 11] {
+    [
+        Arg::text(gid),
+        Arg::text(&b.branch_id),
+        Arg::text(b.op.as_str()),
+        Arg::text(&b.url),
+        Arg::Blob(&b.payload),
+        Arg::text(b.status.as_str()),
+        Arg::int(i64::from(b.attempts)),
+        Arg::text(&b.last_error),
+        Arg::time(b.create_time),
+        Arg::time(b.update_time),
+        Arg::opt_time(b.finish_time),
+    ]
+}
+
+/// The parameters of [`super::templates::UPDATE_BRANCH`].
+pub(crate) fn update_args<'a>(gid: &'a str, now: Timestamp, b: &'a BranchUpdate) -> [Arg<'a>; 8] {
+    [
+        Arg::text(b.status.as_str()),
+        Arg::int(i64::from(b.attempts)),
+        Arg::text(&b.last_error),
+        Arg::opt_time(b.finish_time),
+        Arg::time(now),
+        Arg::text(gid),
+        Arg::text(&b.branch_id),
+        Arg::text(b.op.as_str()),
+    ]
+}
+
+/// A failed branch insert: a unique violation is a branch given twice (or already there).
+pub fn branch_conflict(err: Error, gid: &str, which: &str) -> Error {
+    match err {
+        Error::Conflict(_) => Error::Conflict(format!("{which} of {gid} already exists")),
+        other => other,
+    }
+}
+
+/// A save naming a branch that does not exist is an engine bug: the whole save is refused
+/// rather than a result silently dropped (the caller rolls the global update back too).
+pub fn missing_branch(gid: &str, branch_id: &str, op: &str) -> Error {
+    Error::NotFound(format!("branch {branch_id}/{op} of {gid}"))
+}
+
+/// Inserts the global row and its branches. A duplicate gid fails on the unique index
+/// (→ `Conflict`); the caller's transaction or savepoint then discards the partial insert.
+/// The caller's "now" is the row's `update_time` (when the engine built it).
+async fn create<C: Conn>(conn: &mut C, tx: &NewTransaction) -> Result<()> {
+    let g = &tx.global;
+    let options = g.options.to_json();
+    let args = [
+        Arg::Int(conn.fixed(g.update_time)),
+        Arg::text(&g.gid),
+        Arg::text(g.trans_type.as_str()),
+        Arg::text(g.status.as_str()),
+        Arg::text(&g.protocol),
+        Arg::text(&g.query_prepared),
+        Arg::text(&g.custom_data),
+        Arg::text(&options),
+        Arg::text(&g.rollback_reason),
+        Arg::text(&g.result),
+        Arg::time(g.create_time),
+        Arg::time(g.update_time),
+        Arg::opt_time(g.finish_time),
+        Arg::opt_time(g.rollback_time),
+        Arg::time(g.next_cron_time),
+        Arg::int(duration_millis(g.next_cron_interval)),
+        Arg::Text(g.owner.as_deref()),
+        Arg::opt_time(g.lease_until),
+    ];
+    conn.execute(&conn.sql().create, &args, "create").await.map_err(|e| match e {
+        Error::Conflict(_) => Error::Conflict(format!("transaction {} already exists", g.gid)),
+        other => other,
+    })?;
+    conn.insert_branches(&g.gid, &tx.branches).await
+}
+
+/// Claims up to `limit` due rows, then reads their branches (in the same transaction: the rows
+/// are claimed, so their branches cannot change underneath). The most overdue come first.
+async fn claim_due<C: Conn>(
+    conn: &mut C,
+    owner: &str,
+    now: Timestamp,
+    lease_until: Timestamp,
+    limit: u32,
+) -> Result<Vec<Loaded>> {
+    let mut globals = conn.claim_due_rows(owner, now, lease_until, limit).await?;
+    if globals.is_empty() {
+        return Ok(Vec::new());
+    }
+    globals.sort_by_key(|g| (g.next_cron_time, g.id));
+    let gids: Vec<&str> = globals.iter().map(|g| g.gid.as_str()).collect();
+    let branches = conn.branches_of(&gids).await?;
+    Ok(rows::pair(globals, branches))
+}
+
+/// Claims one transaction if it is not final and has no valid lease (due or not).
+async fn claim<C: Conn>(
+    conn: &mut C,
+    gid: &str,
+    owner: &str,
+    now: Timestamp,
+    lease_until: Timestamp,
+) -> Result<Option<Loaded>> {
+    let Some(global) = conn.claim_row(gid, owner, now, lease_until).await? else {
+        return Ok(None);
+    };
+    with_branches(conn, global).await.map(Some)
+}
+
+/// Pairs a global row with its branch rows.
+async fn with_branches<C: Conn>(conn: &mut C, global: Global) -> Result<Loaded> {
+    let branches =
+        conn.fetch(&conn.sql().branches_of_gid, &[Arg::text(&global.gid)], "branches", rows::branch).await?;
+    Ok(Loaded { global, branches: branches.into_iter().map(|(_, b)| b).collect() })
+}
+
+/// The fenced write. The global UPDATE goes first and carries the fence (`owner = $token`): if
+/// it matches nothing, the branch updates are never issued and the caller gets `Fenced`.
+async fn save<C: Conn>(conn: &mut C, save: &Save) -> Result<()> {
+    let status = save.status.as_ref().map(|s| s.to.as_str());
+    let reason = save.status.as_ref().and_then(|s| s.rollback_reason.as_deref());
+    let (release, lease_until, next_cron_time, next_cron_interval) = match &save.lease {
+        LeaseChange::Renew { lease_until } => (false, Some(lease_until.as_millis()), None, None),
+        LeaseChange::RenewRescheduled { lease_until, next_cron_time, next_cron_interval } => (
+            false,
+            Some(lease_until.as_millis()),
+            Some(next_cron_time.as_millis()),
+            Some(duration_millis(*next_cron_interval)),
+        ),
+        LeaseChange::Release { next_cron_time, next_cron_interval } => {
+            (true, None, Some(next_cron_time.as_millis()), Some(duration_millis(*next_cron_interval)))
+        }
+    };
+    let args = [
+        Arg::Int(conn.fixed(save.now)),
+        Arg::time(save.now),
+        Arg::Text(status),
+        Arg::text(GlobalStatus::Succeed.as_str()),
+        Arg::text(GlobalStatus::Failed.as_str()),
+        Arg::Text(reason),
+        Arg::Bool(release),
+        Arg::Int(lease_until),
+        Arg::Int(next_cron_time),
+        Arg::Int(next_cron_interval),
+        Arg::text(&save.gid),
+        Arg::text(&save.owner),
+    ];
+    if conn.execute(&conn.sql().save, &args, "save").await? == 0 {
+        return Err(Error::Fenced { gid: save.gid.clone() });
+    }
+    if save.branches.is_empty() {
+        return Ok(());
+    }
+    conn.update_branches(&save.gid, save.now, &save.branches).await
+}
+
+/// What [`add_branches`] checks first.
+struct Check {
+    status: String,
+    owner: Option<String>,
+    lease_until: Option<i64>,
+    db_now: i64,
+}
+
+fn check(row: &dyn rows::Columns) -> Result<Check> {
+    Ok(Check {
+        status: row.text("status")?,
+        owner: row.opt_text("owner")?,
+        lease_until: row.opt_int("lease_until")?,
+        db_now: row.int("db_now")?,
+    })
+}
+
+/// Adds branch rows to a transaction that is `prepared` and not held under a valid lease (by
+/// the clock). The global row is read `{lock}`ed: until this transaction ends, a claim of it
+/// waits or skips it, so no round can start between the check and the inserts (on SQLite the
+/// writer is alone, which is the same). A duplicate `(gid, branch_id, op)` fails the request,
+/// and its savepoint is rolled back.
+async fn add_branches<C: Conn>(conn: &mut C, gid: &str, branches: &[Branch], now: Timestamp) -> Result<()> {
+    let args = [Arg::Int(conn.fixed(now)), Arg::text(gid)];
+    let row = conn.fetch(&conn.sql().add_branches_check, &args, "add branches: check", check).await?;
+    let row = row.into_iter().next().ok_or_else(|| Error::NotFound(format!("transaction {gid}")))?;
+    if row.status != GlobalStatus::Prepared.as_str() {
+        return Err(Error::Precondition(format!("transaction {gid} is {}, not prepared", row.status)));
+    }
+    if let (Some(_), Some(lease)) = (row.owner, row.lease_until)
+        && lease >= row.db_now
+    {
+        return Err(Error::Precondition(format!(
+            "transaction {gid} is being processed (leased until {lease} ms, now {} ms)",
+            row.db_now
+        )));
+    }
+    conn.insert_branches(gid, branches).await?;
+    conn.execute(&conn.sql().touch, &[Arg::time(now), Arg::text(gid)], "add branches: touch").await?;
+    Ok(())
+}
+
+/// Operator stop of a non-final transaction: `failed`, owner cleared (the round holding it is
+/// fenced at its next save). The status is read `{lock}`ed, so the UPDATE sees the same row.
+async fn force_stop<C: Conn>(conn: &mut C, gid: &str, reason: &str, now: Timestamp) -> Result<GlobalStatus> {
+    let sql = &conn.sql().force_stop_read;
+    let old = conn
+        .fetch(sql, &[Arg::text(gid)], "force stop: read", |row| {
+            rows::parsed::<GlobalStatus>(row, "status", "")
+        })
+        .await?;
+    let old = old.into_iter().next().ok_or_else(|| Error::NotFound(format!("transaction {gid}")))?;
+    if old.is_final() {
+        return Err(Error::Precondition(format!("transaction {gid} already {old}")));
+    }
+    let args = [Arg::text(GlobalStatus::Failed.as_str()), Arg::time(now), Arg::text(reason), Arg::text(gid)];
+    if conn.execute(&conn.sql().force_stop, &args, "force stop").await? != 1 {
+        return Err(Error::Internal(anyhow::anyhow!(
+            "force stop of {gid}: the row changed between the read and the update"
+        )));
+    }
+    Ok(old)
+}
+
+/// Compare-and-set: replaces the value only at `version`, which then becomes `version + 1`.
+async fn kv_update<C: Conn>(
+    conn: &mut C,
+    cat: &str,
+    k: &str,
+    v: &str,
+    version: i64,
+    now: Timestamp,
+) -> Result<()> {
+    let args = [Arg::text(v), Arg::time(now), Arg::text(cat), Arg::text(k), Arg::int(version)];
+    if conn.execute(&conn.sql().kv_update, &args, "kv update").await? > 0 {
+        return Ok(());
+    }
+    // Nothing matched: tell a stale version from a missing row.
+    let sql = &conn.sql().kv_version;
+    let current = conn
+        .fetch(sql, &[Arg::text(cat), Arg::text(k)], "kv update: check", |row| row.int("version"))
+        .await?;
+    Err(match current.first() {
+        Some(current) => Error::Conflict(format!("kv {cat}/{k} is at version {current}, not {version}")),
+        None => Error::NotFound(format!("kv {cat}/{k}")),
+    })
+}
+
+/// A transaction and its branches; run it inside a snapshot (see each backend's `load`).
+pub async fn load_in<C: Conn>(conn: &mut C, gid: &str) -> Result<Option<Loaded>> {
+    let rows = conn.fetch(&conn.sql().load_global, &[Arg::text(gid)], "load global", rows::global).await?;
+    let Some(global) = rows.into_iter().next() else {
+        return Ok(None);
+    };
+    with_branches(conn, global).await.map(Some)
+}
+
+/// The admin listing: newest first, keyset-paged by id.
+pub async fn list<C: Conn>(conn: &mut C, filter: &ListFilter) -> Result<Vec<Global>> {
+    let args = [
+        Arg::Int(filter.before_id),
+        Arg::Text(filter.status.map(|s| s.as_str())),
+        Arg::Text(filter.trans_type.map(|t| t.as_str())),
+        Arg::opt_time(filter.created_from),
+        Arg::opt_time(filter.created_to),
+        Arg::int(i64::from(filter.limit)),
+    ];
+    conn.fetch(&conn.sql().list, &args, "list", rows::global).await
+}
+
+/// One key-value row.
+pub async fn kv_get<C: Conn>(conn: &mut C, cat: &str, k: &str) -> Result<Option<KvRow>> {
+    let rows = conn.fetch(&conn.sql().kv_get, &[Arg::text(cat), Arg::text(k)], "kv get", rows::kv).await?;
+    Ok(rows.into_iter().next())
+}
+
+/// A category's rows, newest (highest id) first, keyset-paged by id like [`list`].
+pub async fn kv_scan<C: Conn>(
+    conn: &mut C,
+    cat: &str,
+    before_id: Option<i64>,
+    limit: u32,
+) -> Result<Vec<KvRow>> {
+    let args = [Arg::text(cat), Arg::Int(before_id), Arg::int(i64::from(limit))];
+    conn.fetch(&conn.sql().kv_scan, &args, "kv scan", rows::kv).await
+}

@@ -1,0 +1,149 @@
+//! The shared statements, as templates (syntax in the module docs of [`crate::sql`]). Each is
+//! written once and rendered for every dialect; a dialect replaces one only through its
+//! [`crate::sql::Dialect`] constants.
+//!
+//! Time: a statement that decides or records ownership or due times reads the clock `{now}`
+//! (the database's, or `$1` when the caller's clock is the clock) and moves every caller time
+//! by the same offset: a time the caller computed as `now + d` is stored as `{now} + d`. On a
+//! database clock, `next_cron_time` and `lease_until` are therefore database times exactly.
+//!
+//! The status list `('prepared', 'submitted', 'aborting')` repeats the partial index
+//! `trans_global_due` textually, so that SQLite uses it.
+
+/// The statuses a transaction is processed in (the partial index's list).
+macro_rules! unfinished {
+    () => {
+        "status IN ('prepared', 'submitted', 'aborting')"
+    };
+}
+
+/// Inserts a global row (`$12`, its `update_time`, is the caller's now).
+pub const CREATE: &str = concat!(
+    "INSERT INTO trans_global (gid, trans_type, status, protocol, query_prepared, ",
+    "custom_data, options, rollback_reason, result, create_time, update_time, finish_time, ",
+    "rollback_time, next_cron_time, next_cron_interval, owner, lease_until) ",
+    "VALUES ($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, {now} + ($15 - $12), $16, $17, ",
+    "{now} + ($18 - $12))"
+);
+
+/// Inserts one branch row.
+pub const INSERT_BRANCH: &str = "INSERT INTO trans_branch_op (gid, branch_id, op, url, payload, status, \
+     attempts, last_error, create_time, update_time, finish_time) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+
+/// The batch claim: one conditional UPDATE over a sub-select, so no two claimers can both take a
+/// row; with `{skip_locked}`, concurrent claimers skip rows being taken instead of waiting.
+pub const CLAIM_DUE: &str = concat!(
+    "UPDATE trans_global SET owner = $2, lease_until = {now} + ($3 - $4) WHERE id IN (",
+    "SELECT id FROM trans_global WHERE ",
+    unfinished!(),
+    " AND next_cron_time <= {now} AND (owner IS NULL OR lease_until IS NULL OR lease_until < {now})",
+    " ORDER BY next_cron_time LIMIT $5{skip_locked}) RETURNING ",
+    crate::global_columns!()
+);
+
+/// Claims one transaction (due or not) if it is not final and has no valid lease. A row locked
+/// by another transaction is waited for, then judged as it is after that one commits.
+pub const CLAIM: &str = concat!(
+    "UPDATE trans_global SET owner = $2, lease_until = {now} + ($3 - $4) WHERE gid = $5 AND ",
+    unfinished!(),
+    " AND (owner IS NULL OR lease_until IS NULL OR lease_until < {now}) RETURNING ",
+    crate::global_columns!()
+);
+
+/// One transaction's branch rows.
+pub const BRANCHES_OF_GID: &str =
+    concat!("SELECT ", crate::branch_columns!(), " FROM trans_branch_op WHERE gid = $1 ORDER BY id");
+
+/// The branch rows of the transactions in the JSON array `$1` (the text stays static).
+pub const BRANCHES_OF_JSON: &str = concat!(
+    "SELECT ",
+    crate::branch_columns!(),
+    " FROM trans_branch_op WHERE gid IN (SELECT value FROM json_each($1)) ORDER BY id"
+);
+
+/// The fenced write of the global row: matches nothing unless `owner = $12`. Renew keeps the
+/// owner and moves `lease_until`; Release (`$7`) clears both and reschedules.
+pub const SAVE: &str = "UPDATE trans_global SET update_time = $2, \
+     status = COALESCE($3, status), \
+     finish_time = CASE WHEN $3 = $4 THEN $2 ELSE finish_time END, \
+     rollback_time = CASE WHEN $3 = $5 THEN $2 ELSE rollback_time END, \
+     rollback_reason = COALESCE($6, rollback_reason), \
+     owner = CASE WHEN $7 THEN NULL ELSE owner END, \
+     lease_until = {now} + ($8 - $2), \
+     next_cron_time = COALESCE({now} + ($9 - $2), next_cron_time), \
+     next_cron_interval = COALESCE($10, next_cron_interval) \
+     WHERE gid = $11 AND owner = $12";
+
+/// One branch row of a save.
+pub const UPDATE_BRANCH: &str = "UPDATE trans_branch_op SET status = $1, attempts = $2, last_error = $3, \
+     finish_time = $4, update_time = $5 WHERE gid = $6 AND branch_id = $7 AND op = $8";
+
+/// The check before adding branches, locking the row until the inserts are done.
+pub const ADD_BRANCHES_CHECK: &str =
+    "SELECT status, owner, lease_until, {now} AS db_now FROM trans_global WHERE gid = $2{lock}";
+
+/// Bumps `update_time`.
+pub const TOUCH: &str = "UPDATE trans_global SET update_time = $1 WHERE gid = $2";
+
+/// The status before an operator stop, locked.
+pub const FORCE_STOP_READ: &str = "SELECT status FROM trans_global WHERE gid = $1{lock}";
+
+/// The operator stop: `failed`, owner cleared.
+pub const FORCE_STOP: &str = concat!(
+    "UPDATE trans_global SET status = $1, rollback_time = $2, update_time = $2, ",
+    "rollback_reason = $3, owner = NULL, lease_until = NULL WHERE gid = $4 AND ",
+    unfinished!()
+);
+
+/// Makes one transaction due now with its retry interval back to `$2`.
+pub const RESET_NEXT_CRON_TIME: &str = "UPDATE trans_global SET next_cron_time = {now}, \
+     next_cron_interval = $2, update_time = $3 WHERE gid = $4";
+
+/// Pulls up to `$4` unfinished rows scheduled after `$3` (a caller time, moved onto the clock)
+/// back to now. The sub-select locks its rows, so a row changed meanwhile is judged again.
+pub const RESET_CRON_TIME: &str = concat!(
+    "UPDATE trans_global SET next_cron_time = {now}, update_time = $2 WHERE id IN (",
+    "SELECT id FROM trans_global WHERE ",
+    unfinished!(),
+    " AND next_cron_time > {now} + ($3 - $2) LIMIT $4{lock})"
+);
+
+/// A kv row at version 1.
+pub const KV_INSERT: &str =
+    "INSERT INTO kv (cat, k, v, version, create_time, update_time) VALUES ($1, $2, $3, 1, $4, $4)";
+
+/// Compare-and-set of a kv row.
+pub const KV_UPDATE: &str = "UPDATE kv SET v = $1, version = version + 1, update_time = $2 \
+     WHERE cat = $3 AND k = $4 AND version = $5";
+
+/// A kv row's version.
+pub const KV_VERSION: &str = "SELECT version FROM kv WHERE cat = $1 AND k = $2";
+
+/// Deletes a kv row.
+pub const KV_DELETE: &str = "DELETE FROM kv WHERE cat = $1 AND k = $2";
+
+/// One global row.
+pub const LOAD_GLOBAL: &str =
+    concat!("SELECT ", crate::global_columns!(), " FROM trans_global WHERE gid = $1");
+
+/// The admin listing, newest first. `id < COALESCE(...)` (rather than `$1 IS NULL OR id < $1`)
+/// keeps a plain range on the primary key, so a deep page starts where the cursor is.
+pub const LIST: &str = concat!(
+    "SELECT ",
+    crate::global_columns!(),
+    " FROM trans_global WHERE id < COALESCE($1, 9223372036854775807)",
+    " AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR trans_type = $3)",
+    " AND ($4 IS NULL OR create_time >= $4) AND ($5 IS NULL OR create_time <= $5)",
+    " ORDER BY id DESC LIMIT $6"
+);
+
+/// One kv row.
+pub const KV_GET: &str = concat!("SELECT ", crate::kv_columns!(), " FROM kv WHERE cat = $1 AND k = $2");
+
+/// A category's kv rows, newest first, keyset-paged by id.
+pub const KV_SCAN: &str = concat!(
+    "SELECT ",
+    crate::kv_columns!(),
+    " FROM kv WHERE cat = $1 AND id < COALESCE($2, 9223372036854775807) ORDER BY id DESC LIMIT $3"
+);
