@@ -491,7 +491,7 @@ mod tests {
             Settings { lease: Some("0s".into()), ..Default::default() },
             Settings { log_format: Some("xml".into()), ..Default::default() },
             Settings { http_listen: Some("nowhere".into()), ..Default::default() },
-            Settings { database_url: Some("mysql://x".into()), ..Default::default() },
+            Settings { database_url: Some("oracle://x".into()), ..Default::default() },
             Settings { claim_batch: Some(0), ..Default::default() },
         ];
         let names = [

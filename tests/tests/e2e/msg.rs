@@ -30,7 +30,7 @@ async fn prepare_then_submit_runs_the_actions_in_order() {
 
 /// [`prepare_then_submit_runs_the_actions_in_order`] on a given server (also run on MySQL / MariaDB: `mysql.rs`).
 pub(crate) async fn prepare_then_submit_runs_the_actions_in_order_on(s: &TestServer) {
-    let c = Client::of(&s);
+    let c = Client::of(s);
     let p = Participant::spawn().await;
     let msg = trans_msg(&p, "msg-normal");
     let (code, reply) = c.prepare(&msg.json()).await;
@@ -69,7 +69,7 @@ async fn submit_without_prepare_runs_the_actions() {
 
 /// [`submit_without_prepare_runs_the_actions`] on a given server (also run on MySQL / MariaDB: `mysql.rs`).
 pub(crate) async fn submit_without_prepare_runs_the_actions_on(s: &TestServer) {
-    let c = Client::of(&s);
+    let c = Client::of(s);
     let p = Participant::spawn().await;
     let (code, reply) = c.submit(&trans_msg(&p, "msg-direct").json()).await;
     assert_eq!(code, 200, "{reply}");

@@ -28,7 +28,7 @@ async fn tcc_normal_confirms_newest_first_one_at_a_time() {
 /// [`tcc_normal_confirms_newest_first_one_at_a_time`] on a given server (also run on MySQL / MariaDB: `mysql.rs`).
 pub(crate) async fn tcc_normal_confirms_newest_first_one_at_a_time_on(s: &TestServer) {
     // DTM's TestTccNormal.
-    let c = Client::of(&s);
+    let c = Client::of(s);
     let p = Participant::spawn().await;
     // A slow confirm would overlap with the next one if they ran concurrently.
     p.script("/TransInConfirm", [Reply::ok().after(Duration::from_millis(150))]);
@@ -40,9 +40,11 @@ pub(crate) async fn tcc_normal_confirms_newest_first_one_at_a_time_on(s: &TestSe
     assert_eq!(status_of(&q), "prepared");
     let rows: Vec<(String, String)> = q["branches"]
         .as_array()
-        .unwrap()
+        .expect("branches")
         .iter()
-        .map(|b| (b["branch_id"].as_str().unwrap().to_owned(), b["op"].as_str().unwrap().to_owned()))
+        .map(|b| {
+            (b["branch_id"].as_str().expect("branch_id").to_owned(), b["op"].as_str().expect("op").to_owned())
+        })
         .collect();
     let expected = [("01", "cancel"), ("01", "confirm"), ("02", "cancel"), ("02", "confirm")];
     assert_eq!(rows, expected.map(|(b, o)| (b.to_owned(), o.to_owned())), "cancel row, then confirm row");
@@ -291,7 +293,7 @@ async fn prepare_submit_and_abort_follow_dtm_idempotency_rules() {
 /// [`prepare_submit_and_abort_follow_dtm_idempotency_rules`] on a given server (also run on MySQL / MariaDB: `mysql.rs`).
 pub(crate) async fn prepare_submit_and_abort_follow_dtm_idempotency_rules_on(s: &TestServer) {
     // Spec 6.7 (DTM's TestMsgAbnormal / TestTccCoverPanic shapes, for TCC).
-    let c = Client::of(&s);
+    let c = Client::of(s);
     let p = Participant::spawn().await;
     p.script("/TransOutConfirm", [Reply::error()]);
     let tcc = Tcc::prepare(&c, "tcc-idem", json!({})).await;
