@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use dtx_core::Outcome;
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, maybe_done};
 
 use crate::participant::{CallRequest, Caller};
 use crate::round::RoundEnd;
@@ -85,15 +85,23 @@ impl<'a> Ctx<'a> {
             self.renew_lease().await?;
         }
         let caller: &'a dyn Caller = &*self.inner.effects.caller;
-        Ok(requests
-            .into_iter()
-            .map(|(tag, req)| -> Running<'a, T> {
-                Box::pin(async move {
-                    let outcome = caller.call(&req).await;
-                    (tag, outcome)
-                })
-            })
-            .collect())
+        let mut started = Vec::with_capacity(requests.len());
+        for (tag, req) in requests {
+            let call: BoxFuture<'a, Outcome> = Box::pin(async move { caller.call(&req).await });
+            let mut call = Box::pin(maybe_done(call));
+            // Started here, right after the write that allowed it, rather than whenever the
+            // round's loop first polls it (which could be after later decisions, e.g. after a
+            // rollback began): an answer ready at once is kept for the caller of the future.
+            let _ = futures::poll!(call.as_mut());
+            started.push(Box::pin(async move {
+                call.as_mut().await;
+                let outcome = call.as_mut().take_output().unwrap_or_else(|| {
+                    Outcome::Error("internal: a call's answer was taken twice".to_owned())
+                });
+                (tag, outcome)
+            }) as Running<'a, T>);
+        }
+        Ok(started)
     }
 
     /// [`Ctx::launch`] of one call, awaited here while the lease is renewed every third of it,

@@ -226,8 +226,9 @@ impl<'a> SagaRound<'a> {
                 }
             }
             Some(((s, side), row)) = pausing.next() => {
-                if self.ctx.stopping() {
-                    // Not retried now: the attempt's outcome stays unknown for the next round.
+                if self.ctx.stopping() || self.ctx.global.status != GlobalStatus::Submitted {
+                    // Not retried now (shutting down, or rolling back since: a rollback never
+                    // re-runs an action): the attempt's outcome stays unknown.
                     steps[s].action = Phase::Waiting;
                 } else {
                     // A new attempt like any other: recorded (fenced) before the call.

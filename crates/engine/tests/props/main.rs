@@ -390,3 +390,21 @@ fn a_submitted_prepared_tcc_is_due_at_once_in_the_same_fenced_write() {
         let _ = Arc::clone(&w);
     });
 }
+
+/// The hot path keeps its cost: a new sequential two-step saga whose participants succeed is
+/// three writes (the insert, which also records the first attempt; the second attempt with the
+/// first result; the final status), as before the executor.
+#[test]
+fn a_two_step_saga_costs_three_writes() {
+    block_on(async {
+        let w = World::new(TransType::Saga, vec![true, true], Vec::new(), BTreeMap::new(), vec![10]);
+        w.calm();
+        let engine = w.engine();
+        let steps = (0..2).map(|i| Step { action: url("a", i), compensate: url("c", i) }).collect();
+        let wait = TransOptions { wait_result: true, ..TransOptions::default() };
+        let reply = w.drive(engine.submit(req(TransType::Saga, steps, String::new(), wait))).await;
+        assert!(matches!(reply, Some(Ok(dtx_engine::SubmitReply::Finished { .. }))), "{reply:?}");
+        let writes: Vec<_> = w.store.writes().into_iter().map(|r| r.write).collect();
+        assert_eq!(writes.len(), 3, "{writes:#?}");
+    });
+}

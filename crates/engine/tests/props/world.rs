@@ -243,6 +243,12 @@ impl World {
                         );
                     }
                 }
+                if self.trans_type == TransType::Saga
+                    && req.op == Op::Action
+                    && g.status != dtx_core::GlobalStatus::Submitted
+                {
+                    Self::violation(&mut log, format!("{what}: an action while the saga is {}", g.status));
+                }
                 if req.op == Op::Compensate {
                     let action =
                         t.branches.iter().find(|b| b.branch_id == req.branch_id && b.op == Op::Action);
