@@ -52,7 +52,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dtx_core::{Branch, Global, GlobalStatus, Timestamp};
-use dtx_store::{Error, KvRow, ListFilter, Loaded, NewTransaction, Result, Save, Store};
+use dtx_store::{Error, KvRow, ListFilter, Loaded, NewTransaction, Result, Save, StatusCounts, Store};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
@@ -343,6 +343,21 @@ impl Store for PgStore {
 
     async fn kv_delete(&self, cat: &str, k: &str) -> Result<()> {
         self.write(Op::KvDelete { cat: cat.to_owned(), k: k.to_owned() }).await
+    }
+
+    async fn status_counts(&self, now: Timestamp) -> Result<StatusCounts> {
+        read::status_counts(&self.inner.db, now).await
+    }
+
+    // Not through the group-commit writers: one self-contained statement on its own connection,
+    // so a purge never sits in (or delays) a batch of live writes.
+    async fn purge_finished(&self, before: Timestamp, limit: u32) -> Result<u64> {
+        let mut conn = self.inner.db.acquire().await?;
+        let result = write::purge_finished(&mut conn, before, limit).await;
+        if let Err(e) = &result {
+            self.inner.db.mark_down(e);
+        }
+        result
     }
 }
 

@@ -1,7 +1,8 @@
 //! Reads, on pooled connections beside the writers: MVCC lets them run without locks.
 
 use dtx_core::Global;
-use dtx_store::{KvRow, ListFilter, Loaded, Result};
+use dtx_core::Timestamp;
+use dtx_store::{KvRow, ListFilter, Loaded, Result, StatusCounts};
 
 use crate::Db;
 use crate::error::map_sqlx;
@@ -43,6 +44,7 @@ pub(crate) async fn list(db: &Db, filter: &ListFilter) -> Result<Vec<Global>> {
         " AND ($3::text IS NULL OR trans_type = $3)",
         " AND ($4::bigint IS NULL OR create_time >= $4)",
         " AND ($5::bigint IS NULL OR create_time <= $5)",
+        " AND ($7::text IS NULL OR starts_with(gid, $7))",
         " ORDER BY id DESC LIMIT $6"
     ))
     .bind(filter.before_id)
@@ -51,6 +53,7 @@ pub(crate) async fn list(db: &Db, filter: &ListFilter) -> Result<Vec<Global>> {
     .bind(filter.created_from.map(|t| t.as_millis()))
     .bind(filter.created_to.map(|t| t.as_millis()))
     .bind(i64::from(filter.limit))
+    .bind(filter.gid_prefix.as_deref())
     .fetch_all(&mut *conn)
     .await
     .map_err(|e| map_sqlx("list", e))?;
@@ -94,4 +97,19 @@ pub(crate) async fn db_now(db: &Db) -> Result<i64> {
         .fetch_one(&mut *conn)
         .await
         .map_err(|e| map_sqlx("read the database clock", e))
+}
+
+/// Rows per status and the due backlog, in one scan. `now` is the caller's (corrected) clock.
+pub(crate) async fn status_counts(db: &Db, now: Timestamp) -> Result<StatusCounts> {
+    let mut conn = db.acquire().await?;
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT status, COUNT(*), COALESCE(SUM(CASE WHEN status IN ('prepared', 'submitted', 'aborting') \
+         AND next_cron_time <= $1 AND (owner IS NULL OR lease_until IS NULL OR lease_until < $1) \
+         THEN 1 ELSE 0 END), 0)::bigint FROM trans_global GROUP BY status",
+    )
+    .bind(now.as_millis())
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| map_sqlx("status counts", e))?;
+    dtx_store::rows::status_counts(rows)
 }

@@ -546,3 +546,23 @@ pub(crate) async fn kv_delete(conn: &mut PgConnection, cat: &str, k: &str) -> Re
     }
     Ok(())
 }
+
+/// Retention: deletes up to `limit` finished transactions last written before `before`, oldest
+/// first, with their branches, in one statement. `SKIP LOCKED`: nodes purging at once take
+/// disjoint rows, and a row a live write holds is left for the next pass instead of waited for.
+pub(crate) async fn purge_finished(conn: &mut PgConnection, before: Timestamp, limit: u32) -> Result<u64> {
+    let deleted: i64 = sqlx::query_scalar(
+        "WITH doomed AS (SELECT id, gid FROM trans_global \
+           WHERE status IN ('succeed', 'failed') AND update_time < $1 \
+           ORDER BY update_time, id LIMIT $2 FOR UPDATE SKIP LOCKED), \
+         gone_branches AS (DELETE FROM trans_branch_op WHERE gid IN (SELECT gid FROM doomed)), \
+         gone AS (DELETE FROM trans_global WHERE id IN (SELECT id FROM doomed) RETURNING 1) \
+         SELECT COUNT(*) FROM gone",
+    )
+    .bind(before.as_millis())
+    .bind(i64::from(limit))
+    .fetch_one(conn)
+    .await
+    .map_err(|e| map_sqlx("purge finished", e))?;
+    Ok(u64::try_from(deleted).unwrap_or(0))
+}

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dtx_core::{Branch, Global, GlobalStatus, Timestamp};
-use dtx_store::{Error, KvRow, ListFilter, Loaded, NewTransaction, Result, Save, Store};
+use dtx_store::{Error, KvRow, ListFilter, Loaded, NewTransaction, Result, Save, StatusCounts, Store};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
@@ -294,6 +294,15 @@ impl Store for SqliteStore {
     async fn kv_delete(&self, cat: &str, k: &str) -> Result<()> {
         let (reply, answer) = oneshot::channel();
         self.write(Request::KvDelete { cat: cat.to_owned(), k: k.to_owned(), reply }, answer).await
+    }
+
+    async fn status_counts(&self, now: Timestamp) -> Result<StatusCounts> {
+        read::status_counts(&self.inner.reads, now).await
+    }
+
+    async fn purge_finished(&self, before: Timestamp, limit: u32) -> Result<u64> {
+        let (reply, answer) = oneshot::channel();
+        self.write(Request::Purge { before, limit, reply }, answer).await
     }
 }
 

@@ -1,7 +1,8 @@
 //! Reads, served by the read pool: WAL lets them run beside the writer without blocking it.
 
 use dtx_core::Global;
-use dtx_store::{KvRow, ListFilter, Loaded, Result};
+use dtx_core::Timestamp;
+use dtx_store::{KvRow, ListFilter, Loaded, Result, StatusCounts};
 use sqlx::SqlitePool;
 
 use crate::error::map_sqlx;
@@ -37,6 +38,7 @@ pub(crate) async fn list(pool: &SqlitePool, filter: &ListFilter) -> Result<Vec<G
         " AND ($3 IS NULL OR trans_type = $3)",
         " AND ($4 IS NULL OR create_time >= $4)",
         " AND ($5 IS NULL OR create_time <= $5)",
+        " AND ($7 IS NULL OR substr(gid, 1, length($7)) = $7)",
         " ORDER BY id DESC LIMIT $6"
     ))
     .bind(filter.before_id)
@@ -45,6 +47,7 @@ pub(crate) async fn list(pool: &SqlitePool, filter: &ListFilter) -> Result<Vec<G
     .bind(filter.created_from.map(|t| t.as_millis()))
     .bind(filter.created_to.map(|t| t.as_millis()))
     .bind(i64::from(filter.limit))
+    .bind(filter.gid_prefix.as_deref())
     .fetch_all(pool)
     .await
     .map_err(|e| map_sqlx("list", e))?;
@@ -82,4 +85,18 @@ pub(crate) async fn kv_scan(
     .await
     .map_err(|e| map_sqlx("kv scan", e))?;
     rows.iter().map(rows::kv).collect()
+}
+
+/// Rows per status and the due backlog, in one scan.
+pub(crate) async fn status_counts(pool: &SqlitePool, now: Timestamp) -> Result<StatusCounts> {
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT status, COUNT(*), COALESCE(SUM(CASE WHEN status IN ('prepared', 'submitted', 'aborting') \
+         AND next_cron_time <= $1 AND (owner IS NULL OR lease_until IS NULL OR lease_until < $1) \
+         THEN 1 ELSE 0 END), 0) FROM trans_global GROUP BY status",
+    )
+    .bind(now.as_millis())
+    .fetch_all(pool)
+    .await
+    .map_err(|e| map_sqlx("status counts", e))?;
+    dtx_store::rows::status_counts(rows)
 }

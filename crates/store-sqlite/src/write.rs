@@ -449,3 +449,32 @@ pub(crate) fn kv_delete(conn: &Connection, cat: &str, k: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// Retention: deletes up to `limit` finished transactions last written before `before`, oldest
+/// first, with their branches. Runs in the writer's batch like any write, so a purge never
+/// waits for (or makes wait) the database lock; a small `limit` keeps the batch short.
+pub(crate) fn purge_finished(conn: &Connection, before: Timestamp, limit: u32) -> Result<u64> {
+    let doomed: Vec<(i64, String)> = {
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, gid FROM trans_global WHERE status IN ('succeed', 'failed') \
+                 AND update_time < $1 ORDER BY update_time, id LIMIT $2",
+            )
+            .map_err(|e| map_rusqlite("purge: select", e))?;
+        let rows = stmt
+            .query_map(params![before.as_millis(), i64::from(limit)], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| map_rusqlite("purge: select", e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| map_rusqlite("purge: select", e))?
+    };
+    if doomed.is_empty() {
+        return Ok(0);
+    }
+    let internal = |e: serde_json::Error| Error::Internal(anyhow::Error::new(e).context("purge: id list"));
+    let gids = serde_json::to_string(&doomed.iter().map(|(_, g)| g.as_str()).collect::<Vec<_>>()).map_err(internal)?;
+    let ids = serde_json::to_string(&doomed.iter().map(|(id, _)| *id).collect::<Vec<_>>()).map_err(internal)?;
+    execute(conn, "DELETE FROM trans_branch_op WHERE gid IN (SELECT value FROM json_each($1))", params![gids])
+        .map_err(|e| map_rusqlite("purge: branches", e))?;
+    let done = execute(conn, "DELETE FROM trans_global WHERE id IN (SELECT value FROM json_each($1))", params![ids])
+        .map_err(|e| map_rusqlite("purge: globals", e))?;
+    u64::try_from(done).map_err(|e| Error::Internal(anyhow::Error::new(e).context("purge: row count")))
+}

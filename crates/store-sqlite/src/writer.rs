@@ -37,6 +37,7 @@ pub(crate) enum Request {
     KvInsert { cat: String, k: String, v: String, now: Timestamp, reply: Reply<()> },
     KvUpdate { cat: String, k: String, v: String, version: i64, now: Timestamp, reply: Reply<()> },
     KvDelete { cat: String, k: String, reply: Reply<()> },
+    Purge { before: Timestamp, limit: u32, reply: Reply<u64> },
 }
 
 /// A request that has run, holding its outcome until the batch commits.
@@ -96,6 +97,7 @@ impl Request {
             Request::Claim { reply, .. } => refuse(reply, err),
             Request::ForceStop { reply, .. } => refuse(reply, err),
             Request::ResetCronTime { reply, .. } => refuse(reply, err),
+            Request::Purge { reply, .. } => refuse(reply, err),
         }
     }
 
@@ -131,6 +133,7 @@ impl Request {
                 finished(reply, write::kv_update(conn, &cat, &k, &v, version, now))
             }
             Request::KvDelete { cat, k, reply } => finished(reply, write::kv_delete(conn, &cat, &k)),
+            Request::Purge { before, limit, reply } => finished(reply, write::purge_finished(conn, before, limit)),
         }
     }
 }

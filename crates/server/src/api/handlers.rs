@@ -297,6 +297,8 @@ pub async fn all(
         trans_type: param(&params, "transType")?,
         created_from: param::<i64>(&params, "createTimeStart")?.map(Timestamp),
         created_to: param::<i64>(&params, "createTimeEnd")?.map(Timestamp),
+        // dtx's addition (admin UI): gids starting with this.
+        gid_prefix: params.get("gidPrefix").filter(|p| !p.is_empty()).cloned(),
     };
     let rows = state.engine.list(&filter).await?;
     let next = if rows.len() == limit as usize {
