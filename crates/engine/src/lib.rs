@@ -13,6 +13,8 @@
 //! - `round`: one processing round per transaction mode (`round/saga.rs`).
 //! - `scheduler`: [`Engine::run_once`] (claim due work, process it, return) and [`Engine::run`].
 //! - [`participant`]: the HTTP participant caller (one pooled client).
+//! - `retention`: deleting old finished transactions ([`Engine::purge`], [`Engine::run_retention`]).
+//! - [`observe`]: the hooks a metrics exporter implements ([`Observer`]).
 //! - [`clock`]: the time source ([`SystemClock`]; [`StoreClock`], corrected to a store's shared
 //!   clock; [`ManualClock`] for tests).
 
@@ -20,10 +22,12 @@ mod abort;
 mod admin;
 pub mod clock;
 mod error;
+pub mod observe;
 mod options;
 pub mod participant;
 mod register;
 mod request;
+mod retention;
 mod round;
 mod scheduler;
 mod submit;
@@ -38,9 +42,11 @@ use tokio_util::task::TaskTracker;
 
 pub use clock::{Clock, ManualClock, StoreClock, SystemClock};
 pub use error::{Error, Result};
+pub use observe::{NoObserver, Observer, RoundInfo};
 pub use options::EngineOptions;
 pub use register::RegisterBranch;
 pub use request::{Step, Subscriber, TransRequest};
+pub use retention::RetentionOptions;
 pub use round::RoundEnd;
 pub use submit::SubmitReply;
 
@@ -57,6 +63,8 @@ pub(crate) struct Inner {
     opts: EngineOptions,
     clock: Arc<dyn Clock>,
     participants: Participants,
+    /// Metrics hooks ([`NoObserver`] unless the server installs one).
+    observer: Arc<dyn Observer>,
     /// Random per process: owner tokens are `<node>-<seq>`, fresh for every insert and claim.
     node: String,
     seq: AtomicU64,
@@ -68,7 +76,17 @@ pub(crate) struct Inner {
 impl Engine {
     /// Builds an engine over a store.
     pub fn new(store: Arc<dyn Store>, opts: EngineOptions, clock: Arc<dyn Clock>) -> Result<Engine> {
-        let participants = Participants::new()
+        Engine::observed(store, opts, clock, Arc::new(NoObserver))
+    }
+
+    /// [`Engine::new`] reporting its rounds, calls, claims and fenced writes to `observer`.
+    pub fn observed(
+        store: Arc<dyn Store>,
+        opts: EngineOptions,
+        clock: Arc<dyn Clock>,
+        observer: Arc<dyn Observer>,
+    ) -> Result<Engine> {
+        let participants = Participants::observed(observer.clone())
             .map_err(|e| Error::InvalidArgument(format!("cannot build the HTTP client: {e}")))?;
         let node = format!("{:08x}", rand::random::<u32>());
         Ok(Engine {
@@ -77,6 +95,7 @@ impl Engine {
                 opts,
                 clock,
                 participants,
+                observer,
                 node,
                 seq: AtomicU64::new(0),
                 tasks: TaskTracker::new(),

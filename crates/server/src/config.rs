@@ -52,6 +52,20 @@ pub enum Command {
     Serve(Settings),
     /// Print the default configuration as TOML.
     PrintDefaultConfig,
+    /// Delete finished transactions (succeed, failed) last written more than DURATION ago, with
+    /// their branches, once, in small batches, then exit. Safe while nodes are running.
+    Purge(PurgeArgs),
+}
+
+/// `dtx purge`.
+#[derive(Debug, Clone, Args)]
+pub struct PurgeArgs {
+    /// Age of the finished transactions to delete (e.g. `30d`, `12h`); must be above zero.
+    #[arg(long, value_name = "DURATION")]
+    pub older_than: String,
+    /// The store and other settings, as for `serve`.
+    #[command(flatten)]
+    pub settings: Settings,
 }
 
 /// Every setting, as a flag and a `DTX_*` variable; the TOML file uses the same names in
@@ -113,6 +127,10 @@ pub struct Settings {
     /// PostgreSQL: most connections this node opens (reads and group-commit writers share them).
     #[arg(long, env = "DTX_POSTGRES_POOL_SIZE")]
     pub postgres_pool_size: Option<u32>,
+    /// Finished transactions (succeed, failed) last written longer ago than this are deleted,
+    /// with their branches, by a background task on every node (default 7d; 0 keeps everything).
+    #[arg(long, env = "DTX_RETENTION")]
+    pub retention: Option<String>,
 }
 
 /// The store backend, chosen once from the database URL's scheme.
@@ -162,6 +180,8 @@ pub struct Config {
     pub sqlite_full_sync: bool,
     /// PostgreSQL connection pool size.
     pub postgres_pool_size: u32,
+    /// Retention of finished transactions (`keep` zero: never deleted).
+    pub retention: dtx_engine::RetentionOptions,
 }
 
 /// The defaults, as a TOML document (`dtx print-default-config`).
@@ -182,6 +202,7 @@ max_body_bytes = 1048576
 max_steps = 100
 sqlite_synchronous = "full"
 postgres_pool_size = 10
+retention = "7d"
 "#;
 
 impl Settings {
@@ -205,6 +226,7 @@ impl Settings {
             max_steps: self.max_steps.or(lower.max_steps),
             sqlite_synchronous: self.sqlite_synchronous.or(lower.sqlite_synchronous),
             postgres_pool_size: self.postgres_pool_size.or(lower.postgres_pool_size),
+            retention: self.retention.or(lower.retention),
         }
     }
 
@@ -273,6 +295,9 @@ impl Settings {
         };
         let postgres_pool_size =
             at_least(s.postgres_pool_size.unwrap_or(10) as usize, 1, "--postgres-pool-size")? as u32;
+        let keep = parse_duration(&req(s.retention, "--retention")?)
+            .map_err(|message| Error::Invalid { setting: "--retention", message })?;
+        let retention = dtx_engine::RetentionOptions { keep, ..Default::default() };
         let engine = EngineOptions {
             retry: RetryPolicy { retry_interval, max_interval: backoff_cap, jitter: 0.1 },
             request_timeout,
@@ -293,6 +318,7 @@ impl Settings {
             max_body_bytes,
             sqlite_full_sync,
             postgres_pool_size,
+            retention,
         })
     }
 }
@@ -396,6 +422,17 @@ mod tests {
         assert!(e.contains("postgres://") && !e.contains("secret"), "{e}");
         let s = Settings { postgres_pool_size: Some(0), ..Default::default() };
         assert!(s.resolve().unwrap_err().to_string().contains("--postgres-pool-size"));
+    }
+
+    #[test]
+    fn retention_defaults_to_a_week_and_zero_keeps_everything() {
+        assert_eq!(Config::default().retention.keep, Duration::from_secs(7 * 24 * 3600));
+        let s = Settings { retention: Some("0".into()), ..Default::default() };
+        assert!(s.resolve().unwrap().retention.keep.is_zero());
+        let s = Settings { retention: Some("36h".into()), ..Default::default() };
+        assert_eq!(s.resolve().unwrap().retention.keep, Duration::from_secs(36 * 3600));
+        let s = Settings { retention: Some("forever".into()), ..Default::default() };
+        assert!(s.resolve().unwrap_err().to_string().contains("--retention"));
     }
 
     #[test]

@@ -470,11 +470,18 @@ pub(crate) fn purge_finished(conn: &Connection, before: Timestamp, limit: u32) -
         return Ok(0);
     }
     let internal = |e: serde_json::Error| Error::Internal(anyhow::Error::new(e).context("purge: id list"));
-    let gids = serde_json::to_string(&doomed.iter().map(|(_, g)| g.as_str()).collect::<Vec<_>>()).map_err(internal)?;
-    let ids = serde_json::to_string(&doomed.iter().map(|(id, _)| *id).collect::<Vec<_>>()).map_err(internal)?;
-    execute(conn, "DELETE FROM trans_branch_op WHERE gid IN (SELECT value FROM json_each($1))", params![gids])
-        .map_err(|e| map_rusqlite("purge: branches", e))?;
-    let done = execute(conn, "DELETE FROM trans_global WHERE id IN (SELECT value FROM json_each($1))", params![ids])
-        .map_err(|e| map_rusqlite("purge: globals", e))?;
+    let gids = serde_json::to_string(&doomed.iter().map(|(_, g)| g.as_str()).collect::<Vec<_>>())
+        .map_err(internal)?;
+    let ids =
+        serde_json::to_string(&doomed.iter().map(|(id, _)| *id).collect::<Vec<_>>()).map_err(internal)?;
+    execute(
+        conn,
+        "DELETE FROM trans_branch_op WHERE gid IN (SELECT value FROM json_each($1))",
+        params![gids],
+    )
+    .map_err(|e| map_rusqlite("purge: branches", e))?;
+    let done =
+        execute(conn, "DELETE FROM trans_global WHERE id IN (SELECT value FROM json_each($1))", params![ids])
+            .map_err(|e| map_rusqlite("purge: globals", e))?;
     u64::try_from(done).map_err(|e| Error::Internal(anyhow::Error::new(e).context("purge: row count")))
 }

@@ -133,7 +133,9 @@ impl Request {
                 finished(reply, write::kv_update(conn, &cat, &k, &v, version, now))
             }
             Request::KvDelete { cat, k, reply } => finished(reply, write::kv_delete(conn, &cat, &k)),
-            Request::Purge { before, limit, reply } => finished(reply, write::purge_finished(conn, before, limit)),
+            Request::Purge { before, limit, reply } => {
+                finished(reply, write::purge_finished(conn, before, limit))
+            }
         }
     }
 }

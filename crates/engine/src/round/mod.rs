@@ -38,6 +38,19 @@ pub enum RoundEnd {
 
 /// Runs one round of an owned transaction.
 pub(crate) async fn run(inner: &Inner, loaded: Loaded, owner: String, premarked: bool) -> RoundEnd {
+    // Metrics hooks around the round (crate::observe); the round itself is `run_modes`.
+    let info = crate::observe::RoundInfo {
+        trans_type: loaded.global.trans_type,
+        create_time: loaded.global.create_time,
+        forward_only: loaded.global.trans_type == TransType::Saga && crate::Engine::is_forward_only(&loaded),
+    };
+    inner.observer.round_started(&info);
+    let end = run_modes(inner, loaded, owner, premarked).await;
+    inner.observer.round_ended(&info, &end, inner.clock.now());
+    end
+}
+
+async fn run_modes(inner: &Inner, loaded: Loaded, owner: String, premarked: bool) -> RoundEnd {
     match loaded.global.trans_type {
         TransType::Saga => saga::SagaRound::new(inner, loaded, owner, premarked).run().await,
         TransType::Tcc => tcc::run(inner, loaded, owner).await,

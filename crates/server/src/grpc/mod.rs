@@ -12,6 +12,9 @@ use tonic::{Request, Response, Status};
 
 use crate::api::new_gid_text;
 
+mod observe;
+pub use observe::GrpcMetricsLayer;
+
 /// The `dtmgimp.Dtm` service.
 #[derive(Clone)]
 pub struct DtmService {

@@ -126,7 +126,8 @@ pub async fn list_by_gid_prefix(store: Arc<dyn Store>) {
         let store = Arc::clone(&store);
         let filter = ListFilter { limit: 100, gid_prefix: Some(prefix.to_owned()), ..ListFilter::default() };
         async move {
-            let mut gids: Vec<String> = store.list(&filter).await.expect("list").into_iter().map(|g| g.gid).collect();
+            let mut gids: Vec<String> =
+                store.list(&filter).await.expect("list").into_iter().map(|g| g.gid).collect();
             gids.sort();
             gids
         }
