@@ -297,7 +297,9 @@ impl Settings {
             at_least(s.postgres_pool_size.unwrap_or(10) as usize, 1, "--postgres-pool-size")? as u32;
         let keep = parse_duration(&req(s.retention, "--retention")?)
             .map_err(|message| Error::Invalid { setting: "--retention", message })?;
-        let retention = dtx_engine::RetentionOptions { keep, ..Default::default() };
+        // A pass a minute; more often only when the retention itself is that short (tests).
+        let every = keep.clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let retention = dtx_engine::RetentionOptions { keep, every, ..Default::default() };
         let engine = EngineOptions {
             retry: RetryPolicy { retry_interval, max_interval: backoff_cap, jitter: 0.1 },
             request_timeout,

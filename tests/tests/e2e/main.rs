@@ -14,6 +14,7 @@ mod grpc_tcc_msg;
 mod lease;
 mod msg;
 mod operator;
+mod ops_health;
 mod ops_metrics;
 mod postgres_nodes;
 mod postgres_outage;
