@@ -15,6 +15,7 @@ use dtx_proto::dtmgimp::dtm_server::DtmServer;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
+use crate::admin::{self, AdminToken};
 use crate::api::{self, AppState};
 use crate::config::{Backend, Config};
 use crate::grpc::{DtmService, GrpcMetricsLayer};
@@ -66,6 +67,7 @@ pub struct Server {
     clock_sync: Option<(Arc<StoreClock>, Arc<dyn Store>)>,
     metrics: Arc<Metrics>,
     retention: dtx_engine::RetentionOptions,
+    admin_token: AdminToken,
 }
 
 /// How often a node re-measures its clock against the store's shared clock: clocks drift by
@@ -145,6 +147,7 @@ impl Server {
             clock_sync,
             metrics,
             retention: config.retention,
+            admin_token: AdminToken(config.admin_token.as_deref().map(Arc::from)),
         })
     }
 
@@ -187,6 +190,8 @@ impl Server {
                     .route("/api/ready", axum::routing::get(health::ready))
                     .with_state(readiness.clone()),
             )
+            .merge(admin::router(self.engine.clone()))
+            .layer(axum::middleware::from_fn_with_state(self.admin_token.clone(), admin::require_token))
             .layer(axum::middleware::from_fn_with_state(self.metrics.clone(), metrics::track_http));
         info!(http = %self.http_addr, grpc = %self.grpc_addr, "dtx serving");
         let scheduler = {

@@ -131,6 +131,11 @@ pub struct Settings {
     /// with their branches, by a background task on every node (default 7d; 0 keeps everything).
     #[arg(long, env = "DTX_RETENTION")]
     pub retention: Option<String>,
+    /// Admin token: when set, the admin calls (`all`, `forceStop`, `resetNextCronTime`,
+    /// `resetCronTime`, `subscribe`, `unsubscribe`, `DELETE topic`, `scanKV`, `/api/admin/*`)
+    /// need `Authorization: Bearer <token>`; the admin UI asks for it once.
+    #[arg(long, env = "DTX_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 }
 
 /// The store backend, chosen once from the database URL's scheme.
@@ -182,6 +187,8 @@ pub struct Config {
     pub postgres_pool_size: u32,
     /// Retention of finished transactions (`keep` zero: never deleted).
     pub retention: dtx_engine::RetentionOptions,
+    /// The admin token (`None`: admin calls are open, as in DTM).
+    pub admin_token: Option<String>,
 }
 
 /// The defaults, as a TOML document (`dtx print-default-config`).
@@ -227,6 +234,7 @@ impl Settings {
             sqlite_synchronous: self.sqlite_synchronous.or(lower.sqlite_synchronous),
             postgres_pool_size: self.postgres_pool_size.or(lower.postgres_pool_size),
             retention: self.retention.or(lower.retention),
+            admin_token: self.admin_token.or(lower.admin_token),
         }
     }
 
@@ -297,6 +305,17 @@ impl Settings {
             at_least(s.postgres_pool_size.unwrap_or(10) as usize, 1, "--postgres-pool-size")? as u32;
         let keep = parse_duration(&req(s.retention, "--retention")?)
             .map_err(|message| Error::Invalid { setting: "--retention", message })?;
+        let admin_token = match s.admin_token {
+            None => None,
+            Some(t) if t.is_empty() => None,
+            Some(t) if t.trim() != t || t.len() < 8 => {
+                return Err(Error::Invalid {
+                    setting: "--admin-token",
+                    message: "must be at least 8 characters, without surrounding spaces".into(),
+                });
+            }
+            Some(t) => Some(t),
+        };
         // A pass a minute; more often only when the retention itself is that short (tests).
         let every = keep.clamp(Duration::from_secs(1), Duration::from_secs(60));
         let retention = dtx_engine::RetentionOptions { keep, every, ..Default::default() };
@@ -321,6 +340,7 @@ impl Settings {
             sqlite_full_sync,
             postgres_pool_size,
             retention,
+            admin_token,
         })
     }
 }

@@ -7,9 +7,11 @@
 //! - [`telemetry`]: log output.
 //! - [`metrics`]: Prometheus metrics (`/api/metrics`), the engine's observer; `observed_store`:
 //!   store write latency and queue depth.
+//! - [`admin`]: the embedded admin web UI (`/admin`), its JSON endpoints and the admin token.
 //! - [`health`]: readiness (`/api/ready`, gRPC health).
 //! - [`cli`]: the `dtx` binary's entry point.
 
+pub mod admin;
 pub mod api;
 mod app;
 pub mod cli;
