@@ -4,6 +4,7 @@
 
 mod common;
 
+mod admin_ui;
 mod api;
 mod bad_input;
 mod crash;

@@ -63,6 +63,8 @@ export class ApiError extends Error {
 
 type AskToken = () => Promise<string | null>;
 let askToken: AskToken = async () => null;
+// Calls refused at the same time share one question.
+let asking: Promise<string | null> | null = null;
 
 /** How the UI asks for the token (an in-page form). */
 export function onTokenNeeded(ask: AskToken): void {
@@ -89,7 +91,8 @@ async function call<T>(method: string, path: string, body?: unknown, retried = f
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   if (resp.status === 401 && !retried) {
-    const given = await askToken();
+    asking ??= askToken().finally(() => (asking = null));
+    const given = await asking;
     if (given !== null) {
       setToken(given);
       return call(method, path, body, true);
