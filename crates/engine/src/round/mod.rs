@@ -11,7 +11,7 @@ mod tcc;
 
 use dtx_core::{GlobalStatus, TransType};
 use dtx_store::Loaded;
-use tracing::warn;
+use tracing::{Instrument, warn};
 
 use crate::Inner;
 
@@ -45,7 +45,8 @@ pub(crate) async fn run(inner: &Inner, loaded: Loaded, owner: String, premarked:
         forward_only: loaded.global.trans_type == TransType::Saga && crate::Engine::is_forward_only(&loaded),
     };
     inner.observer.round_started(&info);
-    let end = run_modes(inner, loaded, owner, premarked).await;
+    let span = tracing::info_span!("round", gid = %loaded.global.gid, trans_type = %info.trans_type);
+    let end = run_modes(inner, loaded, owner, premarked).instrument(span).await;
     inner.observer.round_ended(&info, &end, inner.clock.now());
     end
 }
