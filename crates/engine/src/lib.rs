@@ -14,6 +14,7 @@
 //! - `scheduler`: [`Engine::run_once`] (claim due work, process it, return) and [`Engine::run`].
 //! - [`participant`]: the HTTP participant caller (one pooled client).
 //! - `retention`: deleting old finished transactions ([`Engine::purge`], [`Engine::run_retention`]).
+//! - [`trace_context`]: W3C `traceparent` from a submit to every participant call.
 //! - [`observe`]: the hooks a metrics exporter implements ([`Observer`]).
 //! - [`clock`]: the time source ([`SystemClock`]; [`StoreClock`], corrected to a store's shared
 //!   clock; [`ManualClock`] for tests).
@@ -31,6 +32,7 @@ mod retention;
 mod round;
 mod scheduler;
 mod submit;
+pub mod trace_context;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -24,3 +24,4 @@ mod saga;
 mod saga_options;
 mod tcc;
 mod topics;
+mod trace;

@@ -106,7 +106,8 @@ impl Participants {
         };
         let mut builder = builder.header("Content-Type", "application/json").timeout(req.timeout);
         for (k, v) in &req.headers {
-            builder = builder.header(k.as_str(), v.as_str());
+            // A stored traceparent goes out as a child context (crate::trace_context).
+            builder = builder.header(k.as_str(), crate::trace_context::outgoing(k, v).as_ref());
         }
         let outcome = match builder.send().await {
             Err(e) => Outcome::Error(describe(&e)),
