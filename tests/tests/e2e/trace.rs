@@ -70,3 +70,33 @@ async fn an_invalid_traceparent_is_ignored() {
     s.wait_status("untraced", "succeed").await;
     assert_eq!(p.only_call("/A").header("traceparent"), "");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_metadata_trace_reaches_grpc_participants() {
+    use dtx_tests::grpc::{GrpcParticipant, GrpcReply, GrpcSaga, dtm_client};
+    let s = TestServer::start().await;
+    let p = GrpcParticipant::spawn().await;
+    p.script("TransIn", [GrpcReply::unavailable()]);
+    let saga = GrpcSaga::new("grpc-traced")
+        .step(p.url("TransOut"), p.url("TransOutRevert"), b"{}".to_vec())
+        .step(p.url("TransIn"), p.url("TransInRevert"), b"{}".to_vec());
+    let mut request = tonic::Request::new(saga.request());
+    request.metadata_mut().insert("traceparent", PARENT.parse().expect("metadata"));
+    dtm_client(&s).await.submit(request).await.expect("Submit");
+    s.wait_idle("grpc-traced").await;
+    s.advance(Duration::from_secs(60));
+    assert_eq!(s.cron().await, 1);
+    s.wait_status("grpc-traced", "succeed").await;
+    let calls = p.calls();
+    assert_eq!(calls.len(), 3, "TransOut, TransIn unavailable, TransIn again");
+    let mut spans = Vec::new();
+    for call in &calls {
+        let tp = call.metadata.get("traceparent").cloned().unwrap_or_default();
+        assert!(tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && tp.ends_with("-01"), "{tp}");
+        assert!(!tp.contains("00f067aa0ba902b7"), "a child span: {tp}");
+        spans.push(tp);
+    }
+    spans.sort();
+    spans.dedup();
+    assert_eq!(spans.len(), 3);
+}
