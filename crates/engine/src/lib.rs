@@ -13,6 +13,9 @@
 //! - `round`: one processing round per transaction mode (`round/saga.rs`).
 //! - `scheduler`: [`Engine::run_once`] (claim due work, process it, return) and [`Engine::run`].
 //! - [`participant`]: the HTTP participant caller (one pooled client).
+//! - `retention`: deleting old finished transactions ([`Engine::purge`], [`Engine::run_retention`]).
+//! - [`trace_context`]: W3C `traceparent` from a submit to every participant call.
+//! - [`observe`]: the hooks a metrics exporter implements ([`Observer`]).
 //! - [`clock`]: the time source ([`SystemClock`]; [`StoreClock`], corrected to a store's shared
 //!   clock; [`ManualClock`] for tests).
 
@@ -20,13 +23,16 @@ mod abort;
 mod admin;
 pub mod clock;
 mod error;
+pub mod observe;
 mod options;
 pub mod participant;
 mod register;
 mod request;
+mod retention;
 mod round;
 mod scheduler;
 mod submit;
+pub mod trace_context;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,9 +45,11 @@ use tokio_util::task::TaskTracker;
 
 pub use clock::{Clock, ManualClock, StoreClock, SystemClock};
 pub use error::{Error, Result};
+pub use observe::{NoObserver, Observer, RoundInfo};
 pub use options::EngineOptions;
 pub use register::RegisterBranch;
 pub use request::{Step, Subscriber, TransRequest};
+pub use retention::RetentionOptions;
 pub use round::RoundEnd;
 pub use submit::SubmitReply;
 
@@ -79,6 +87,8 @@ pub(crate) struct Inner {
     /// The only path to participants (persist, then call).
     effects: Effects,
     events: broadcast::Sender<EngineEvent>,
+    /// Metrics hooks ([`NoObserver`] unless the server installs one).
+    observer: Arc<dyn Observer>,
     /// Random per process: owner tokens are `<node>-<seq>`, fresh for every insert and claim.
     node: String,
     seq: AtomicU64,
@@ -90,9 +100,19 @@ pub(crate) struct Inner {
 impl Engine {
     /// Builds an engine over a store.
     pub fn new(store: Arc<dyn Store>, opts: EngineOptions, clock: Arc<dyn Clock>) -> Result<Engine> {
-        let participants = Participants::new()
+        Engine::observed(store, opts, clock, Arc::new(NoObserver))
+    }
+
+    /// [`Engine::new`] reporting its rounds, calls, claims and fenced writes to `observer`.
+    pub fn observed(
+        store: Arc<dyn Store>,
+        opts: EngineOptions,
+        clock: Arc<dyn Clock>,
+        observer: Arc<dyn Observer>,
+    ) -> Result<Engine> {
+        let participants = Participants::observed(observer.clone())
             .map_err(|e| Error::InvalidArgument(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Engine::with_caller(store, opts, clock, Arc::new(participants)))
+        Ok(Engine::build(store, opts, clock, Arc::new(participants), observer))
     }
 
     /// Builds an engine that calls participants through `caller` (tests script them).
@@ -101,6 +121,16 @@ impl Engine {
         opts: EngineOptions,
         clock: Arc<dyn Clock>,
         caller: Arc<dyn Caller>,
+    ) -> Engine {
+        Engine::build(store, opts, clock, caller, Arc::new(NoObserver))
+    }
+
+    fn build(
+        store: Arc<dyn Store>,
+        opts: EngineOptions,
+        clock: Arc<dyn Clock>,
+        caller: Arc<dyn Caller>,
+        observer: Arc<dyn Observer>,
     ) -> Engine {
         let node = format!("{:08x}", rand::random::<u32>());
         let (events, _) = broadcast::channel(EVENTS_BUFFER);
@@ -111,6 +141,7 @@ impl Engine {
                 clock,
                 effects: Effects::new(caller),
                 events,
+                observer,
                 node,
                 seq: AtomicU64::new(0),
                 tasks: TaskTracker::new(),

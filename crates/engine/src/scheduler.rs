@@ -20,6 +20,7 @@ impl Engine {
         let claimed =
             inner.store.claim_due(&owner, now, now.add(inner.opts.lease), inner.opts.claim_batch).await?;
         let n = claimed.len();
+        inner.observer.claimed(n);
         let rounds =
             claimed.into_iter().map(|loaded| round::run(inner, loaded, owner.clone(), no_premarks()));
         futures::future::join_all(rounds).await;
@@ -87,6 +88,7 @@ impl Engine {
         let now = inner.clock.now();
         let claimed = inner.store.claim_due(&owner, now, now.add(inner.opts.lease), room as u32).await?;
         let n = claimed.len();
+        inner.observer.claimed(n);
         let mut first = Some(first);
         for loaded in claimed {
             let permit = match first.take() {

@@ -16,9 +16,13 @@ use dtx_proto::dtmgimp::dtm_server::DtmServer;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
+use crate::admin::{self, AdminToken};
 use crate::api::{self, AppState};
 use crate::config::{Backend, Config};
-use crate::grpc::DtmService;
+use crate::grpc::{DtmService, GrpcMetricsLayer};
+use crate::health::{self, Readiness};
+use crate::metrics::{self, Metrics};
+use crate::observed_store::ObservedStore;
 
 /// Starting the server failed.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +66,9 @@ pub struct Server {
     grpc_addr: SocketAddr,
     /// The engine's clock and the store it follows, when the store has a shared clock.
     clock_sync: Option<(Arc<StoreClock>, Arc<dyn Store>)>,
+    metrics: Arc<Metrics>,
+    retention: dtx_engine::RetentionOptions,
+    admin_token: AdminToken,
 }
 
 /// How often a node re-measures its clock against the store's shared clock: clocks drift by
@@ -118,7 +125,9 @@ impl Server {
         clock: Arc<dyn Clock>,
         clock_sync: Option<(Arc<StoreClock>, Arc<dyn Store>)>,
     ) -> Result<Server, Error> {
-        let engine = Engine::new(store, config.engine.clone(), clock)?;
+        let metrics = Arc::new(Metrics::new());
+        let store: Arc<dyn Store> = Arc::new(ObservedStore::new(store, metrics.clone()));
+        let engine = Engine::observed(store, config.engine.clone(), clock, metrics.clone())?;
         let listener = TcpListener::bind(config.http_listen)
             .await
             .map_err(|source| Error::Bind { addr: config.http_listen, source })?;
@@ -137,6 +146,9 @@ impl Server {
             grpc_listener,
             grpc_addr,
             clock_sync,
+            metrics,
+            retention: config.retention,
+            admin_token: AdminToken(config.admin_token.as_ref().map(|t| Arc::from(t.expose()))),
         })
     }
 
@@ -167,7 +179,21 @@ impl Server {
             }
         });
         let state = AppState { engine: self.engine.clone(), max_body_bytes: self.max_body_bytes };
-        let app = api::router(state);
+        let readiness = Arc::new(Readiness::new(self.engine.clone()));
+        let app = api::router(state)
+            .merge(
+                axum::Router::new()
+                    .route("/api/metrics", axum::routing::get(metrics::handler))
+                    .with_state((self.metrics.clone(), self.engine.clone())),
+            )
+            .merge(
+                axum::Router::new()
+                    .route("/api/ready", axum::routing::get(health::ready))
+                    .with_state(readiness.clone()),
+            )
+            .merge(admin::router(self.engine.clone()))
+            .layer(axum::middleware::from_fn_with_state(self.admin_token.clone(), admin::require_token))
+            .layer(axum::middleware::from_fn_with_state(self.metrics.clone(), metrics::track_http));
         info!(http = %self.http_addr, grpc = %self.grpc_addr, "dtx serving");
         let scheduler = {
             let engine = self.engine.clone();
@@ -176,7 +202,20 @@ impl Server {
         if let Some((clock, store)) = self.clock_sync {
             tokio::spawn(keep_synced(clock, store, stop.clone()));
         }
-        let grpc = tokio::spawn(serve_grpc(self.engine.clone(), self.grpc_listener, stop.clone()));
+        let retention = {
+            let engine = self.engine.clone();
+            let opts = self.retention;
+            tokio::spawn(async move { engine.run_retention(opts).await })
+        };
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        tokio::spawn(health::follow(readiness, health_reporter, stop.clone()));
+        let grpc = tokio::spawn(serve_grpc(
+            self.engine.clone(),
+            self.grpc_listener,
+            health_service,
+            self.metrics.clone(),
+            stop.clone(),
+        ));
         let served =
             axum::serve(self.listener, app).with_graceful_shutdown(stop.clone().cancelled_owned()).await;
         // Whichever front door stopped first, stop the other one too.
@@ -185,12 +224,25 @@ impl Server {
         let grpc_served = grpc.await;
         self.engine.shutdown().await;
         let _ = scheduler.await;
+        let _ = retention.await;
         served.map_err(Error::Serve)?;
         match grpc_served {
             Ok(result) => result,
             Err(e) => Err(Error::Grpc(e.to_string())),
         }
     }
+}
+
+/// An engine over the configured store, on the store-corrected system clock, with no
+/// listener and no scheduler (`dtx purge`).
+pub(crate) async fn open_engine(config: &Config) -> Result<Engine, Error> {
+    let store = open(config).await?;
+    let clock = Arc::new(StoreClock::new(Arc::new(SystemClock)));
+    clock
+        .sync(store.as_ref())
+        .await
+        .map_err(|source| Error::Store { url: config.database_url.to_string(), source })?;
+    Ok(Engine::new(store, config.engine.clone(), clock)?)
 }
 
 /// Re-measures the clock offset every [`CLOCK_SYNC_EVERY`] until `stop`. A failed measurement
@@ -213,15 +265,23 @@ async fn open(config: &Config) -> Result<Arc<dyn Store>, Error> {
 }
 
 /// The gRPC front door: `dtmgimp.Dtm`, plus the standard health service and server reflection.
-async fn serve_grpc(engine: Engine, listener: TcpListener, stop: CancellationToken) -> Result<(), Error> {
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<DtmServer<DtmService>>().await;
+/// Health follows readiness ([`health::follow`]); every call is counted ([`GrpcMetricsLayer`]).
+async fn serve_grpc(
+    engine: Engine,
+    listener: TcpListener,
+    health_service: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) -> Result<(), Error> {
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(dtx_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| Error::Grpc(e.to_string()))?;
     tonic::transport::Server::builder()
+        .layer(GrpcMetricsLayer(metrics))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(DtmServer::new(DtmService::new(engine)))

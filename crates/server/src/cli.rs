@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::Parser;
 
-use crate::config::{Cli, Command, default_toml};
+use crate::config::{Cli, Command, PurgeArgs, default_toml, parse_duration};
 use crate::{Server, telemetry};
 
 /// Parses the command line and runs it.
@@ -15,12 +15,27 @@ pub async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Some(Command::Serve(s)) => s,
+        Some(Command::Purge(args)) => return purge(args).await,
         None => cli.settings,
     };
     let config = settings.resolve()?;
     telemetry::init(config.log_format);
     let server = Server::build(&config).await.context("dtx failed to start")?;
     server.run(shutdown_signal()).await.context("dtx stopped with an error")?;
+    Ok(())
+}
+
+/// `dtx purge --older-than DURATION`: one retention pass over the configured store.
+async fn purge(args: PurgeArgs) -> anyhow::Result<()> {
+    let older_than =
+        parse_duration(&args.older_than).map_err(|m| anyhow::anyhow!("invalid --older-than: {m}"))?;
+    anyhow::ensure!(!older_than.is_zero(), "invalid --older-than: must be greater than zero");
+    let config = args.settings.resolve()?;
+    telemetry::init(config.log_format);
+    let engine = crate::app::open_engine(&config).await.context("dtx purge failed to open the store")?;
+    let opts = config.retention;
+    let deleted = engine.purge(older_than, opts.batch, opts.pause).await.context("purge failed")?;
+    println!("deleted {deleted} finished transactions last written more than {} ago", args.older_than);
     Ok(())
 }
 

@@ -54,6 +54,20 @@ pub enum Command {
     Serve(Settings),
     /// Print the default configuration as TOML.
     PrintDefaultConfig,
+    /// Delete finished transactions (succeed, failed) last written more than DURATION ago, with
+    /// their branches, once, in small batches, then exit. Safe while nodes are running.
+    Purge(PurgeArgs),
+}
+
+/// `dtx purge`.
+#[derive(Debug, Clone, Args)]
+pub struct PurgeArgs {
+    /// Age of the finished transactions to delete (e.g. `30d`, `12h`); must be above zero.
+    #[arg(long, value_name = "DURATION")]
+    pub older_than: String,
+    /// The store and other settings, as for `serve`.
+    #[command(flatten)]
+    pub settings: Settings,
 }
 
 /// Every setting, as a flag and a `DTX_*` variable; the TOML file uses the same names in
@@ -120,6 +134,15 @@ pub struct Settings {
     /// them).
     #[arg(long, env = "DTX_MYSQL_POOL_SIZE")]
     pub mysql_pool_size: Option<u32>,
+    /// Finished transactions (succeed, failed) last written longer ago than this are deleted,
+    /// with their branches, by a background task on every node (default 7d; 0 keeps everything).
+    #[arg(long, env = "DTX_RETENTION")]
+    pub retention: Option<String>,
+    /// Admin token: when set, the admin calls (`all`, `forceStop`, `resetNextCronTime`,
+    /// `resetCronTime`, `subscribe`, `unsubscribe`, `DELETE topic`, `scanKV`, `/api/admin/*`)
+    /// need `Authorization: Bearer <token>`; the admin UI asks for it once.
+    #[arg(long, env = "DTX_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<Secret>,
 }
 
 /// A database URL. It may hold a password: `Debug` and `Display` mask it, so a config printed
@@ -164,6 +187,43 @@ impl fmt::Display for DatabaseUrl {
 impl fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?}", crate::app::redacted(&self.0))
+    }
+}
+
+/// A secret setting (the admin token): `Debug` shows `***`, never the value.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value: only for the check that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Secret {
+        Secret(s.to_owned())
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Secret {
+        Secret(s)
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Secret, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
     }
 }
 
@@ -219,6 +279,10 @@ pub struct Config {
     pub postgres_pool_size: u32,
     /// MySQL connection pool size.
     pub mysql_pool_size: u32,
+    /// Retention of finished transactions (`keep` zero: never deleted).
+    pub retention: dtx_engine::RetentionOptions,
+    /// The admin token (`None`: admin calls are open, as in DTM).
+    pub admin_token: Option<Secret>,
 }
 
 /// Server defaults that are not engine settings (those come from [`EngineOptions::default`]).
@@ -228,6 +292,7 @@ const DEFAULT_GRPC_LISTEN: &str = "0.0.0.0:36790";
 const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 const DEFAULT_POSTGRES_POOL_SIZE: u32 = 10;
 const DEFAULT_MYSQL_POOL_SIZE: u32 = 10;
+const DEFAULT_RETENTION: &str = "7d";
 
 /// The defaults as a TOML document (`dtx print-default-config`), made from
 /// [`Settings::defaults`], so the printed file and the running defaults cannot drift apart.
@@ -265,6 +330,8 @@ impl Settings {
             sqlite_synchronous: Some("full".into()),
             postgres_pool_size: Some(DEFAULT_POSTGRES_POOL_SIZE),
             mysql_pool_size: Some(DEFAULT_MYSQL_POOL_SIZE),
+            retention: Some(DEFAULT_RETENTION.into()),
+            admin_token: None,
         }
     }
 
@@ -289,6 +356,8 @@ impl Settings {
             sqlite_synchronous: self.sqlite_synchronous.or(lower.sqlite_synchronous),
             postgres_pool_size: self.postgres_pool_size.or(lower.postgres_pool_size),
             mysql_pool_size: self.mysql_pool_size.or(lower.mysql_pool_size),
+            retention: self.retention.or(lower.retention),
+            admin_token: self.admin_token.or(lower.admin_token),
         }
     }
 
@@ -359,6 +428,22 @@ impl Settings {
                 as u32;
         let mysql_pool_size =
             at_least(req(s.mysql_pool_size, "--mysql-pool-size")? as usize, 1, "--mysql-pool-size")? as u32;
+        let keep = parse_duration(&req(s.retention, "--retention")?)
+            .map_err(|message| Error::Invalid { setting: "--retention", message })?;
+        let admin_token = match s.admin_token {
+            None => None,
+            Some(t) if t.expose().is_empty() => None,
+            Some(t) if t.expose().trim() != t.expose() || t.expose().len() < 8 => {
+                return Err(Error::Invalid {
+                    setting: "--admin-token",
+                    message: "must be at least 8 characters, without surrounding spaces".into(),
+                });
+            }
+            Some(t) => Some(t),
+        };
+        // A pass a minute; more often only when the retention itself is that short (tests).
+        let every = keep.clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let retention = dtx_engine::RetentionOptions { keep, every, ..Default::default() };
         let engine = EngineOptions {
             retry: RetryPolicy {
                 retry_interval,
@@ -384,6 +469,8 @@ impl Settings {
             sqlite_full_sync,
             postgres_pool_size,
             mysql_pool_size,
+            retention,
+            admin_token,
         })
     }
 }
@@ -524,6 +611,17 @@ mod tests {
         assert!(s.resolve().unwrap_err().to_string().contains("--postgres-pool-size"));
         let s = Settings { mysql_pool_size: Some(0), ..Default::default() };
         assert!(s.resolve().unwrap_err().to_string().contains("--mysql-pool-size"));
+    }
+
+    #[test]
+    fn retention_defaults_to_a_week_and_zero_keeps_everything() {
+        assert_eq!(Config::default().retention.keep, Duration::from_secs(7 * 24 * 3600));
+        let s = Settings { retention: Some("0".into()), ..Default::default() };
+        assert!(s.resolve().unwrap().retention.keep.is_zero());
+        let s = Settings { retention: Some("36h".into()), ..Default::default() };
+        assert_eq!(s.resolve().unwrap().retention.keep, Duration::from_secs(36 * 3600));
+        let s = Settings { retention: Some("forever".into()), ..Default::default() };
+        assert!(s.resolve().unwrap_err().to_string().contains("--retention"));
     }
 
     #[test]

@@ -5,13 +5,21 @@
 //! - [`grpc`]: the DTM-compatible gRPC API (`dtmgimp.Dtm`) over the same engine.
 //! - [`Server`]: wiring (store, engine, listener), serving and graceful shutdown.
 //! - [`telemetry`]: log output.
+//! - [`metrics`]: Prometheus metrics (`/api/metrics`), the engine's observer; `observed_store`:
+//!   store write latency and queue depth.
+//! - [`admin`]: the embedded admin web UI (`/admin`), its JSON endpoints and the admin token.
+//! - [`health`]: readiness (`/api/ready`, gRPC health).
 //! - [`cli`]: the `dtx` binary's entry point.
 
+pub mod admin;
 pub mod api;
 mod app;
 pub mod cli;
 pub mod config;
 pub mod grpc;
+pub mod health;
+pub mod metrics;
+mod observed_store;
 pub mod telemetry;
 
 pub use app::{Error, Server};

@@ -38,7 +38,7 @@ use async_trait::async_trait;
 use dtx_core::{Branch, Global, GlobalStatus, Timestamp};
 use dtx_store::sql::group::{self, Health};
 use dtx_store::write::Writes;
-use dtx_store::{Error, KvRow, ListFilter, Loaded, NewTransaction, Result, Save, Store};
+use dtx_store::{Error, KvRow, ListFilter, Loaded, NewTransaction, Result, Save, StatusCounts, Store};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::{Connection, MySqlConnection, MySqlPool};
 use tracing::info;
@@ -299,6 +299,14 @@ impl Store for MySqlStore {
 
     async fn kv_delete(&self, cat: &str, k: &str) -> Result<()> {
         self.inner.writes.kv_delete(cat, k).await
+    }
+
+    async fn status_counts(&self, now: Timestamp) -> Result<StatusCounts> {
+        read::status_counts(&self.inner.db, now).await
+    }
+
+    async fn purge_finished(&self, before: Timestamp, limit: u32) -> Result<u64> {
+        self.inner.writes.purge_finished(before, limit).await
     }
 }
 

@@ -36,6 +36,8 @@ impl Dialect for My {
     const NOW: &'static str = concat!("COALESCE($1, ", clock!(), ")");
     const LOCK: &'static str = " FOR UPDATE";
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+    /// `LENGTH` counts bytes here; the prefix is compared by characters.
+    const GID_PREFIX: &'static str = "LEFT(gid, CHAR_LENGTH($7)) = $7";
     /// MySQL refuses a sub-select of the table being updated; it has `UPDATE … LIMIT` instead.
     const RESET_CRON_TIME: &'static str = concat!(
         "UPDATE trans_global SET next_cron_time = {now}, update_time = $2 WHERE ",

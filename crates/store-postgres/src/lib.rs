@@ -53,7 +53,7 @@ use async_trait::async_trait;
 use dtx_core::{Branch, Global, GlobalStatus, Timestamp};
 use dtx_store::sql::group::{self, Health};
 use dtx_store::write::Writes;
-use dtx_store::{Error, KvRow, ListFilter, Loaded, NewTransaction, Result, Save, Store};
+use dtx_store::{Error, KvRow, ListFilter, Loaded, NewTransaction, Result, Save, StatusCounts, Store};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 use tracing::info;
@@ -303,6 +303,14 @@ impl Store for PgStore {
 
     async fn kv_delete(&self, cat: &str, k: &str) -> Result<()> {
         self.inner.writes.kv_delete(cat, k).await
+    }
+
+    async fn status_counts(&self, now: Timestamp) -> Result<StatusCounts> {
+        read::status_counts(&self.inner.db, now).await
+    }
+
+    async fn purge_finished(&self, before: Timestamp, limit: u32) -> Result<u64> {
+        self.inner.writes.purge_finished(before, limit).await
     }
 }
 

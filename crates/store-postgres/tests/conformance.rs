@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dtx_core::{Branch, Global, GlobalStatus, Timestamp};
-use dtx_store::{KvRow, ListFilter, Loaded, NewTransaction, Result, Save, Store};
+use dtx_store::{KvRow, ListFilter, Loaded, NewTransaction, Result, Save, StatusCounts, Store};
 use dtx_store_postgres::testing::{self, FakeClock};
 use dtx_store_postgres::{ClockSource, PgOptions, PgStore};
 
@@ -133,5 +133,12 @@ impl Store for OnDatabaseClock {
     }
     async fn kv_delete(&self, cat: &str, k: &str) -> Result<()> {
         self.store.kv_delete(cat, k).await
+    }
+    async fn status_counts(&self, now: Timestamp) -> Result<StatusCounts> {
+        self.at(now).await;
+        self.store.status_counts(now).await
+    }
+    async fn purge_finished(&self, before: Timestamp, limit: u32) -> Result<u64> {
+        self.store.purge_finished(before, limit).await
     }
 }

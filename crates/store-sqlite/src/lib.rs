@@ -27,7 +27,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dtx_core::{Branch, Global, GlobalStatus, Timestamp};
 use dtx_store::write::Writes;
-use dtx_store::{Error, KvRow, ListFilter, Loaded, NewTransaction, Result, Save, Store};
+use dtx_store::{Error, KvRow, ListFilter, Loaded, NewTransaction, Result, Save, StatusCounts, Store};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 use tracing::info;
@@ -268,6 +268,14 @@ impl Store for SqliteStore {
 
     async fn kv_delete(&self, cat: &str, k: &str) -> Result<()> {
         self.inner.writes.kv_delete(cat, k).await
+    }
+
+    async fn status_counts(&self, now: Timestamp) -> Result<StatusCounts> {
+        read::status_counts(&self.inner.reads, now).await
+    }
+
+    async fn purge_finished(&self, before: Timestamp, limit: u32) -> Result<u64> {
+        self.inner.writes.purge_finished(before, limit).await
     }
 }
 

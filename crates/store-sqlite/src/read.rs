@@ -47,3 +47,11 @@ pub(crate) async fn kv_scan(
 ) -> Result<Vec<KvRow>> {
     sql::kv_scan(&mut acquire(pool).await?, cat, before_id, limit).await
 }
+
+/// Rows per status and the due backlog, in one scan.
+pub(crate) async fn status_counts(
+    pool: &SqlitePool,
+    now: dtx_core::Timestamp,
+) -> Result<dtx_store::StatusCounts> {
+    sql::status_counts(&mut acquire(pool).await?, now).await
+}

@@ -225,6 +225,18 @@ pub struct ListFilter {
     pub created_from: Option<Timestamp>,
     /// `create_time <= this`.
     pub created_to: Option<Timestamp>,
+    /// Only gids starting with this (matched literally: `%` and `_` are plain characters).
+    pub gid_prefix: Option<String>,
+}
+
+/// How many transactions there are per status, and how many are due (admin UI, metrics).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatusCounts {
+    /// Rows per status; statuses without rows are absent.
+    pub by_status: Vec<(GlobalStatus, u64)>,
+    /// Unfinished rows whose `next_cron_time <= now` and that no node holds under a valid
+    /// lease: the scheduler's backlog.
+    pub due: u64,
 }
 
 /// A key-value row (category `topics`: key = topic name, value = JSON list of subscribers).
@@ -330,6 +342,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes a row. Unknown → [`Error::NotFound`].
     async fn kv_delete(&self, cat: &str, k: &str) -> Result<()>;
+
+    /// Counts rows per status, and the due backlog at `now`.
+    async fn status_counts(&self, now: Timestamp) -> Result<StatusCounts>;
+
+    /// Retention: deletes up to `limit` finished transactions (`succeed`, `failed`) last
+    /// written before `before` (`update_time < before`), oldest first, with their branch rows,
+    /// atomically per call. Unfinished transactions are never touched. Returns how many were
+    /// deleted (fewer than `limit`: nothing older is left). Safe to run on several nodes at
+    /// once: concurrent callers delete disjoint rows.
+    async fn purge_finished(&self, before: Timestamp, limit: u32) -> Result<u64>;
 }
 
 #[cfg(test)]

@@ -62,6 +62,8 @@ pub enum Write {
     },
     /// [`Store::reset_cron_time`].
     ResetCronTime,
+    /// [`Store::purge_finished`].
+    Purge,
     /// `kv_insert`, `kv_update`, `kv_delete`.
     Kv {
         /// Category.
@@ -81,7 +83,7 @@ impl Write {
             | Write::ForceStop { gid }
             | Write::ResetNextCronTime { gid } => Some(gid),
             Write::Save(save) => Some(&save.gid),
-            Write::ClaimDue { .. } | Write::ResetCronTime | Write::Kv { .. } => None,
+            Write::ClaimDue { .. } | Write::ResetCronTime | Write::Purge | Write::Kv { .. } => None,
         }
     }
 }
@@ -258,6 +260,7 @@ impl Store for MemoryStore {
             .filter(|g| filter.trans_type.is_none_or(|t| g.trans_type == t))
             .filter(|g| filter.created_from.is_none_or(|t| g.create_time >= t))
             .filter(|g| filter.created_to.is_none_or(|t| g.create_time <= t))
+            .filter(|g| filter.gid_prefix.as_deref().is_none_or(|p| g.gid.starts_with(p)))
             .cloned()
             .collect();
         rows.sort_by_key(|g| std::cmp::Reverse(g.id));
@@ -527,6 +530,43 @@ impl Store for MemoryStore {
                 .remove(&(cat.to_owned(), k.to_owned()))
                 .map(|_| ())
                 .ok_or_else(|| Error::NotFound(format!("kv {cat}/{k}")))
+        })
+        .await
+    }
+
+    async fn status_counts(&self, now: Timestamp) -> Result<crate::StatusCounts> {
+        let state = lock(&self.state);
+        let mut by_status: BTreeMap<&'static str, (GlobalStatus, u64)> = BTreeMap::new();
+        let mut due = 0;
+        for t in state.txs.values() {
+            let g = &t.global;
+            by_status.entry(g.status.as_str()).or_insert((g.status, 0)).1 += 1;
+            let unfinished =
+                matches!(g.status, GlobalStatus::Prepared | GlobalStatus::Submitted | GlobalStatus::Aborting);
+            let free = g.owner.is_none() || g.lease_until.is_none_or(|l| l < now);
+            if unfinished && g.next_cron_time <= now && free {
+                due += 1;
+            }
+        }
+        Ok(crate::StatusCounts { by_status: by_status.into_values().collect(), due })
+    }
+
+    async fn purge_finished(&self, before: Timestamp, limit: u32) -> Result<u64> {
+        self.write(Write::Purge, |state| {
+            let mut doomed: Vec<(Timestamp, i64, String)> = state
+                .txs
+                .values()
+                .map(|t| &t.global)
+                .filter(|g| matches!(g.status, GlobalStatus::Succeed | GlobalStatus::Failed))
+                .filter(|g| g.update_time < before)
+                .map(|g| (g.update_time, g.id, g.gid.clone()))
+                .collect();
+            doomed.sort();
+            doomed.truncate(limit as usize);
+            for (_, _, gid) in &doomed {
+                state.txs.remove(gid);
+            }
+            Ok(doomed.len() as u64)
         })
         .await
     }

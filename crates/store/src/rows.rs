@@ -159,3 +159,19 @@ pub fn pair(globals: Vec<Global>, branches: Vec<(String, Branch)>) -> Vec<Loaded
     }
     loaded
 }
+
+/// [`crate::StatusCounts`] from `(status, rows, due rows)` per status, as both SQL backends
+/// select them (`GROUP BY status`).
+pub fn status_counts(rows: Vec<(String, i64, i64)>) -> Result<crate::StatusCounts> {
+    let mut counts = crate::StatusCounts::default();
+    for (status, n, due) in rows {
+        let parsed = status
+            .parse()
+            .map_err(|source| CorruptRow::Name { gid: format!("<rows with status {status}>"), source })?;
+        // COUNT(*) is never negative.
+        counts.by_status.push((parsed, u64::try_from(n).unwrap_or(0)));
+        counts.due += u64::try_from(due).unwrap_or(0);
+    }
+    counts.by_status.sort_by_key(|(s, _)| s.as_str());
+    Ok(counts)
+}

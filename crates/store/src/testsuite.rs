@@ -32,6 +32,7 @@ mod claim;
 mod create;
 mod kv;
 mod operator;
+mod retention;
 mod save;
 
 pub use batch::{batch_duplicate_fails_only_that_request, concurrent_creates_all_durable};
@@ -55,6 +56,10 @@ pub use kv::{
 pub use operator::{
     force_stop_fails_and_fences_the_owner, force_stop_final_or_unknown, reset_cron_time_resets_in_batches,
     reset_next_cron_time_makes_due_now,
+};
+pub use retention::{
+    concurrent_purges_share_the_work, list_by_gid_prefix, purge_deletes_only_old_finished,
+    purge_works_in_bounded_batches, status_counts_per_status_and_due,
 };
 pub use save::{
     release_clears_owner_and_reschedules, renew_rescheduled_keeps_owner_and_sets_the_schedule,
@@ -100,6 +105,11 @@ macro_rules! store_test_suite {
             kv_scan_pages_newest_first,
             kv_update_is_compare_and_set,
             kv_concurrent_updates_count_winners,
+            purge_deletes_only_old_finished,
+            purge_works_in_bounded_batches,
+            concurrent_purges_share_the_work,
+            status_counts_per_status_and_due,
+            list_by_gid_prefix,
         );
     };
     (@tests $factory:expr; $($test:ident),+ $(,)?) => {

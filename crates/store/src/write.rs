@@ -35,6 +35,8 @@ pub enum WriteOp {
     KvUpdate { cat: String, k: String, v: String, version: i64, now: Timestamp },
     /// [`crate::Store::kv_delete`].
     KvDelete { cat: String, k: String },
+    /// [`crate::Store::purge_finished`].
+    PurgeFinished { before: Timestamp, limit: u32 },
 }
 
 impl WriteOp {
@@ -209,6 +211,11 @@ impl Writes {
     /// [`crate::Store::reset_cron_time`].
     pub async fn reset_cron_time(&self, later_than: Timestamp, limit: u32, now: Timestamp) -> Result<u64> {
         self.run(WriteOp::ResetCronTime { later_than, limit, now }).await
+    }
+
+    /// [`crate::Store::purge_finished`].
+    pub async fn purge_finished(&self, before: Timestamp, limit: u32) -> Result<u64> {
+        self.run(WriteOp::PurgeFinished { before, limit }).await
     }
 
     /// [`crate::Store::kv_insert`].

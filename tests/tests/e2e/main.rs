@@ -4,6 +4,7 @@
 
 mod common;
 
+mod admin_ui;
 mod api;
 mod bad_input;
 mod crash;
@@ -15,9 +16,13 @@ mod lease;
 mod msg;
 mod mysql;
 mod operator;
+mod ops_health;
+mod ops_metrics;
 mod postgres_nodes;
 mod postgres_outage;
+mod retention_load;
 mod saga;
 mod saga_options;
 mod tcc;
 mod topics;
+mod trace;

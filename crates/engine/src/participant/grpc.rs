@@ -104,9 +104,11 @@ impl GrpcCaller {
                 if let Ok(key) = BinaryMetadataKey::from_bytes(k.as_bytes()) {
                     md.insert_bin(key, BinaryMetadataValue::from_bytes(v.as_bytes()));
                 }
-            } else if let (Ok(key), Ok(value)) =
-                (MetadataKey::from_bytes(k.as_bytes()), MetadataValue::try_from(v))
-            {
+            } else if let (Ok(key), Ok(value)) = (
+                MetadataKey::from_bytes(k.as_bytes()),
+                // A stored traceparent goes out as a child context (crate::trace_context).
+                MetadataValue::try_from(crate::trace_context::outgoing(&k, v).as_ref()),
+            ) {
                 md.insert(key, value);
             }
         }

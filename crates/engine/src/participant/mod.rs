@@ -51,10 +51,17 @@ const MAX_READ_BODY: usize = 64 * 1024;
 
 /// The participant caller: one shared, connection-pooling HTTP client and a gRPC channel per
 /// target.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Participants {
     http: reqwest::Client,
     grpc: std::sync::Arc<grpc::GrpcCaller>,
+    observer: std::sync::Arc<dyn crate::Observer>,
+}
+
+impl std::fmt::Debug for Participants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Participants").finish_non_exhaustive()
+    }
 }
 
 /// How a URL is called (spec 4.1): `http://` / `https://` over HTTP, anything else over gRPC.
@@ -65,6 +72,11 @@ pub fn is_http_url(url: &str) -> bool {
 impl Participants {
     /// Builds the shared client.
     pub fn new() -> Result<Participants, reqwest::Error> {
+        Participants::observed(std::sync::Arc::new(crate::NoObserver))
+    }
+
+    /// [`Participants::new`] reporting every call to `observer`.
+    pub fn observed(observer: std::sync::Arc<dyn crate::Observer>) -> Result<Participants, reqwest::Error> {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(512)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -73,7 +85,7 @@ impl Participants {
             // must not capture calls to services on this network (or on loopback).
             .no_proxy()
             .build()?;
-        Ok(Participants { http, grpc: std::sync::Arc::default() })
+        Ok(Participants { http, grpc: std::sync::Arc::default(), observer })
     }
 
     /// Calls a branch and reads the answer per the result protocol.
@@ -81,6 +93,13 @@ impl Participants {
         if req.url.is_empty() {
             return Outcome::Success;
         }
+        let started = std::time::Instant::now();
+        let outcome = self.call_url(req).await;
+        self.observer.branch_called(req, &outcome, started.elapsed());
+        outcome
+    }
+
+    async fn call_url(&self, req: &CallRequest) -> Outcome {
         if !is_http_url(&req.url) {
             let outcome = self.grpc.call(req).await;
             debug!(gid = %req.gid, branch_id = %req.branch_id, op = %req.op, url = %req.url, ?outcome, "grpc branch call");
@@ -103,7 +122,8 @@ impl Participants {
         };
         let mut builder = builder.header("Content-Type", "application/json").timeout(req.timeout);
         for (k, v) in &req.headers {
-            builder = builder.header(k.as_str(), v.as_str());
+            // A stored traceparent goes out as a child context (crate::trace_context).
+            builder = builder.header(k.as_str(), crate::trace_context::outgoing(k, v).as_ref());
         }
         let outcome = match builder.send().await {
             Err(e) => Outcome::Error(describe(&e)),

@@ -298,6 +298,7 @@ impl<'a> Ctx<'a> {
                 Ok(())
             }
             Err(StoreError::Fenced { gid }) => {
+                self.inner.observer.fenced();
                 warn!(%gid, "ownership lost (lease taken over or force-stopped); stopping this round");
                 Err(RoundEnd::Abandoned)
             }

@@ -12,7 +12,7 @@ mod tcc;
 
 use dtx_core::{GlobalStatus, TransType};
 use dtx_store::Loaded;
-use tracing::warn;
+use tracing::{Instrument, warn};
 
 use crate::round::ctx::Premarks;
 use crate::{EngineEvent, Inner};
@@ -41,7 +41,16 @@ pub enum RoundEnd {
 /// Runs one round of an owned transaction. `premarks`: attempts its insert already persisted.
 pub(crate) async fn run(inner: &Inner, loaded: Loaded, owner: String, premarks: Premarks) -> RoundEnd {
     let gid = loaded.global.gid.clone();
-    let end = run_mode(inner, loaded, owner, premarks).await;
+    // Metrics hooks around the round (crate::observe); the round itself is `run_mode`.
+    let info = crate::observe::RoundInfo {
+        trans_type: loaded.global.trans_type,
+        create_time: loaded.global.create_time,
+        forward_only: loaded.global.trans_type == TransType::Saga && crate::Engine::is_forward_only(&loaded),
+    };
+    inner.observer.round_started(&info);
+    let span = tracing::info_span!("round", gid = %loaded.global.gid, trans_type = %info.trans_type);
+    let end = run_mode(inner, loaded, owner, premarks).instrument(span).await;
+    inner.observer.round_ended(&info, &end, inner.clock.now());
     inner.emit(EngineEvent::RoundEnded { gid, end: end.clone() });
     end
 }

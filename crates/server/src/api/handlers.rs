@@ -67,9 +67,20 @@ async fn read_request(state: &AppState, body: Body) -> Result<TransRequest, ApiE
 }
 
 /// `POST /api/dtmsvr/submit`.
-pub async fn submit(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
-    let req = read_request(&state, body).await?;
+pub async fn submit(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let mut req = read_request(&state, body).await?;
+    attach_trace(&mut req, &headers);
     reply(state.engine.submit(req).await?)
+}
+
+/// Keeps a W3C trace context sent with the request (dtx_engine::trace_context).
+fn attach_trace(req: &mut dtx_engine::TransRequest, headers: &axum::http::HeaderMap) {
+    let get = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    dtx_engine::trace_context::attach(req, get("traceparent"), get("tracestate"));
 }
 
 /// The answer to a submit, per DTM's `wait_result` rules (spec 5.3).
@@ -90,8 +101,13 @@ fn reply(r: SubmitReply) -> Result<Response, ApiError> {
 }
 
 /// `POST /api/dtmsvr/prepare`.
-pub async fn prepare(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
-    let req = read_request(&state, body).await?;
+pub async fn prepare(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let mut req = read_request(&state, body).await?;
+    attach_trace(&mut req, &headers);
     state.engine.prepare(req).await?;
     Ok(success())
 }
@@ -297,6 +313,8 @@ pub async fn all(
         trans_type: param(&params, "transType")?,
         created_from: param::<i64>(&params, "createTimeStart")?.map(Timestamp),
         created_to: param::<i64>(&params, "createTimeEnd")?.map(Timestamp),
+        // dtx's addition (admin UI): gids starting with this.
+        gid_prefix: params.get("gidPrefix").filter(|p| !p.is_empty()).cloned(),
     };
     let rows = state.engine.list(&filter).await?;
     let next = if rows.len() == limit as usize {

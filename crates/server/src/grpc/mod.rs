@@ -12,6 +12,15 @@ use tonic::{Request, Response, Status};
 
 use crate::api::new_gid_text;
 
+mod observe;
+pub use observe::GrpcMetricsLayer;
+
+/// `traceparent` / `tracestate` metadata of a request (W3C trace context).
+fn trace_of<T>(request: &Request<T>) -> (Option<String>, Option<String>) {
+    let get = |k| request.metadata().get(k).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    (get("traceparent"), get("tracestate"))
+}
+
 /// The `dtmgimp.Dtm` service.
 #[derive(Clone)]
 pub struct DtmService {
@@ -124,12 +133,16 @@ impl Dtm for DtmService {
     }
 
     async fn submit(&self, request: Request<DtmRequest>) -> Result<Response<()>, Status> {
-        let req = request_of(request.into_inner())?;
+        let trace = trace_of(&request);
+        let mut req = request_of(request.into_inner())?;
+        dtx_engine::trace_context::attach(&mut req, trace.0.as_deref(), trace.1.as_deref());
         reply_of_submit(self.engine.submit(req).await.map_err(status_of)?)
     }
 
     async fn prepare(&self, request: Request<DtmRequest>) -> Result<Response<()>, Status> {
-        let req = request_of(request.into_inner())?;
+        let trace = trace_of(&request);
+        let mut req = request_of(request.into_inner())?;
+        dtx_engine::trace_context::attach(&mut req, trace.0.as_deref(), trace.1.as_deref());
         self.engine.prepare(req).await.map_err(status_of)?;
         Ok(Response::new(()))
     }

@@ -26,7 +26,7 @@ mod ops;
 mod sqlx_conn;
 pub mod templates;
 
-pub use ops::{branch_conflict, kv_get, kv_scan, list, load_in, missing_branch, run};
+pub use ops::{branch_conflict, kv_get, kv_scan, list, load_in, missing_branch, run, status_counts};
 
 /// Whose clock decides leases and due times.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -131,12 +131,18 @@ pub trait Dialect {
     const RESET_CRON_TIME: &'static str = templates::RESET_CRON_TIME;
     /// [`templates::BRANCHES_OF_JSON`] or the dialect's own (`$1`: a JSON array of gids).
     const BRANCHES_OF_JSON: &'static str = templates::BRANCHES_OF_JSON;
+    /// True when `gid` starts with `$7`, compared exactly (no `LIKE`: `%` and `_` are plain
+    /// characters, and case matters).
+    const GID_PREFIX: &'static str = "substr(gid, 1, length($7)) = $7";
 }
 
 /// Renders a template for dialect `D` (see the module docs for the template syntax).
 pub fn render<D: Dialect>(template: &str) -> Sql {
-    let text =
-        template.replace("{now}", D::NOW).replace("{lock}", D::LOCK).replace("{skip_locked}", D::SKIP_LOCKED);
+    let text = template
+        .replace("{now}", D::NOW)
+        .replace("{lock}", D::LOCK)
+        .replace("{skip_locked}", D::SKIP_LOCKED)
+        .replace("{gid_prefix}", D::GID_PREFIX);
     let mut out = String::with_capacity(text.len());
     let mut order = Vec::new();
     let mut rest = text.as_str();
@@ -188,6 +194,10 @@ pub struct Statements {
     pub list: Sql,
     pub kv_get: Sql,
     pub kv_scan: Sql,
+    pub status_counts: Sql,
+    pub purge_select: Sql,
+    pub purge_branches: Sql,
+    pub purge_global: Sql,
 }
 
 impl Statements {
@@ -217,6 +227,10 @@ impl Statements {
             list: render::<D>(t::LIST),
             kv_get: render::<D>(t::KV_GET),
             kv_scan: render::<D>(t::KV_SCAN),
+            status_counts: render::<D>(t::STATUS_COUNTS),
+            purge_select: render::<D>(t::PURGE_SELECT),
+            purge_branches: render::<D>(t::PURGE_BRANCHES),
+            purge_global: render::<D>(t::PURGE_GLOBAL),
         }
     }
 }

@@ -8,7 +8,9 @@ use dtx_core::{Branch, Global, GlobalStatus, Timestamp};
 use super::{Arg, Conn};
 use crate::rows;
 use crate::write::{Output, WriteOp};
-use crate::{BranchUpdate, Error, KvRow, LeaseChange, ListFilter, Loaded, NewTransaction, Result, Save};
+use crate::{
+    BranchUpdate, Error, KvRow, LeaseChange, ListFilter, Loaded, NewTransaction, Result, Save, StatusCounts,
+};
 
 /// Runs one write operation.
 pub async fn run<C: Conn>(conn: &mut C, op: &WriteOp) -> Result<Output> {
@@ -39,6 +41,9 @@ pub async fn run<C: Conn>(conn: &mut C, op: &WriteOp) -> Result<Output> {
                 return Err(Error::NotFound(format!("transaction {gid}")));
             }
             Output::Done
+        }
+        WriteOp::PurgeFinished { before, limit } => {
+            Output::Count(purge_finished(conn, *before, *limit).await?)
         }
         WriteOp::ResetCronTime { later_than, limit, now } => {
             let args = [
@@ -334,8 +339,33 @@ pub async fn list<C: Conn>(conn: &mut C, filter: &ListFilter) -> Result<Vec<Glob
         Arg::opt_time(filter.created_from),
         Arg::opt_time(filter.created_to),
         Arg::int(i64::from(filter.limit)),
+        Arg::Text(filter.gid_prefix.as_deref()),
     ];
     conn.fetch(&conn.sql().list, &args, "list", rows::global).await
+}
+
+/// Rows per status, and the due backlog at `now`.
+pub async fn status_counts<C: Conn>(conn: &mut C, now: Timestamp) -> Result<StatusCounts> {
+    let args = [Arg::Int(conn.fixed(now))];
+    let decode: crate::sql::Decode<(String, i64, i64)> =
+        |row| Ok((row.text("status")?, row.int("n")?, row.int("due")?));
+    let rows = conn.fetch(&conn.sql().status_counts, &args, "status counts", decode).await?;
+    rows::status_counts(rows)
+}
+
+/// Retention: deletes up to `limit` finished transactions written before `before`, oldest
+/// first, with their branches. The rows are picked and locked first, then deleted one by one
+/// by id, so a concurrent purge on another node never leaves branches without their global row.
+async fn purge_finished<C: Conn>(conn: &mut C, before: Timestamp, limit: u32) -> Result<u64> {
+    let decode: crate::sql::Decode<(i64, String)> = |row| Ok((row.int("id")?, row.text("gid")?));
+    let args = [Arg::time(before), Arg::int(i64::from(limit))];
+    let doomed = conn.fetch(&conn.sql().purge_select, &args, "purge: select", decode).await?;
+    let mut deleted = 0;
+    for (id, gid) in &doomed {
+        conn.execute(&conn.sql().purge_branches, &[Arg::text(gid)], "purge: branches").await?;
+        deleted += conn.execute(&conn.sql().purge_global, &[Arg::int(*id)], "purge: global").await?;
+    }
+    Ok(deleted)
 }
 
 /// One key-value row.

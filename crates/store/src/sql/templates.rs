@@ -135,8 +135,27 @@ pub const LIST: &str = concat!(
     " FROM trans_global WHERE id < COALESCE($1, 9223372036854775807)",
     " AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR trans_type = $3)",
     " AND ($4 IS NULL OR create_time >= $4) AND ($5 IS NULL OR create_time <= $5)",
+    " AND ($7 IS NULL OR {gid_prefix})",
     " ORDER BY id DESC LIMIT $6"
 );
+
+/// Rows per status and, per status, how many are due and held by nobody (`$1` = fixed now).
+/// `COUNT` of a `CASE` (not `SUM`): an integer on every database.
+pub const STATUS_COUNTS: &str = "SELECT status, COUNT(*) AS n, \
+     COUNT(CASE WHEN status IN ('prepared', 'submitted', 'aborting') AND next_cron_time <= {now} \
+     AND (owner IS NULL OR lease_until IS NULL OR lease_until < {now}) THEN 1 END) AS due \
+     FROM trans_global GROUP BY status";
+
+/// Retention: the oldest finished transactions written before `$1`, at most `$2`, locked (and
+/// skipping rows other nodes hold), so several nodes purging at once take disjoint rows.
+pub const PURGE_SELECT: &str = "SELECT id, gid FROM trans_global WHERE status IN ('succeed', 'failed') \
+     AND update_time < $1 ORDER BY update_time, id LIMIT $2{skip_locked}";
+
+/// Retention: one purged transaction's branch rows.
+pub const PURGE_BRANCHES: &str = "DELETE FROM trans_branch_op WHERE gid = $1";
+
+/// Retention: one purged transaction's global row (only while still finished).
+pub const PURGE_GLOBAL: &str = "DELETE FROM trans_global WHERE id = $1 AND status IN ('succeed', 'failed')";
 
 /// One kv row.
 pub const KV_GET: &str = concat!("SELECT ", crate::kv_columns!(), " FROM kv WHERE cat = $1 AND k = $2");

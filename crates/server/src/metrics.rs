@@ -1,0 +1,423 @@
+//! Prometheus metrics at `GET /api/metrics` (DTM's path), with `prometheus-client`.
+//!
+//! DTM's families keep DTM's names and labels, so existing dashboards and alerts keep working:
+//! `dtm_server_info`, `dtm_server_process_total`, `dtm_server_response_duration`,
+//! `dtm_transaction_process_total`, `dtm_transaction_handled_duration`,
+//! `dtm_branch_process_total`. dtx's own families start with `dtx_`. No family has a gid
+//! label (DTM dropped its own for cardinality, dtm-labs/dtm#33).
+//!
+//! Updates are atomic counters / gauges (histograms take the crate's short mutex); label sets
+//! are looked up under the family's read lock. The store-derived gauges (per-status counts, due
+//! backlog) are read from the store when scraped, within [`SCRAPE_STORE_DEADLINE`].
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use dtx_core::{GlobalStatus, Outcome, Timestamp};
+use dtx_engine::participant::CallRequest;
+use dtx_engine::{Engine, Observer, RoundEnd, RoundInfo};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// How long a scrape waits for the store's counts before answering without them.
+pub const SCRAPE_STORE_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Go client's default buckets (seconds), as DTM's histograms use them.
+const DEFAULT_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Store commit latencies are much shorter than API calls: 0.25 ms to ~4 s.
+const COMMIT_BUCKETS: [f64; 15] = [
+    0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048,
+    4.096,
+];
+
+const STATUSES: [GlobalStatus; 5] = [
+    GlobalStatus::Prepared,
+    GlobalStatus::Submitted,
+    GlobalStatus::Aborting,
+    GlobalStatus::Succeed,
+    GlobalStatus::Failed,
+];
+
+fn default_histogram() -> Histogram {
+    Histogram::new(DEFAULT_BUCKETS)
+}
+
+fn commit_histogram() -> Histogram {
+    Histogram::new(COMMIT_BUCKETS)
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InfoLabels {
+    gin_version: &'static str,
+    grpc_version: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProcessLabels {
+    r#type: &'static str,
+    api: String,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiLabels {
+    r#type: &'static str,
+    api: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelStatus {
+    model: &'static str,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Model {
+    model: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BranchLabels {
+    model: &'static str,
+    branchid: String,
+    branchtype: &'static str,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HostOutcome {
+    host: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoundLabels {
+    model: &'static str,
+    end: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabel {
+    op: &'static str,
+}
+
+/// Every metric of a dtx node. Shared (`Arc`) by the engine (as its [`Observer`]), the HTTP
+/// and gRPC middlewares, the observed store and the retention task.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    server_process: Family<ProcessLabels, Counter>,
+    server_duration: Family<ApiLabels, Histogram, fn() -> Histogram>,
+    transaction_process: Family<ModelStatus, Counter>,
+    transaction_handled: Family<Model, Histogram, fn() -> Histogram>,
+    branch_process: Family<BranchLabels, Counter>,
+    rounds_in_flight: Gauge,
+    rounds: Family<RoundLabels, Counter>,
+    forward_only_retries: Family<Model, Counter>,
+    participant_calls: Family<HostOutcome, Counter>,
+    fenced_writes: Counter,
+    claimed: Counter,
+    purged: Counter,
+    due_backlog: Gauge,
+    transactions: Family<StatusLabel, Gauge>,
+    store_queue: Gauge,
+    store_commit: Family<OpLabel, Histogram, fn() -> Histogram>,
+    store_errors: Family<OpLabel, Counter>,
+    scrape_store_errors: Counter<u64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Builds and registers every family.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let info = Family::<InfoLabels, Gauge>::default();
+        info.get_or_create(&InfoLabels { gin_version: "axum-0.8", grpc_version: "tonic-0.14" }).set(1);
+        registry.register("dtm_server_info", "The information of this dtx server (DTM's family)", info);
+        let m = Metrics {
+            server_process: Family::default(),
+            server_duration: Family::new_with_constructor(default_histogram),
+            transaction_process: Family::default(),
+            transaction_handled: Family::new_with_constructor(default_histogram),
+            branch_process: Family::default(),
+            rounds_in_flight: Gauge::default(),
+            rounds: Family::default(),
+            forward_only_retries: Family::default(),
+            participant_calls: Family::default(),
+            fenced_writes: Counter::default(),
+            claimed: Counter::default(),
+            purged: Counter::default(),
+            due_backlog: Gauge::default(),
+            transactions: Family::default(),
+            store_queue: Gauge::default(),
+            store_commit: Family::new_with_constructor(commit_histogram),
+            store_errors: Family::default(),
+            scrape_store_errors: Counter::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "dtm_server_process",
+            "API requests (type http/grpc, api, status ok/fail)",
+            m.server_process.clone(),
+        );
+        r.register(
+            "dtm_server_response_duration",
+            "API request durations in seconds",
+            m.server_duration.clone(),
+        );
+        r.register(
+            "dtm_transaction_process",
+            "Processing rounds per mode; ok = the round finished the transaction",
+            m.transaction_process.clone(),
+        );
+        r.register(
+            "dtm_transaction_handled_duration",
+            "Seconds from a transaction's creation to the end of each of its rounds",
+            m.transaction_handled.clone(),
+        );
+        r.register(
+            "dtm_branch_process",
+            "Participant calls (model, branchid, branchtype = op, status ok/fail)",
+            m.branch_process.clone(),
+        );
+        r.register(
+            "dtx_rounds_in_flight",
+            "Processing rounds running on this node",
+            m.rounds_in_flight.clone(),
+        );
+        r.register(
+            "dtx_rounds",
+            "Ended rounds per mode and end (finished, pending, abandoned)",
+            m.rounds.clone(),
+        );
+        r.register(
+            "dtx_forward_only_retry_rounds",
+            "Rounds of sagas past their pivot (forward only) that ended still unfinished",
+            m.forward_only_retries.clone(),
+        );
+        r.register(
+            "dtx_participant_calls",
+            "Participant calls per host and outcome (success, failure, ongoing, error)",
+            m.participant_calls.clone(),
+        );
+        r.register(
+            "dtx_fenced_writes",
+            "Writes refused because this node had lost the transaction (taken over or force-stopped)",
+            m.fenced_writes.clone(),
+        );
+        r.register("dtx_claimed", "Due transactions claimed by this node's scheduler", m.claimed.clone());
+        r.register("dtx_transactions_purged", "Finished transactions deleted by retention", m.purged.clone());
+        r.register(
+            "dtx_due_backlog",
+            "Unfinished transactions due now and not leased by any node (read from the store when scraped)",
+            m.due_backlog.clone(),
+        );
+        r.register(
+            "dtx_transactions",
+            "Transactions in the store per status (read from the store when scraped)",
+            m.transactions.clone(),
+        );
+        r.register(
+            "dtx_store_write_queue_depth",
+            "Store writes of this node queued or being committed",
+            m.store_queue.clone(),
+        );
+        r.register(
+            "dtx_store_commit_duration_seconds",
+            "Time from queuing a store write to its durable commit, per operation",
+            m.store_commit.clone(),
+        );
+        r.register("dtx_store_errors", "Failed store operations per operation", m.store_errors.clone());
+        r.register(
+            "dtx_metrics_store_scrape_errors",
+            "Scrapes whose store counts failed or timed out",
+            m.scrape_store_errors.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// One HTTP or gRPC API request (`kind` = `http` / `grpc`); `api` is lower-cased here.
+    pub fn api_request(&self, kind: &'static str, api: &str, ok: bool, elapsed: Duration) {
+        let api = api.to_ascii_lowercase();
+        self.server_duration
+            .get_or_create(&ApiLabels { r#type: kind, api: api.clone() })
+            .observe(elapsed.as_secs_f64());
+        let status = if ok { "ok" } else { "fail" };
+        self.server_process.get_or_create(&ProcessLabels { r#type: kind, api, status }).inc();
+    }
+
+    /// A store write started (queue depth up).
+    pub fn store_write_started(&self) {
+        self.store_queue.inc();
+    }
+
+    /// A store write ended after `elapsed` (queue depth down).
+    pub fn store_write_ended(&self, op: &'static str, ok: bool, elapsed: Duration) {
+        self.store_queue.dec();
+        if ok {
+            self.store_commit.get_or_create(&OpLabel { op }).observe(elapsed.as_secs_f64());
+        } else {
+            self.store_errors.get_or_create(&OpLabel { op }).inc();
+        }
+    }
+
+    /// The text exposition (OpenMetrics), after refreshing the store-derived gauges.
+    pub async fn render(&self, engine: &Engine) -> String {
+        match tokio::time::timeout(SCRAPE_STORE_DEADLINE, engine.status_counts()).await {
+            Ok(Ok(counts)) => {
+                self.due_backlog.set(i64::try_from(counts.due).unwrap_or(i64::MAX));
+                for status in STATUSES {
+                    let n = counts.by_status.iter().find(|(s, _)| *s == status).map_or(0, |(_, n)| *n);
+                    self.transactions
+                        .get_or_create(&StatusLabel { status: status.as_str() })
+                        .set(i64::try_from(n).unwrap_or(i64::MAX));
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "metrics: store counts unavailable");
+                self.scrape_store_errors.inc();
+            }
+            Err(_) => {
+                tracing::debug!("metrics: store counts timed out");
+                self.scrape_store_errors.inc();
+            }
+        }
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!(error = %e, "metrics encoding failed");
+        }
+        out
+    }
+}
+
+/// `host[:port]` of a participant URL (`http://host:port/path` or gRPC's `host:port/Svc/Method`).
+fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest)
+}
+
+fn outcome_name(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Success => "success",
+        Outcome::Failure(_) => "failure",
+        Outcome::Ongoing => "ongoing",
+        Outcome::Error(_) => "error",
+    }
+}
+
+impl Observer for Metrics {
+    fn round_started(&self, _round: &RoundInfo) {
+        self.rounds_in_flight.inc();
+    }
+
+    fn round_ended(&self, round: &RoundInfo, end: &RoundEnd, now: Timestamp) {
+        self.rounds_in_flight.dec();
+        let model = round.trans_type.as_str();
+        let (status, end_name) = match end {
+            RoundEnd::Finished { .. } => ("ok", "finished"),
+            RoundEnd::Pending { .. } => ("fail", "pending"),
+            RoundEnd::Abandoned => ("fail", "abandoned"),
+        };
+        self.transaction_process.get_or_create(&ModelStatus { model, status }).inc();
+        self.rounds.get_or_create(&RoundLabels { model, end: end_name }).inc();
+        let age = (now.as_millis() - round.create_time.as_millis()).max(0) as f64 / 1000.0;
+        self.transaction_handled.get_or_create(&Model { model }).observe(age);
+        if round.forward_only && !matches!(end, RoundEnd::Finished { .. }) {
+            self.forward_only_retries.get_or_create(&Model { model }).inc();
+        }
+    }
+
+    fn branch_called(&self, call: &CallRequest, outcome: &Outcome, _elapsed: Duration) {
+        let status = if matches!(outcome, Outcome::Success) { "ok" } else { "fail" };
+        self.branch_process
+            .get_or_create(&BranchLabels {
+                model: call.trans_type.as_str(),
+                branchid: call.branch_id.clone(),
+                branchtype: call.op.as_str(),
+                status,
+            })
+            .inc();
+        self.participant_calls
+            .get_or_create(&HostOutcome {
+                host: host_of(&call.url).to_owned(),
+                outcome: outcome_name(outcome),
+            })
+            .inc();
+    }
+
+    fn fenced(&self) {
+        self.fenced_writes.inc();
+    }
+
+    fn claimed(&self, n: usize) {
+        self.claimed.inc_by(n as u64);
+    }
+
+    fn purged(&self, n: u64) {
+        self.purged.inc_by(n);
+    }
+}
+
+/// Axum middleware: DTM's `dtm_server_*` families for every HTTP request. `api` is the last
+/// segment of the matched route (a parameter segment names its parent, e.g. `topic`), so
+/// unknown paths and parameters never create label values.
+pub async fn track_http(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let api = req.extensions().get::<MatchedPath>().map(|p| route_api(p.as_str()).to_owned());
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let api = api.unwrap_or_else(|| "unknown".to_owned());
+    metrics.api_request("http", &api, resp.status().as_u16() < 400, started.elapsed());
+    resp
+}
+
+fn route_api(path: &str) -> &str {
+    let mut segments = path.trim_end_matches('/').rsplit('/');
+    let last = segments.next().unwrap_or_default();
+    if last.starts_with('{') { segments.next().unwrap_or(last) } else { last }
+}
+
+/// `GET /api/metrics`.
+pub async fn handler(State((metrics, engine)): State<(Arc<Metrics>, Engine)>) -> Response {
+    let body = metrics.render(&engine).await;
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_and_routes() {
+        assert_eq!(host_of("http://127.0.0.1:8081/api/TransOut"), "127.0.0.1:8081");
+        assert_eq!(host_of("localhost:50051/busi.Busi/TransIn"), "localhost:50051");
+        assert_eq!(route_api("/api/dtmsvr/submit"), "submit");
+        assert_eq!(route_api("/api/dtmsvr/topic/{topic}"), "topic");
+        assert_eq!(route_api("/api/ping"), "ping");
+    }
+}
