@@ -62,17 +62,32 @@
 //!
 //! async fn trans_in(State(db): State<sqlx::SqlitePool>, call: BranchCall<Transfer>) -> BranchResult {
 //!     Barrier::new(&call.info)
-//!         .call(&db, async |tx| {
+//!         .call(&db, async |conn| {
 //!             sqlx::query("UPDATE account SET balance = balance + ? WHERE id = 2")
 //!                 .bind(call.payload.amount)
-//!                 .execute(&mut **tx)
+//!                 .execute(conn)
 //!                 .await?;
 //!             Ok::<_, Error>(())
 //!         })
 //!         .await?;
 //!     Ok(Success) // also when the barrier skipped the business
 //! }
-//! # let _ = axum::routing::post(trans_in).with_state::<()>(sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap());
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+//! let db = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect("sqlite::memory:").await?;
+//! dtx_client::barrier::create_table(&db, None).await?;
+//! sqlx::raw_sql("CREATE TABLE account (id INTEGER PRIMARY KEY, balance INTEGER); INSERT INTO account VALUES (2, 0)")
+//!     .execute(&db)
+//!     .await?;
+//! let app: axum::Router = axum::Router::new().route("/TransIn", axum::routing::post(trans_in)).with_state(db.clone());
+//! # let _ = app;
+//! // The coordinator calls it twice (a retry): the money arrives once.
+//! let info = dtx_client::BranchInfo::new("gid-1", "saga", "01", "action")?;
+//! for _ in 0..2 {
+//!     trans_in(State(db.clone()), BranchCall { info: info.clone(), payload: Transfer { amount: 30 } }).await?;
+//! }
+//! let balance: i64 = sqlx::query_scalar("SELECT balance FROM account WHERE id = 2").fetch_one(&db).await?;
+//! assert_eq!(balance, 30);
+//! # Ok(()) }
 //! ```
 
 #![warn(missing_docs)]

@@ -102,7 +102,10 @@ impl Msg {
     /// Prepares the message, runs `business` in a local transaction on `pool` guarded by the
     /// message barrier, and submits the message once that transaction committed:
     ///
-    /// - `business` returned `Ok`: submit; its value is returned;
+    /// - `business` returned `Ok`: submit; its value is returned. Once the local transaction
+    ///   committed the message *will* be delivered (the check-back says so), so a submit that
+    ///   does not get through (transport error, ONGOING while the coordinator is already
+    ///   asking the check-back) is logged, not returned; only FAILURE is returned;
     /// - it returned [`Error::Failure`]: abort (the message never runs); the error is returned;
     /// - any other error (including a lost commit answer, or [`Error::Duplicated`] when the
     ///   check-back already rolled this message back): ask the check-back `query_prepared`
@@ -116,7 +119,7 @@ impl Msg {
         &mut self,
         query_prepared: &str,
         pool: &sqlx::Pool<DB>,
-        business: impl AsyncFnOnce(&mut sqlx::Transaction<'static, DB>) -> Result<T, Error>,
+        business: impl AsyncFnOnce(&mut DB::Connection) -> Result<T, Error>,
     ) -> Result<T, Error>
     where
         DB: crate::barrier::BarrierDatabase,
@@ -130,10 +133,17 @@ impl Msg {
             Err(e) => Err(e),
         };
         match outcome {
-            Ok(v) => {
-                self.submit().await?;
-                Ok(v)
-            }
+            Ok(v) => match self.submit().await {
+                Err(e @ Error::Failure(_)) => Err(e),
+                Err(e) => {
+                    // The local transaction committed, so the check-back answers success: the
+                    // coordinator delivers the message even though this submit did not get
+                    // through (e.g. ONGOING while it is already asking the check-back).
+                    tracing::warn!(gid = %self.req.gid, error = %e, "submit after the local commit failed; the check-back will deliver");
+                    Ok(v)
+                }
+                Ok(()) => Ok(v),
+            },
             Err(e @ Error::Failure(_)) => {
                 self.abort().await?;
                 Err(e)

@@ -57,8 +57,8 @@
 //!
 //! let action = BranchInfo::new("gid-1", "saga", "01", "action")?;
 //! let compensate = BranchInfo::new("gid-1", "saga", "01", "compensate")?;
-//! let debit = async |tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>| -> Result<(), dtx_client::Error> {
-//!     sqlx::query("UPDATE account SET balance = balance - 30 WHERE id = 1").execute(&mut **tx).await?;
+//! let debit = async |conn: &mut sqlx::SqliteConnection| -> Result<(), dtx_client::Error> {
+//!     sqlx::query("UPDATE account SET balance = balance - 30 WHERE id = 1").execute(conn).await?;
 //!     Ok(())
 //! };
 //!
@@ -169,14 +169,14 @@ impl Barrier {
     /// 4. a compensation that inserted the origin row: [`Skip::NullCompensation`] (committed,
     ///    so the late action finds the row);
     /// 5. this op's row existed: [`Skip::AlreadyDone`];
-    /// 6. else run `business` on the transaction: commit when it returns `Ok`, roll back
+    /// 6. else run `business` on the transaction's connection: commit when it returns `Ok`, roll back
     ///    (no barrier row stays) when it returns `Err` or panics.
     ///
     /// A concurrent duplicate waits on the row lock of the first call and then skips.
     pub async fn call<DB, T, E>(
         &self,
         pool: &sqlx::Pool<DB>,
-        business: impl AsyncFnOnce(&mut sqlx::Transaction<'static, DB>) -> Result<T, E>,
+        business: impl AsyncFnOnce(&mut DB::Connection) -> Result<T, E>,
     ) -> Result<Barriered<T>, E>
     where
         DB: BarrierDatabase,
@@ -208,7 +208,7 @@ impl Barrier {
             return Ok(Barriered::Skipped(skip));
         }
         // On Err the transaction is dropped: sqlx rolls it back, and the barrier rows with it.
-        let value = business(&mut tx).await?;
+        let value = business(&mut *tx).await?;
         tx.commit().await?;
         Ok(Barriered::Ran(value))
     }
