@@ -10,7 +10,7 @@ use dtx_client::barrier::Barrier;
 use dtx_client::{BranchResult, Error};
 use serde::{Deserialize, Serialize};
 
-use crate::db::{Db, business};
+use crate::db::Db;
 use crate::hooks::Hooks;
 use crate::with_pool;
 
@@ -97,21 +97,20 @@ async fn guarded(
 ) -> BranchResult {
     let BranchCall { info, payload } = call;
     let barrier = Barrier::new(&info);
-    let result = with_pool!(&state.db, pool, D => {
-        let (code, order_id) = (payload.coupon.clone(), payload.order_id.clone());
+    let result = with_pool!(&state.db, pool => {
         barrier
-            .call(pool, business::<D, _, _>(move |tx| Box::pin(async move {
+            .call(pool, async |conn| {
                 let n = sqlx::query(update)
-                    .bind(&code)
-                    .bind(&order_id)
-                    .execute(&mut **tx)
+                    .bind(&payload.coupon)
+                    .bind(&payload.order_id)
+                    .execute(&mut *conn)
                     .await?
                     .rows_affected();
                 match refusal {
-                    Some(why) if n == 0 => Err(Error::failure(format!("coupon {code} {why}"))),
+                    Some(why) if n == 0 => Err(Error::failure(format!("coupon {} {why}", payload.coupon))),
                     _ => Ok(()),
                 }
-            })))
+            })
             .await
     });
     state.hooks.finish(step, &payload.coupon, &info, result)?;

@@ -23,27 +23,12 @@ pub enum Db {
 
 /// Runs `$body` with `$pool` bound to the concrete pool of `$db` (`&SqlitePool` or `&PgPool`):
 /// the block is compiled once per backend, so sqlx's types line up without generic bounds.
-///
-/// With `$pool, $db_type`, `$db_type` also names that backend's `sqlx::Database` type (for
-/// [`business`]).
 #[macro_export]
 macro_rules! with_pool {
     ($db:expr, $pool:ident => $body:expr) => {
         match $db {
             $crate::db::Db::Sqlite($pool) => $body,
             $crate::db::Db::Postgres($pool) => $body,
-        }
-    };
-    ($db:expr, $pool:ident, $db_type:ident => $body:expr) => {
-        match $db {
-            $crate::db::Db::Sqlite($pool) => {
-                type $db_type = ::sqlx::Sqlite;
-                $body
-            }
-            $crate::db::Db::Postgres($pool) => {
-                type $db_type = ::sqlx::Postgres;
-                $body
-            }
         }
     };
 }
@@ -97,21 +82,4 @@ impl Db {
     pub async fn close(&self) {
         with_pool!(self, pool => pool.close().await)
     }
-}
-
-/// A barrier's business closure, as `Barrier::call` takes it, in a shape that keeps the
-/// handler's future `Send`.
-///
-/// With an `async` closure, rustc cannot prove an axum or tonic handler's future `Send`
-/// (it checks the closure for every lifetime of the transaction, and the closure is only
-/// known for `'static`). A plain closure returning a boxed future, generic over those
-/// lifetimes, passes; its captures must be owned (moved in).
-pub fn business<DB, T, F>(f: F) -> F
-where
-    DB: sqlx::Database,
-    F: for<'t, 'c> FnOnce(
-        &'t mut sqlx::Transaction<'c, DB>,
-    ) -> futures::future::BoxFuture<'t, Result<T, dtx_client::Error>>,
-{
-    f
 }

@@ -9,7 +9,7 @@ use dtx_client::barrier::Barrier;
 use dtx_client::{BranchInfo, Error, grpc};
 use tonic::{Request, Response, Status};
 
-use crate::db::{Db, business};
+use crate::db::Db;
 use crate::hooks::Hooks;
 use crate::proto::StockRequest;
 use crate::proto::inventory_server::{Inventory, InventoryServer};
@@ -90,16 +90,22 @@ impl InventoryService {
             return Err(Status::invalid_argument("sku and a positive qty are required"));
         }
         let barrier = Barrier::new(&info);
-        let result = with_pool!(&self.db, pool, D => {
-            let (qty, sku) = (req.qty, req.sku.clone());
+        let result = with_pool!(&self.db, pool => {
             barrier
-                .call(pool, business::<D, _, _>(move |tx| Box::pin(async move {
-                    let n = sqlx::query(update).bind(qty).bind(&sku).execute(&mut **tx).await?.rows_affected();
+                .call(pool, async |conn| {
+                    let n = sqlx::query(update)
+                        .bind(req.qty)
+                        .bind(&req.sku)
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected();
                     match refusal {
-                        Some(why) if n == 0 => Err(Error::failure(format!("{why}: {qty} x {sku}"))),
+                        Some(why) if n == 0 => {
+                            Err(Error::failure(format!("{why}: {} x {}", req.qty, req.sku)))
+                        }
                         _ => Ok(()),
                     }
-                })))
+                })
                 .await
         });
         self.hooks.finish(step, &req.sku, &info, result)?;

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::coupon::CouponRequest;
-use crate::db::{Db, business};
+use crate::db::Db;
 use crate::hooks::Hooks;
 use crate::inventory::SERVICE;
 use crate::proto::StockRequest;
@@ -277,16 +277,16 @@ async fn guarded(
 ) -> BranchResult {
     let BranchCall { info, payload } = call;
     let barrier = Barrier::new(&info);
-    let result = with_pool!(&s.db, pool, D => {
-        let id = payload.order_id.clone();
+    let result = with_pool!(&s.db, pool => {
         barrier
-            .call(pool, business::<D, _, _>(move |tx| Box::pin(async move {
-                let n = sqlx::query(update).bind(&id).execute(&mut **tx).await?.rows_affected();
+            .call(pool, async |conn| {
+                let n =
+                    sqlx::query(update).bind(&payload.order_id).execute(&mut *conn).await?.rows_affected();
                 match refusal {
-                    Some(why) if n == 0 => Err(Error::failure(format!("order {id} {why}"))),
+                    Some(why) if n == 0 => Err(Error::failure(format!("order {} {why}", payload.order_id))),
                     _ => Ok(()),
                 }
-            })))
+            })
             .await
     });
     s.hooks.finish(step, &payload.order_id, &info, result)?;
@@ -323,13 +323,17 @@ async fn notify_shipping(State(s): State<AppState>, call: BranchCall<OrderRef>) 
     let BranchCall { info, payload } = call;
     const SQL: &str = "INSERT INTO shipments (order_id, sku, qty) VALUES ($1, $2, $3)";
     let barrier = Barrier::new(&info);
-    let result = with_pool!(&s.db, pool, D => {
-        let p = payload.clone();
+    let result = with_pool!(&s.db, pool => {
         barrier
-            .call(pool, business::<D, _, _>(move |tx| Box::pin(async move {
-                sqlx::query(SQL).bind(&p.order_id).bind(&p.sku).bind(p.qty).execute(&mut **tx).await?;
+            .call(pool, async |conn| {
+                sqlx::query(SQL)
+                    .bind(&payload.order_id)
+                    .bind(&payload.sku)
+                    .bind(payload.qty)
+                    .execute(&mut *conn)
+                    .await?;
                 Ok(())
-            })))
+            })
             .await
     });
     s.hooks.finish("shipping.notify", &payload.order_id, &info, result)?;
