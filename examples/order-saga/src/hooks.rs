@@ -22,7 +22,7 @@ pub struct Event {
     pub branch_id: String,
     /// The branch op (`action`, `compensate`, `try`, `confirm`, `cancel`).
     pub op: String,
-    /// `ran`, `skipped (...)`, `failed: ...`, or `ran, then answered 500 (injected)`.
+    /// `ran`, `skipped (...)`, `failed: ...`, or `ran, then answered an error (injected)`.
     pub outcome: String,
 }
 
@@ -106,7 +106,11 @@ impl Hooks {
         match result {
             Ok(Barriered::Ran(_)) => {
                 if self.faults.take(step, key) {
-                    self.journal.record(step, info, "ran, then answered 500 (injected)".into());
+                    self.journal.record(
+                        step,
+                        info,
+                        "ran, then answered an error (injected: the answer is lost)".into(),
+                    );
                     return Err(dtx_client::Error::Protocol(
                         "injected fault: committed, then lost the answer".into(),
                     ));

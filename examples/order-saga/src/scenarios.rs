@@ -284,7 +284,9 @@ impl Env {
     /// A URL as a service name.
     fn short(&self, url: &str) -> String {
         let inv = self.inventory_addr.to_string();
-        if let Some(rest) = url.strip_prefix(&self.order_url) {
+        if url.is_empty() {
+            "(no compensation: the pivot)".to_owned()
+        } else if let Some(rest) = url.strip_prefix(&self.order_url) {
             format!("order {rest}")
         } else if let Some(rest) = url.strip_prefix(&self.coupon_url) {
             format!("coupon {rest}")
@@ -733,8 +735,9 @@ impl Env {
         let bulk_all = coupons.iter().filter(|c| c.code.starts_with(&bulk)).count();
         out.push(format!("  {bulk}*: {bulk_used} of {bulk_all} used"));
         out.push("orders (order db):".to_owned());
-        let orders: Vec<order::Order> =
+        let mut orders: Vec<order::Order> =
             order::all(&self.order_db).await?.into_iter().filter(|o| self.gids.contains(&o.id)).collect();
+        orders.sort_by_key(|o| self.gids.iter().position(|g| g == &o.id));
         let gadget = self.key("gadget");
         for o in orders.iter().filter(|o| o.sku != gadget) {
             out.push(format!(
