@@ -41,10 +41,10 @@ enum Command {
 struct RunArgs {
     /// A running dtx's HTTP address (http://host:36789); default: start one in this process
     /// with a temporary SQLite store.
-    #[arg(long, global = true)]
+    #[arg(long)]
     dtx: Option<String>,
     /// That dtx's gRPC address (default: the --dtx host, port 36790).
-    #[arg(long, global = true)]
+    #[arg(long)]
     dtx_grpc: Option<String>,
     /// PostgreSQL for the three services (each in a schema of its own); default: one SQLite
     /// file each.
