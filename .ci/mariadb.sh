@@ -40,15 +40,6 @@ dtx_mysql_start() {
     local mariadbd
     mariadbd=$(command -v mariadbd || echo /usr/sbin/mariadbd)
     [ -x "$mariadbd" ] || { echo "MariaDB install failed" >&2; return 1; }
-    local port=${DTX_MYSQL_PORT:-}
-    if [ -z "$port" ]; then
-        # The first loopback port from 33069 that nothing listens on.
-        for port in $(seq 33069 33139); do
-            if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-                break
-            fi
-        done
-    fi
     DTX_MYSQL_DIR=$(mktemp -d /tmp/dtx-mysql.XXXXXX)
     local previous
     previous=$(trap -p EXIT | sed -e "s/^trap -- '\(.*\)' EXIT$/\1/")
@@ -62,19 +53,32 @@ dtx_mysql_start() {
     mariadb-install-db --no-defaults "${user_opt[@]}" --datadir="$DTX_MYSQL_DIR/data" \
         --auth-root-authentication-method=normal --skip-test-db >"$DTX_MYSQL_DIR/install.log" 2>&1 \
         || { cat "$DTX_MYSQL_DIR/install.log" >&2; return 1; }
-    # Durability off: a test server need not survive power loss, and CI time is short.
-    "$mariadbd" --no-defaults "${user_opt[@]}" --datadir="$DTX_MYSQL_DIR/data" \
-        --socket="$DTX_MYSQL_DIR/mariadbd.sock" --pid-file="$DTX_MYSQL_DIR/mariadbd.pid" \
-        --bind-address=127.0.0.1 --port="$port" --skip-log-bin --max-connections=300 \
-        --innodb-flush-log-at-trx-commit=0 --innodb-buffer-pool-size=64M --skip-name-resolve \
-        --log-error="$DTX_MYSQL_DIR/server.log" >/dev/null 2>&1 &
-    local ok=
-    for _ in $(seq 1 100); do
-        if mariadb-admin --no-defaults --socket="$DTX_MYSQL_DIR/mariadbd.sock" -uroot ping >/dev/null 2>&1; then
-            ok=1
-            break
-        fi
-        sleep 0.2
+    local port=${DTX_MYSQL_PORT:-33069} ok= attempt pid
+    # Another run (or another helper) may take the port between the check and the bind: then
+    # the server exits and the next free port is tried.
+    for attempt in 1 2 3 4 5 6 7 8; do
+        while [ -z "${DTX_MYSQL_PORT:-}" ] && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+            port=$((port + 1))
+        done
+        # Durability off: a test server need not survive power loss, and CI time is short.
+        "$mariadbd" --no-defaults "${user_opt[@]}" --datadir="$DTX_MYSQL_DIR/data" \
+            --socket="$DTX_MYSQL_DIR/mariadbd.sock" --pid-file="$DTX_MYSQL_DIR/mariadbd.pid" \
+            --bind-address=127.0.0.1 --port="$port" --skip-log-bin --max-connections=300 \
+            --innodb-flush-log-at-trx-commit=0 --innodb-buffer-pool-size=64M --skip-name-resolve \
+            --log-error="$DTX_MYSQL_DIR/server.log" >/dev/null 2>&1 &
+        pid=$!
+        for _ in $(seq 1 100); do
+            if mariadb-admin --no-defaults --socket="$DTX_MYSQL_DIR/mariadbd.sock" -uroot ping >/dev/null 2>&1; then
+                ok=1
+                break
+            fi
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.2
+        done
+        [ -n "$ok" ] && break
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        port=$((port + 1))
     done
     [ -n "$ok" ] || { cat "$DTX_MYSQL_DIR/server.log" >&2; return 1; }
     mariadb --no-defaults --socket="$DTX_MYSQL_DIR/mariadbd.sock" -uroot -e \

@@ -47,7 +47,7 @@ impl Client {
     /// assert!(dtx_client::Client::http("not a url").is_err());
     /// ```
     pub fn http(base_url: &str) -> Result<Client, Error> {
-        Client::http_with(reqwest::Client::new(), base_url)
+        Client::http_with(default_http()?, base_url)
     }
 
     /// [`Client::http`] with a `reqwest::Client` of the caller's (timeouts, TLS, proxies). It is
@@ -76,7 +76,7 @@ impl Client {
         let channel = crate::grpc::lazy_channel(addr)?;
         let client = dtx_proto::dtmgimp::dtm_client::DtmClient::new(channel);
         let addr = addr.trim_start_matches("http://").to_owned();
-        Ok(Client::with_api(Api::Grpc { addr, client }, reqwest::Client::new()))
+        Ok(Client::with_api(Api::Grpc { addr, client }, default_http()?))
     }
 
     fn with_api(api: Api, http: reqwest::Client) -> Client {
@@ -253,7 +253,9 @@ impl Client {
                 .append_pair("trans_type", &info.trans_type)
                 .append_pair("branch_id", &info.branch_id)
                 .append_pair("op", &info.op);
-            let mut rb = if payload.as_bytes().is_empty() {
+            // Like DTM's SDKs: a try is always a POST (their empty body is `null`); the
+            // check-back, which has no payload, a GET.
+            let mut rb = if payload.as_bytes().is_empty() && info.op != "try" {
                 self.inner.http.get(u)
             } else {
                 self.inner
@@ -286,6 +288,11 @@ impl Client {
             }
         }
     }
+}
+
+/// The HTTP client used unless the caller brings one.
+fn default_http() -> Result<reqwest::Client, Error> {
+    reqwest::Client::builder().build().map_err(|e| Error::InvalidInput(format!("HTTP client: {e}")))
 }
 
 /// What a participant call sends besides the payload.
