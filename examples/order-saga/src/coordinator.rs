@@ -103,3 +103,20 @@ impl Drop for Embedded {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn external_endpoints_accept_the_base_or_the_api_url() {
+        let e = Endpoints::external("http://10.0.0.5:36789", None).unwrap();
+        assert_eq!(
+            e,
+            Endpoints { http: "http://10.0.0.5:36789/api/dtmsvr".into(), grpc: "10.0.0.5:36790".into() }
+        );
+        let e = Endpoints::external("http://h:1/api/dtmsvr/", Some("h:2")).unwrap();
+        assert_eq!(e, Endpoints { http: "http://h:1/api/dtmsvr".into(), grpc: "h:2".into() });
+        assert!(Endpoints::external("not a url", None).is_err());
+    }
+}
