@@ -63,7 +63,8 @@ impl Client {
     }
 
     /// A client of the gRPC API (`dtmgimp.Dtm`) at `addr`: `host:port` or `http://host:port`.
-    /// The connection is made on first use.
+    /// The connection is made on first use. Call it inside a Tokio runtime (the channel's
+    /// worker is a task).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
