@@ -130,12 +130,8 @@ async fn the_admin_ui_lists_filters_shows_and_retries_in_a_real_browser() {
     let Some(bin) = chromedriver() else {
         return;
     };
-    let s = TestServer::spawn(|c| {
-        c.admin_token = Some(TOKEN.into());
-        c.engine.scheduler_enabled = true;
-        c.engine.poll_interval = Duration::from_millis(100);
-    })
-    .await;
+    // The scheduler is stepped by the test (`cron`): time is the test's.
+    let s = TestServer::spawn(|c| c.admin_token = Some(TOKEN.into())).await;
     let p = Participant::spawn().await;
     p.script("/Flaky", [Reply::error()]);
     for (gid, action) in [("ui-stuck", "/Flaky"), ("ui-done", "/Ok"), ("other-done", "/Ok")] {
@@ -215,9 +211,10 @@ async fn the_admin_ui_lists_filters_shows_and_retries_in_a_real_browser() {
         assert!(text(&c, "#raw-json").await.contains("\"gid\": \"ui-stuck\""));
         shots.take(&c, "detail").await;
 
-        // Retry now: due at once, the scheduler retries, the participant answers OK.
+        // Retry now: due at once, the scheduler's next pass retries, the participant answers OK.
         c.find(Locator::Css("#retry-now")).await.expect("retry").click().await.expect("click retry");
         eventually(Duration::from_secs(15), "the status to change to succeed", || async {
+            s.cron().await;
             let _ = c.find(Locator::Css("#refresh")).await.ok()?.click().await;
             tokio::time::sleep(Duration::from_millis(150)).await;
             let status = c.find(Locator::Css("#detail-status")).await.ok()?.text().await.ok()?;
