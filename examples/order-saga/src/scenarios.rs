@@ -158,7 +158,8 @@ impl Env {
         let (order_db, inventory_db, coupon_db) = dbs;
         let hooks = Hooks::default();
 
-        let inventory_listener = TcpListener::bind("127.0.0.1:0").await?;
+        // Scenario 4 stops inventory and starts it again on the same address.
+        let inventory_listener = restartable_listener().await?;
         let inventory_addr = inventory_listener.local_addr()?;
         let service = InventoryService::new(inventory_db.clone(), hooks.clone()).await?;
         let inventory = serve::grpc(inventory_listener, service.into_server())?;
@@ -555,7 +556,7 @@ async fn outage(env: &mut Env, c: &Config, r: &mut ScenarioReport) -> Result<(),
             status(&q)
         ),
     );
-    let listener = TcpListener::bind(env.inventory_addr).await?;
+    let listener = rebind(env.inventory_addr).await?;
     let service = InventoryService::new(env.inventory_db.clone(), env.hooks.clone()).await?;
     env.inventory = Some(serve::grpc(listener, service.into_server())?);
     r.note(format!("inventory started again on {} after {:?}", env.inventory_addr, c.outage));
@@ -755,5 +756,44 @@ impl Env {
             by("pending")
         ));
         Ok(out)
+    }
+}
+
+/// A loopback listener on a port below the kernel's ephemeral range, so that while the service
+/// is stopped no outgoing connection of this or another process can be given its port (with
+/// port 0 the port comes from that range, and a busy machine reuses it quickly).
+async fn restartable_listener() -> Result<TcpListener, Error> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let first_ephemeral: u32 = range.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(32768);
+    let (lo, hi) = (10_000u32, first_ephemeral.min(65_535));
+    if hi > lo + 100 {
+        // A spread-out start, so parallel runs do not all try the same ports first.
+        let seed = std::process::id()
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+        for k in 0..200u32 {
+            let port = lo + (seed.wrapping_add(k.wrapping_mul(7919))) % (hi - lo);
+            let Ok(port) = u16::try_from(port) else { continue };
+            if let Ok(l) = TcpListener::bind(("127.0.0.1", port)).await {
+                return Ok(l);
+            }
+        }
+    }
+    Ok(TcpListener::bind("127.0.0.1:0").await?)
+}
+
+/// Binds `addr` again, retrying for a few seconds while the old socket's port is still held.
+async fn rebind(addr: SocketAddr) -> Result<TcpListener, Error> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
