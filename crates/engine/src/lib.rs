@@ -179,6 +179,13 @@ impl Engine {
     /// True when a saga has passed its point of no return (a non-rollbackable action
     /// succeeded): it will only go forward. False for other modes.
     pub fn is_forward_only(loaded: &Loaded) -> bool {
+        // Every round asks (metrics): most sagas have a compensation for every step, and then
+        // no step can be past the point of no return; only the others pay for the layout.
+        let has_pivot_candidate =
+            loaded.branches.iter().any(|b| b.op == dtx_core::Op::Compensate && b.url.is_empty());
+        if loaded.global.trans_type != dtx_core::TransType::Saga || !has_pivot_candidate {
+            return false;
+        }
         round::saga::SagaShape::of(&loaded.global, &loaded.branches)
             .map(|s| s.forward_only(&loaded.branches))
             .unwrap_or(false)

@@ -45,7 +45,7 @@ pub(crate) async fn run(inner: &Inner, loaded: Loaded, owner: String, premarks: 
     let info = crate::observe::RoundInfo {
         trans_type: loaded.global.trans_type,
         create_time: loaded.global.create_time,
-        forward_only: loaded.global.trans_type == TransType::Saga && crate::Engine::is_forward_only(&loaded),
+        forward_only: crate::Engine::is_forward_only(&loaded),
     };
     inner.observer.round_started(&info);
     let span = tracing::info_span!("round", gid = %loaded.global.gid, trans_type = %info.trans_type);
