@@ -29,6 +29,9 @@ pub struct CaseResult {
     pub coordinator_cpu_us_per_tx: Option<f64>,
     /// PostgreSQL server CPU per completed transaction, microseconds (PostgreSQL on this machine).
     pub database_cpu_us_per_tx: Option<f64>,
+    /// SQL statements the coordinators sent to their database per completed transaction
+    /// (their `dtx_store_statements` metric: reads, writes and transaction control).
+    pub db_statements_per_tx: Option<f64>,
     /// This throughput divided by the baseline's of the same protocol.
     pub ratio_to_baseline: Option<f64>,
     /// Final statuses checked (every transaction ended as expected).
@@ -65,6 +68,7 @@ impl CaseResult {
             max_ms: pick(1.0),
             coordinator_cpu_us_per_tx: None,
             database_cpu_us_per_tx: None,
+            db_statements_per_tx: None,
             ratio_to_baseline: None,
             verified: None,
         }
@@ -106,7 +110,7 @@ impl Report {
             opt(self.peak_rss_mb, 1)
         );
         out.push_str(&format!(
-            "{:<16} {:>7} {:>4} {:>5} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>7} {:>6}\n",
+            "{:<16} {:>7} {:>4} {:>5} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>6} {:>7} {:>6}\n",
             "case",
             "n",
             "c",
@@ -118,12 +122,13 @@ impl Report {
             "max ms",
             "cpu µs",
             "db µs",
+            "stmts",
             "ratio",
             "ok"
         ));
         for c in &self.cases {
             out.push_str(&format!(
-                "{:<16} {:>7} {:>4} {:>5} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9} {:>9} {:>7} {:>6}\n",
+                "{:<16} {:>7} {:>4} {:>5} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9} {:>9} {:>6} {:>7} {:>6}\n",
                 c.case,
                 c.transactions,
                 c.concurrency,
@@ -135,6 +140,7 @@ impl Report {
                 c.max_ms,
                 opt(c.coordinator_cpu_us_per_tx, 0),
                 opt(c.database_cpu_us_per_tx, 0),
+                opt(c.db_statements_per_tx, 1),
                 opt(c.ratio_to_baseline, 3),
                 c.verified.map_or("-", |v| if v { "yes" } else { "NO" }),
             ));

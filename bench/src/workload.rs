@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use dtx_engine::participant::grpc::RawCodec;
-use dtx_proto::dtmgimp::DtmRequest;
 use dtx_proto::dtmgimp::dtm_client::DtmClient;
+use dtx_proto::dtmgimp::{DtmBranchRequest, DtmRequest};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
@@ -33,6 +33,10 @@ pub enum Case {
     Tcc,
     /// A 2-action 2-phase message over HTTP: prepare, submit; done when both actions were called.
     Msg,
+    /// TCC over gRPC: prepare, register and try two branches, submit (gRPC participants).
+    TccGrpc,
+    /// A 2-action 2-phase message over gRPC (gRPC participants).
+    MsgGrpc,
     /// Baseline: the two HTTP participant calls made directly, no coordinator.
     BaselineHttp,
     /// Baseline: the two gRPC participant calls made directly, no coordinator.
@@ -48,6 +52,8 @@ impl Case {
             Case::SagaGrpc => "saga-grpc",
             Case::Tcc => "tcc",
             Case::Msg => "msg",
+            Case::TccGrpc => "tcc-grpc",
+            Case::MsgGrpc => "msg-grpc",
             Case::BaselineHttp => "baseline-http",
             Case::BaselineGrpc => "baseline-grpc",
         }
@@ -61,7 +67,7 @@ impl Case {
     /// The baseline with the same participant calls.
     pub fn baseline(self) -> Case {
         match self {
-            Case::SagaGrpc | Case::BaselineGrpc => Case::BaselineGrpc,
+            Case::SagaGrpc | Case::TccGrpc | Case::MsgGrpc | Case::BaselineGrpc => Case::BaselineGrpc,
             _ => Case::BaselineHttp,
         }
     }
@@ -207,6 +213,42 @@ impl Env {
                 self.post(&format!("{}/prepare", node.base), &body).await?;
                 self.post(&format!("{}/submit", node.base), &body).await?;
             }
+            Case::TccGrpc => {
+                let mut dtm = node.dtm.clone();
+                let head = DtmRequest { gid: gid.clone(), trans_type: "tcc".into(), ..DtmRequest::default() };
+                dtm.prepare(head.clone()).await.context("gRPC prepare")?;
+                for branch in ["01", "02"] {
+                    let data = [("confirm", "Step"), ("cancel", "Undo")]
+                        .into_iter()
+                        .map(|(k, m)| (k.to_owned(), self.grpc_url(m)))
+                        .collect();
+                    let reg = DtmBranchRequest {
+                        gid: gid.clone(),
+                        trans_type: "tcc".into(),
+                        branch_id: branch.into(),
+                        op: "try".into(),
+                        data,
+                        busi_payload: b"{\"amount\":30}".to_vec(),
+                    };
+                    dtm.register_branch(reg).await.context("gRPC registerBranch")?;
+                    self.grpc_participant_call("Try", &gid).await?;
+                }
+                dtm.submit(head).await.context("gRPC submit")?;
+            }
+            Case::MsgGrpc => {
+                let steps = json!([{"action": self.grpc_url("Step")}, {"action": self.grpc_url("Step")}]);
+                let req = DtmRequest {
+                    gid: gid.clone(),
+                    trans_type: "msg".into(),
+                    steps: steps.to_string(),
+                    bin_payloads: vec![b"{\"amount\":30}".to_vec(), b"{\"amount\":30}".to_vec()],
+                    query_prepared: self.grpc_url("Check"),
+                    ..DtmRequest::default()
+                };
+                let mut dtm = node.dtm.clone();
+                dtm.prepare(req.clone()).await.context("gRPC prepare")?;
+                dtm.submit(req).await.context("gRPC submit")?;
+            }
             Case::BaselineHttp => {
                 for _ in 0..2 {
                     let url =
@@ -215,14 +257,8 @@ impl Env {
                 }
             }
             Case::BaselineGrpc => {
-                let mut grpc = tonic::client::Grpc::new(self.participant_channel.clone());
                 for _ in 0..2 {
-                    grpc.ready().await.context("gRPC participant")?;
-                    let mut req = tonic::Request::new(Bytes::new());
-                    req.metadata_mut().insert("dtm-gid", gid.parse().context("gid as metadata")?);
-                    let path =
-                        format!("/{}/Step", crate::participant::GRPC_SERVICE).parse().context("gRPC path")?;
-                    grpc.unary(req, path, RawCodec).await.context("gRPC participant call")?;
+                    self.grpc_participant_call("Step", &gid).await?;
                 }
             }
         }
@@ -235,6 +271,17 @@ impl Env {
         Ok(started.elapsed())
     }
 
+    /// Calls the gRPC participant directly (a TCC try, or the baseline's calls).
+    async fn grpc_participant_call(&self, method: &str, gid: &str) -> anyhow::Result<()> {
+        let mut grpc = tonic::client::Grpc::new(self.participant_channel.clone());
+        grpc.ready().await.context("gRPC participant")?;
+        let mut req = tonic::Request::new(Bytes::new());
+        req.metadata_mut().insert("dtm-gid", gid.parse().context("gid as metadata")?);
+        let path = format!("/{}/{method}", crate::participant::GRPC_SERVICE).parse().context("gRPC path")?;
+        grpc.unary(req, path, RawCodec).await.context("gRPC participant call")?;
+        Ok(())
+    }
+
     async fn post(&self, url: &str, body: &Value) -> anyhow::Result<()> {
         let r = self.http.post(url).json(body).send().await.with_context(|| format!("POST {url}"))?;
         if !r.status().is_success() {
@@ -245,6 +292,18 @@ impl Env {
         Ok(())
     }
 
+    /// SQL statements the nodes have sent to their database so far (the sum of their
+    /// `dtx_store_statements_total`); `None` when a node does not expose it.
+    pub async fn statements(&self) -> Option<u64> {
+        let mut total = 0;
+        for node in &self.nodes {
+            let root = node.base.trim_end_matches("/api/dtmsvr");
+            let text = self.http.get(format!("{root}/api/metrics")).send().await.ok()?.text().await.ok()?;
+            total += statements_metric(&text)?;
+        }
+        Some(total)
+    }
+
     /// The final status of a transaction (`None` if unknown).
     pub async fn status(&self, gid: &str, i: usize) -> anyhow::Result<Option<String>> {
         let url = format!("{}/query?gid={gid}", self.node(i).base);
@@ -253,10 +312,31 @@ impl Env {
     }
 }
 
+/// The value of `dtx_store_statements_total` in a metrics exposition.
+fn statements_metric(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("dtx_store_statements_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
 /// A random number, without a dependency for it.
 fn rand_u32() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(Instant::now().elapsed().as_nanos());
     h.finish() as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::statements_metric;
+
+    #[test]
+    fn reads_the_statement_counter() {
+        let text = "# HELP dtx_store_statements SQL statements\n# TYPE dtx_store_statements counter\n\
+                    dtx_store_statements_total 1234\ndtx_claimed_total 5\n";
+        assert_eq!(statements_metric(text), Some(1234));
+        assert_eq!(statements_metric("dtx_claimed_total 5\n"), None);
+    }
 }

@@ -139,6 +139,10 @@ pub struct Metrics {
     store_commit: Family<OpLabel, Histogram, fn() -> Histogram>,
     store_errors: Family<OpLabel, Counter>,
     scrape_store_errors: Counter<u64, AtomicU64>,
+    /// Follows `dtx_store::sql::statements()` (brought up to date when scraped; the lock keeps
+    /// two scrapes at once from adding the same statements twice).
+    store_statements: Counter,
+    statements_sync: std::sync::Mutex<()>,
 }
 
 impl Default for Metrics {
@@ -173,6 +177,8 @@ impl Metrics {
             store_commit: Family::new_with_constructor(commit_histogram),
             store_errors: Family::default(),
             scrape_store_errors: Counter::default(),
+            store_statements: Counter::default(),
+            statements_sync: std::sync::Mutex::new(()),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -250,6 +256,11 @@ impl Metrics {
         );
         r.register("dtx_store_errors", "Failed store operations per operation", m.store_errors.clone());
         r.register(
+            "dtx_store_statements",
+            "SQL statements this node sent to its database (reads, writes, transaction control)",
+            m.store_statements.clone(),
+        );
+        r.register(
             "dtx_metrics_store_scrape_errors",
             "Scrapes whose store counts failed or timed out",
             m.scrape_store_errors.clone(),
@@ -302,6 +313,10 @@ impl Metrics {
                 tracing::debug!("metrics: store counts timed out");
                 self.scrape_store_errors.inc();
             }
+        }
+        if let Ok(_sync) = self.statements_sync.lock() {
+            let sent = dtx_store::sql::statements();
+            self.store_statements.inc_by(sent.saturating_sub(self.store_statements.get()));
         }
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {

@@ -45,6 +45,7 @@ pub(crate) async fn kv_scan(db: &Db, cat: &str, before_id: Option<i64>, limit: u
 /// statement's start).
 pub(crate) async fn db_now(db: &Db) -> Result<i64> {
     let mut conn = db.acquire().await?;
+    dtx_store::sql::count_statements(1);
     sqlx::query_scalar("SELECT CAST(FLOOR(UNIX_TIMESTAMP(SYSDATE(6)) * 1000) AS SIGNED)")
         .fetch_one(&mut *conn.conn)
         .await

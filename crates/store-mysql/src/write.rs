@@ -63,6 +63,7 @@ dtx_store::sqlx_conn!(MyConn, MySql, MySqlRow, map_sqlx, {
         for gid in gids {
             query = query.bind(*gid);
         }
+        dtx_store::sql::count_statements(1);
         let rows = query.fetch_all(&mut *self.conn).await.map_err(|e| map_sqlx("claim due: branches", e))?;
         rows.iter().map(|row| dtx_store::rows::branch(&SqlxRow(row))).collect()
     }
@@ -76,6 +77,7 @@ dtx_store::sqlx_conn!(MyConn, MySql, MySqlRow, map_sqlx, {
     ) -> Result<Vec<Global>> {
         let fixed = self.clock.fixed(now);
         // Concurrent claimers on any number of nodes skip the rows another one is taking.
+        dtx_store::sql::count_statements(1);
         let ids: Vec<i64> = sqlx::query_scalar(concat!(
             "SELECT id FROM trans_global WHERE ",
             unfinished!(),
@@ -103,6 +105,7 @@ dtx_store::sqlx_conn!(MyConn, MySql, MySqlRow, map_sqlx, {
     ) -> Result<Option<Global>> {
         let fixed = self.clock.fixed(now);
         // A row locked by another transaction is waited for, then judged as it now is.
+        dtx_store::sql::count_statements(1);
         let ids: Vec<i64> = sqlx::query_scalar(concat!(
             "SELECT id FROM trans_global WHERE gid = ? AND ",
             unfinished!(),
@@ -149,6 +152,7 @@ impl MyConn {
         for id in ids {
             query = query.bind(*id);
         }
+        dtx_store::sql::count_statements(1);
         let done = query.execute(&mut *self.conn).await.map_err(|e| map_sqlx(what, e))?;
         if done.rows_affected() != ids.len() as u64 {
             return Err(Error::Internal(anyhow::anyhow!("{what}: a locked row changed under its lock")));
@@ -161,6 +165,8 @@ impl MyConn {
         for id in ids {
             query = query.bind(*id);
         }
+        dtx_store::sql::count_statements(1);
+        dtx_store::sql::count_statements(1);
         let rows = query.fetch_all(&mut *self.conn).await.map_err(|e| map_sqlx(what, e))?;
         rows.iter().map(|row| dtx_store::rows::global(&SqlxRow(row))).collect()
     }

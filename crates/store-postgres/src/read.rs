@@ -43,6 +43,7 @@ pub(crate) async fn kv_scan(db: &Db, cat: &str, before_id: Option<i64>, limit: u
 /// The database clock, in epoch milliseconds.
 pub(crate) async fn db_now(db: &Db) -> Result<i64> {
     let mut conn = db.acquire().await?;
+    dtx_store::sql::count_statements(1);
     sqlx::query_scalar("SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint")
         .fetch_one(&mut *conn.conn)
         .await

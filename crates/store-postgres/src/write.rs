@@ -38,6 +38,7 @@ pub(crate) static SQL: LazyLock<Statements> = LazyLock::new(Statements::new::<Pg
 dtx_store::sqlx_conn!(PgConn, Postgres, PgRow, map_sqlx, {
     async fn branches_of(&mut self, gids: &[&str]) -> Result<Vec<(String, Branch)>> {
         // A text array: the planner knows its size, unlike a JSON array's elements.
+        dtx_store::sql::count_statements(1);
         let rows = sqlx::query(concat!(
             "SELECT ",
             dtx_store::branch_columns!(),
@@ -76,6 +77,7 @@ async fn insert_branches(conn: &mut sqlx::PgConnection, gid: &str, branches: &[B
     let updated: Vec<i64> = branches.iter().map(|b| b.update_time.as_millis()).collect();
     let finished: Vec<Option<i64>> =
         branches.iter().map(|b| b.finish_time.map(Timestamp::as_millis)).collect();
+    dtx_store::sql::count_statements(1);
     sqlx::query(
         "INSERT INTO trans_branch_op (gid, branch_id, op, url, payload, status, attempts, \
          last_error, create_time, update_time, finish_time) \
@@ -129,6 +131,7 @@ async fn update_branches(
     let errors: Vec<&str> = updates.iter().map(|b| b.last_error.as_str()).collect();
     let finished: Vec<Option<i64>> =
         updates.iter().map(|b| b.finish_time.map(Timestamp::as_millis)).collect();
+    dtx_store::sql::count_statements(1);
     let found: Vec<(String, String)> = sqlx::query_as(
         "UPDATE trans_branch_op AS b SET status = u.status, attempts = u.attempts, \
          last_error = u.last_error, finish_time = u.finish_time, update_time = $2 \

@@ -94,6 +94,7 @@ impl Conn for Lite<'_> {
 
     // Every statement goes through `prepare_cached`: compiled once per connection.
     async fn execute(&mut self, sql: &Sql, args: &[Arg<'_>], what: &'static str) -> Result<u64> {
+        dtx_store::sql::count_statements(1);
         let mut stmt = self.0.prepare_cached(sql.text).map_err(|e| map_rusqlite(what, e))?;
         let changed = stmt
             .execute(rusqlite::params_from_iter(sql.bound(args).map(Bind)))
@@ -108,6 +109,7 @@ impl Conn for Lite<'_> {
         what: &'static str,
         decode: Decode<T>,
     ) -> Result<Vec<T>> {
+        dtx_store::sql::count_statements(1);
         let mut stmt = self.0.prepare_cached(sql.text).map_err(|e| map_rusqlite(what, e))?;
         let mut rows = stmt
             .query(rusqlite::params_from_iter(sql.bound(args).map(Bind)))
@@ -126,5 +128,6 @@ impl Conn for Lite<'_> {
 
 /// Runs a transaction-control statement (cached: the same few run for every batch).
 pub(crate) fn exec(conn: &rusqlite::Connection, sql: &'static str) -> rusqlite::Result<()> {
+    dtx_store::sql::count_statements(1);
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }

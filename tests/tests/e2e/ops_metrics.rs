@@ -145,3 +145,15 @@ async fn a_force_stopped_round_counts_a_fenced_write_and_the_backlog_shows_due_w
     assert_eq!(sample(&m, "dtx_due_backlog", &[]), 2.0, "{m}");
     assert_eq!(sample(&m, "dtx_transactions", &[("status", "submitted")]), 2.0, "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_statements_count_what_a_saga_sends_to_the_database() {
+    let s = TestServer::start().await;
+    let p = Participant::spawn().await;
+    let before = sample(&scrape(&s).await, "dtx_store_statements_total", &[]);
+    s.submit(&two_steps(&p, "m-stmts").json()).await;
+    s.wait_status("m-stmts", "succeed").await;
+    let after = sample(&scrape(&s).await, "dtx_store_statements_total", &[]);
+    // At least the insert of the global row and its four branch rows, and the final update.
+    assert!(after - before >= 6.0, "{before} -> {after}");
+}

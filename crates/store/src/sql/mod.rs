@@ -15,6 +15,7 @@
 //! milliseconds, `{lock}` for `FOR UPDATE` and `{skip_locked}` for `FOR UPDATE SKIP LOCKED`.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use dtx_core::{Branch, Global, Timestamp};
 
@@ -27,6 +28,21 @@ mod sqlx_conn;
 pub mod templates;
 
 pub use ops::{branch_conflict, kv_get, kv_scan, list, load_in, missing_branch, run, status_counts};
+
+/// Statements this process has sent to its database, on every backend: reads, writes and
+/// transaction control. Process-wide on purpose: it is the benchmark's "statements per
+/// transaction" and the `dtx_store_statements` metric, and one process has one store.
+static STATEMENTS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts `n` statements sent to the database (each backend calls it where it runs them).
+pub fn count_statements(n: u64) {
+    STATEMENTS.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Statements sent to the database by this process so far.
+pub fn statements() -> u64 {
+    STATEMENTS.load(Ordering::Relaxed)
+}
 
 /// Whose clock decides leases and due times.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

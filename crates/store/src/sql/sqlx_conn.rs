@@ -83,6 +83,7 @@ macro_rules! sqlx_conn {
                 args: &[$crate::sql::Arg<'_>],
                 what: &'static str,
             ) -> $crate::Result<u64> {
+                $crate::sql::count_statements(1);
                 let done = Self::query(sql, args).execute(&mut *self.conn).await.map_err(|e| $map(what, e))?;
                 Ok(done.rows_affected())
             }
@@ -94,12 +95,14 @@ macro_rules! sqlx_conn {
                 what: &'static str,
                 decode: $crate::sql::Decode<T>,
             ) -> $crate::Result<Vec<T>> {
+                $crate::sql::count_statements(1);
                 let rows = Self::query(sql, args).fetch_all(&mut *self.conn).await.map_err(|e| $map(what, e))?;
                 rows.iter().map(|row| decode(&SqlxRow(row))).collect()
             }
 
             async fn control(&mut self, sql: &'static str) -> $crate::Result<()> {
                 // Simple queries: nothing to prepare, one round trip each.
+                $crate::sql::count_statements(1);
                 sqlx::raw_sql(sql).execute(&mut *self.conn).await.map(|_| ()).map_err(|e| $map("transaction control", e))
             }
 
