@@ -9,6 +9,10 @@
 //! while their participant is down, then how fast the backlog drains once it is back), `growth`
 //! (saga throughput on an empty store vs. with many finished transactions stored).
 
+// The same allocator as the `dtx` binary, so the in-process coordinator measures like it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod coordinator;
 mod participant;
 mod report;
@@ -37,7 +41,12 @@ struct Cli {
     #[arg(long, value_enum, default_value = "steady")]
     mode: Mode,
     /// Cases to run (comma-separated); each is compared with the baseline of its protocol.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "saga,saga-wait,tcc,msg,saga-grpc")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "saga,saga-wait,tcc,msg,saga-grpc,tcc-grpc,msg-grpc"
+    )]
     cases: Vec<Case>,
     /// Transactions per case.
     #[arg(short = 'n', long, default_value_t = 20_000)]
@@ -203,6 +212,7 @@ async fn measure(setup: &Setup, cli: &Cli, case: Case, label: String, n: usize, 
     let on_pg = cli.database_url.as_deref().is_some_and(|u| u.starts_with("postgres"));
     let cpu_before = setup.cpu();
     let db_before = on_pg.then(coordinator::postgres_cpu_time);
+    let statements_before = setup.env.statements().await;
     let started = Instant::now();
     let results: Vec<anyhow::Result<Duration>> = futures::stream::iter(0..n)
         .map(|i| setup.env.run_one(case, i))
@@ -212,6 +222,7 @@ async fn measure(setup: &Setup, cli: &Cli, case: Case, label: String, n: usize, 
     let wall = started.elapsed();
     let cpu_after = setup.cpu();
     let db_after = on_pg.then(coordinator::postgres_cpu_time);
+    let statements_after = setup.env.statements().await;
     let mut errors = 0;
     let mut latencies = Vec::with_capacity(n);
     for r in results {
@@ -232,6 +243,8 @@ async fn measure(setup: &Setup, cli: &Cli, case: Case, label: String, n: usize, 
             cpu_before.zip(cpu_after).map(|(b, a)| (a - b).as_secs_f64() * 1e6 / done);
         result.database_cpu_us_per_tx =
             db_before.zip(db_after).map(|(b, a)| a.saturating_sub(b).as_secs_f64() * 1e6 / done);
+        result.db_statements_per_tx =
+            statements_before.zip(statements_after).map(|(b, a)| a.saturating_sub(b) as f64 / done);
         if !cli.no_verify {
             result.verified = Some(verify(&setup.env, case, n).await);
         }
@@ -282,7 +295,15 @@ fn with_ratios(mut cases: Vec<CaseResult>, baselines: &[(Case, f64)], of: &[Case
 async fn steady(cli: &Cli) -> anyhow::Result<Report> {
     let mut cases = cli.cases.clone();
     if cli.smoke {
-        cases = vec![Case::Saga, Case::SagaWait, Case::Tcc, Case::Msg, Case::SagaGrpc];
+        cases = vec![
+            Case::Saga,
+            Case::SagaWait,
+            Case::Tcc,
+            Case::Msg,
+            Case::SagaGrpc,
+            Case::TccGrpc,
+            Case::MsgGrpc,
+        ];
     }
     let mut rows = Vec::new();
     let mut order = Vec::new();
