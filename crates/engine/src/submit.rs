@@ -154,11 +154,11 @@ impl Engine {
         }
     }
 
-    /// `prepare`: stores a tcc or msg `prepared`, not owned, due when it times out.
+    /// `prepare`: stores a tcc, xa or msg `prepared`, not owned, due when it times out.
     pub async fn prepare(&self, req: TransRequest) -> Result<()> {
-        if !matches!(req.trans_type, TransType::Tcc | TransType::Msg) {
+        if !matches!(req.trans_type, TransType::Tcc | TransType::Xa | TransType::Msg) {
             return Err(Error::InvalidArgument(format!(
-                "prepare is for tcc and msg transactions, not '{}'",
+                "prepare is for tcc, xa and msg transactions (a workflow uses prepareWorkflow), not '{}'",
                 req.trans_type
             )));
         }

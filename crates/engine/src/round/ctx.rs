@@ -182,6 +182,7 @@ impl<'a> Ctx<'a> {
             trans_type: self.global.trans_type,
             branch_id,
             op,
+            op_name: None,
             payload,
             headers: opts.branch_headers.clone(),
             timeout: if opts.request_timeout > 0 {

@@ -61,6 +61,7 @@ fn req(trans_type: TransType, steps: Vec<Step>, custom_data: String, options: Tr
         query_prepared: if trans_type == TransType::Msg { "http://p/check".into() } else { String::new() },
         options,
         rollback_reason: String::new(),
+        req_extra: BTreeMap::new(),
     }
 }
 
@@ -112,6 +113,7 @@ async fn run(case: Case) -> Vec<String> {
                     data: b"{}".to_vec(),
                     confirm: url("confirm", i),
                     cancel: url("cancel", i),
+                    ..RegisterBranch::default()
                 };
                 crashed = w.drive(engine.register_branch(reg)).await.is_none();
             }
@@ -369,6 +371,7 @@ fn a_submitted_prepared_tcc_is_due_at_once_in_the_same_fenced_write() {
             data: Vec::new(),
             confirm: url("confirm", 0),
             cancel: url("cancel", 0),
+            ..RegisterBranch::default()
         };
         w.drive(engine.register_branch(reg)).await.expect("register").expect("registered");
         assert!(w.drive(engine.submit(prepare)).await.is_none(), "crashed at the status write");

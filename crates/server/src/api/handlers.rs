@@ -141,6 +141,9 @@ pub async fn register_branch(State(state): State<AppState>, body: Body) -> Resul
         data: take("data").into_bytes(),
         confirm: take("confirm"),
         cancel: take("cancel"),
+        url: take("url"),
+        op: take("op"),
+        status: take("status"),
     };
     state.engine.register_branch(req).await?;
     Ok(success())

@@ -105,6 +105,7 @@ fn request_of(r: DtmRequest) -> Result<TransRequest, Status> {
         query_prepared: r.query_prepared,
         options,
         rollback_reason: r.rollback_reason,
+        req_extra: r.req_extra.into_iter().collect(),
     })
 }
 
@@ -163,7 +164,9 @@ impl Dtm for DtmService {
             return Err(bad("gid is missing"));
         }
         let mut take = |k: &str| r.data.remove(k).unwrap_or_default();
-        let (confirm, cancel) = (take("confirm"), take("cancel"));
+        let (confirm, cancel, url) = (take("confirm"), take("cancel"), take("url"));
+        let (op, status) = (take("op"), take("status"));
+        // `Op` (field 4) is ignored, as DTM does: a workflow's op travels in `Data`.
         let req = RegisterBranch {
             gid: r.gid,
             trans_type: r.trans_type,
@@ -171,6 +174,9 @@ impl Dtm for DtmService {
             data: r.busi_payload,
             confirm,
             cancel,
+            url,
+            op,
+            status,
         };
         self.engine.register_branch(req).await.map_err(status_of)?;
         Ok(Response::new(()))
