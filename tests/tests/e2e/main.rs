@@ -26,3 +26,4 @@ mod saga_options;
 mod tcc;
 mod topics;
 mod trace;
+mod xa;
