@@ -68,8 +68,11 @@ impl TransRequest {
     pub(crate) fn validate(&self, max_steps: usize) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidArgument(m));
         check_gid(&self.gid)?;
-        if !matches!(self.protocol.as_str(), "" | "http" | "grpc") {
-            return bad(format!("protocol '{}' is not supported (use http or grpc)", self.protocol));
+        if !matches!(self.protocol.as_str(), "" | "http" | "grpc" | "json-rpc") {
+            return bad(format!(
+                "protocol '{}' is not supported (use http, grpc or json-rpc)",
+                self.protocol
+            ));
         }
         let grpc = self.protocol == "grpc";
         check_headers(&self.options)?;

@@ -12,6 +12,7 @@ mod crash_tcc;
 mod grpc;
 mod grpc_saga;
 mod grpc_tcc_msg;
+mod json_rpc;
 mod lease;
 mod msg;
 mod mysql;

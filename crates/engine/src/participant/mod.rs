@@ -1,6 +1,7 @@
 //! Calling participants, as DTM does (spec section 4): HTTP (4.2) or gRPC (4.4).
 
 pub mod grpc;
+mod json_rpc;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -30,6 +31,9 @@ pub struct CallRequest {
     pub headers: BTreeMap<String, String>,
     /// Deadline of the call.
     pub timeout: Duration,
+    /// The transaction's protocol is `json-rpc`: an HTTP URL naming a `method` is called as a
+    /// JSON-RPC 2.0 request (spec 4.3).
+    pub json_rpc: bool,
 }
 
 /// Who the engine calls participants through. Production uses [`Participants`] (HTTP and
@@ -114,6 +118,11 @@ impl Participants {
             debug!(gid = %req.gid, branch_id = %req.branch_id, op = %req.op_text(), url = %req.url, ?outcome, "grpc branch call");
             return outcome;
         }
+        if req.json_rpc && req.url.contains("method") {
+            let outcome = json_rpc::call(&self.http, req).await;
+            debug!(gid = %req.gid, branch_id = %req.branch_id, op = %req.op_text(), url = %req.url, ?outcome, "json-rpc branch call");
+            return outcome;
+        }
         let mut url = match url::Url::parse(&req.url) {
             Ok(u) => u,
             Err(e) => return Outcome::Error(format!("bad participant url {}: {e}", req.url)),
@@ -150,7 +159,7 @@ impl Participants {
     }
 }
 
-async fn read_bounded(mut resp: reqwest::Response) -> Result<String, reqwest::Error> {
+pub(crate) async fn read_bounded(mut resp: reqwest::Response) -> Result<String, reqwest::Error> {
     let mut buf = Vec::new();
     while let Some(chunk) = resp.chunk().await? {
         let room = MAX_READ_BODY.saturating_sub(buf.len());
@@ -162,7 +171,7 @@ async fn read_bounded(mut resp: reqwest::Response) -> Result<String, reqwest::Er
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
-fn describe(e: &reqwest::Error) -> String {
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         format!("timed out: {e}")
     } else if e.is_connect() {

@@ -183,6 +183,7 @@ impl<'a> Ctx<'a> {
             branch_id,
             op,
             op_name: None,
+            json_rpc: self.global.protocol == "json-rpc",
             payload,
             headers: opts.branch_headers.clone(),
             timeout: if opts.request_timeout > 0 {

@@ -5,6 +5,7 @@
 
 mod error;
 mod handlers;
+mod json_rpc;
 mod wire;
 
 use axum::Router;
@@ -47,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/dtmsvr/queryKV", get(handlers::query_kv))
         .route("/api/dtmsvr/query", get(handlers::query))
         .route("/api/dtmsvr/all", get(handlers::all))
+        .route("/api/json-rpc", post(json_rpc::handle))
         // Bodies are limited by the handlers themselves, so that an oversized body gets a 400
         // in the envelope like any other bad input.
         .layer(DefaultBodyLimit::disable())
