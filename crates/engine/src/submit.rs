@@ -38,6 +38,10 @@ impl Engine {
     /// `submit`: validates, stores durably and processes a transaction (or, for a known gid,
     /// applies DTM's rules: a prepared one is submitted, a submitted one reprocessed).
     pub async fn submit(&self, req: TransRequest) -> Result<SubmitReply> {
+        if req.trans_type == TransType::Workflow {
+            // A workflow's submit only records how the client ended it.
+            return self.finish_workflow(&req).await;
+        }
         req.validate(self.inner.opts.max_steps)?;
         let inner = &self.inner;
         let now = inner.clock.now();
@@ -128,6 +132,7 @@ impl Engine {
                                 status: Some(StatusChange {
                                     to: GlobalStatus::Submitted,
                                     rollback_reason: None,
+                                    result: None,
                                 }),
                                 lease,
                             })

@@ -27,4 +27,5 @@ mod saga_options;
 mod tcc;
 mod topics;
 mod trace;
+mod workflow;
 mod xa;

@@ -85,7 +85,7 @@ impl<'a> Ctx<'a> {
             self.global.rollback_reason = r.clone();
         }
         let reason = reason.or_else(|| self.status_change.take().and_then(|c| c.rollback_reason));
-        self.status_change = Some(StatusChange { to, rollback_reason: reason });
+        self.status_change = Some(StatusChange { to, rollback_reason: reason, result: None });
     }
 
     /// Counts an attempt of a branch row (persisted with the next flush).

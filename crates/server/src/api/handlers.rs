@@ -112,6 +112,21 @@ pub async fn prepare(
     Ok(success())
 }
 
+/// `POST /api/dtmsvr/prepareWorkflow`: `{"transaction": ..., "progresses": [...]}`, the stored
+/// workflow (or the new one) and its recorded steps.
+pub async fn prepare_workflow(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let mut req = read_request(&state, body).await?;
+    attach_trace(&mut req, &headers);
+    let wf = state.engine.prepare_workflow(req).await?;
+    let progresses: Vec<Value> = wf.progresses.iter().map(|b| wire::branch_json(&wf.global.gid, b)).collect();
+    Ok(Json(json!({"transaction": wire::global_json(&wf.global, false), "progresses": progresses}))
+        .into_response())
+}
+
 /// `POST /api/dtmsvr/abort`: reaching `failed` is the success of an abort.
 pub async fn abort(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
     let req = read_request(&state, body).await?;

@@ -35,6 +35,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/dtmsvr/submit", post(handlers::submit))
         .route("/api/dtmsvr/prepare", post(handlers::prepare))
         .route("/api/dtmsvr/abort", post(handlers::abort))
+        .route("/api/dtmsvr/prepareWorkflow", post(handlers::prepare_workflow))
         .route("/api/dtmsvr/registerBranch", post(handlers::register_branch))
         .route("/api/dtmsvr/registerTccBranch", post(handlers::register_branch))
         .route("/api/dtmsvr/registerXaBranch", post(handlers::register_branch))

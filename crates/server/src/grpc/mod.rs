@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 use dtx_core::{GlobalStatus, TransOptions, TransType};
 use dtx_engine::{Engine, RegisterBranch, Step, SubmitReply, TransRequest};
 use dtx_proto::dtmgimp::dtm_server::Dtm;
-use dtx_proto::dtmgimp::{DtmBranchRequest, DtmGidReply, DtmProgressesReply, DtmRequest, DtmTopicRequest};
+use dtx_proto::dtmgimp::{
+    DtmBranchRequest, DtmGidReply, DtmProgress, DtmProgressesReply, DtmRequest, DtmTopicRequest,
+    DtmTransaction,
+};
 use tonic::{Request, Response, Status};
 
 use crate::api::new_gid_text;
@@ -182,8 +185,34 @@ impl Dtm for DtmService {
         Ok(Response::new(()))
     }
 
-    async fn prepare_workflow(&self, _: Request<DtmRequest>) -> Result<Response<DtmProgressesReply>, Status> {
-        Err(Status::unimplemented("workflow mode is not supported by this version of dtx yet"))
+    async fn prepare_workflow(
+        &self,
+        request: Request<DtmRequest>,
+    ) -> Result<Response<DtmProgressesReply>, Status> {
+        let trace = trace_of(&request);
+        let mut req = request_of(request.into_inner())?;
+        dtx_engine::trace_context::attach(&mut req, trace.0.as_deref(), trace.1.as_deref());
+        let wf = self.engine.prepare_workflow(req).await.map_err(status_of)?;
+        let g = wf.global;
+        // Unlike DTM (which leaves it empty over gRPC), the result is filled: a finished
+        // workflow replayed over gRPC returns what it returned the first time.
+        let transaction = DtmTransaction {
+            gid: g.gid,
+            status: g.status.to_string(),
+            rollback_reason: g.rollback_reason,
+            result: g.result,
+        };
+        let progresses = wf
+            .progresses
+            .into_iter()
+            .map(|b| DtmProgress {
+                status: b.status.to_string(),
+                bin_data: b.payload,
+                branch_id: b.branch_id,
+                op: b.op.to_string(),
+            })
+            .collect();
+        Ok(Response::new(DtmProgressesReply { transaction: Some(transaction), progresses }))
     }
 
     async fn subscribe(&self, request: Request<DtmTopicRequest>) -> Result<Response<()>, Status> {
