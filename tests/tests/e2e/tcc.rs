@@ -108,7 +108,7 @@ pub(crate) async fn tcc_rollback_cancels_newest_first_and_keeps_the_reason_on(s:
     assert_eq!(branch(&q, "01", "cancel")["last_error"], "ONGOING");
     assert_eq!(s.cron().await, 0, "not due before the retry interval");
 
-    advance_to_due(&s, "tcc-rollback").await;
+    advance_to_due(s, "tcc-rollback").await;
     assert_eq!(s.cron().await, 1);
     let q = s.wait_status("tcc-rollback", "failed").await;
     assert_eq!(branch_statuses(&q), ["succeed", "prepared", "succeed", "prepared"]);

@@ -17,6 +17,9 @@ use tokio::net::TcpListener;
 const NAME: &str = "wf-transfer";
 const INPUT: &[u8] = br#"{"amount":30}"#;
 
+/// The callbacks the client's service received: query parameters and body.
+type Seen = Arc<std::sync::Mutex<Vec<(Value, Vec<u8>)>>>;
+
 /// The SDK's side of one workflow: its client, its steps (participant URLs called in order,
 /// each a `Do` step whose answer is its result), its callback URL.
 #[derive(Clone)]
@@ -130,15 +133,12 @@ async fn a_crashed_clients_workflow_is_resumed_through_its_callback() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let callback = format!("http://{}/workflow/resume", listener.local_addr().expect("addr"));
     let w = Arc::new(player(&s, &p, callback.clone()).await);
-    let seen: Arc<std::sync::Mutex<Vec<(Value, Vec<u8>)>>> = Arc::default();
+    let seen: Seen = Arc::default();
     let app = Router::new()
         .route(
             "/workflow/resume",
             post(
-                async |State((w, seen)): State<(
-                    Arc<Player>,
-                    Arc<std::sync::Mutex<Vec<(Value, Vec<u8>)>>>,
-                )>,
+                async |State((w, seen)): State<(Arc<Player>, Seen)>,
                        Query(q): Query<std::collections::HashMap<String, String>>,
                        body: axum::body::Bytes| {
                     seen.lock().expect("seen").push((json!(q), body.to_vec()));
