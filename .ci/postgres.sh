@@ -68,9 +68,10 @@ dtx_pg_start() {
     dtx_pg_as_owner "$DTX_PG_BIN/initdb" -D "$DTX_PG_DIR/data" -U postgres --auth=trust \
         --encoding=UTF8 --no-locale >"$DTX_PG_DIR/initdb.log" 2>&1 \
         || { cat "$DTX_PG_DIR/initdb.log" >&2; return 1; }
-    # fsync off: a test cluster need not survive power loss, and CI time is short.
+    # fsync off: a test cluster need not survive power loss, and CI time is short. Prepared
+    # transactions on: dtx-client's XA suite prepares its branches (PREPARE TRANSACTION).
     dtx_pg_as_owner "$DTX_PG_BIN/pg_ctl" -D "$DTX_PG_DIR/data" -l "$DTX_PG_DIR/server.log" -w \
-        -o "-h 127.0.0.1 -p $port -k $DTX_PG_DIR -c fsync=off -c full_page_writes=off -c max_connections=300" \
+        -o "-h 127.0.0.1 -p $port -k $DTX_PG_DIR -c fsync=off -c full_page_writes=off -c max_connections=300 -c max_prepared_transactions=100" \
         start >/dev/null \
         || { cat "$DTX_PG_DIR/server.log" >&2; return 1; }
     dtx_pg_as_owner "$DTX_PG_BIN/psql" -h "$DTX_PG_DIR" -p "$port" -U postgres -d postgres -q -v ON_ERROR_STOP=1 \

@@ -15,18 +15,29 @@ use crate::{Participant, TestServer, time_ms};
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    /// POSTs go to `/api/json-rpc` as JSON-RPC 2.0 calls (the method = the route's name).
+    json_rpc: bool,
 }
 
 impl Client {
     /// A client of the server at `base` (`http://127.0.0.1:PORT/api/dtmsvr`).
     pub fn new(base: impl Into<String>) -> Client {
         let http = reqwest::Client::builder().no_proxy().build().expect("http client");
-        Client { base: base.into(), http }
+        Client { base: base.into(), http, json_rpc: false }
     }
 
-    /// A client of an in-process test server.
+    /// A client whose POSTs (prepare, submit, abort, registerBranch) go through the JSON-RPC
+    /// endpoint, as DTM's JSON-RPC SDK sends them (`id` "no-use"); the answers are mapped back
+    /// to what the HTTP route would say (error null = 200, -32901 = 409, -32602 = 400, other
+    /// errors = 500), so the same test code runs over both transports.
+    pub fn json_rpc_of(s: &TestServer) -> Client {
+        Client { json_rpc: true, ..Client::new(s.base_url()) }
+    }
+
+    /// A client of an in-process test server (a JSON-RPC one after
+    /// [`TestServer::via_json_rpc`]).
     pub fn of(s: &TestServer) -> Client {
-        Client::new(s.base_url())
+        if s.is_json_rpc() { Client::json_rpc_of(s) } else { Client::new(s.base_url()) }
     }
 
     /// `http://127.0.0.1:PORT/api/dtmsvr`.
@@ -41,7 +52,44 @@ impl Client {
 
     /// `POST <base>/<op>` with a JSON body.
     pub async fn post(&self, op: &str, body: &Value) -> (u16, Value) {
+        if self.json_rpc {
+            return self.rpc(op, body).await;
+        }
         self.post_raw(op, body.to_string()).await
+    }
+
+    /// `POST /api/json-rpc` with `method` = `op`, `params` = `body`; see [`Client::json_rpc_of`].
+    async fn rpc(&self, op: &str, body: &Value) -> (u16, Value) {
+        let root = self.base.trim_end_matches("/api/dtmsvr");
+        let req = json!({"jsonrpc": "2.0", "id": "no-use", "method": op, "params": body});
+        let resp = self
+            .http
+            .post(format!("{root}/api/json-rpc"))
+            .json(&req)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("json-rpc {op}: {e}"));
+        let (code, v) = read(resp).await;
+        assert_eq!(code, 200, "the JSON-RPC endpoint always answers 200: {v}");
+        assert_eq!((&v["jsonrpc"], &v["id"]), (&json!("2.0"), &json!("no-use")), "{v}");
+        match v["error"]["code"].as_i64() {
+            None => (
+                200,
+                if v["result"].is_null() { json!({"dtm_result": "SUCCESS"}) } else { v["result"].clone() },
+            ),
+            Some(code) => {
+                let status = match code {
+                    -32901 => 409,
+                    -32602 => 400,
+                    _ => 500,
+                };
+                let mut reply = json!({"message": v["error"]["message"], "rpc_code": code});
+                if status == 409 {
+                    reply["dtm_result"] = json!("FAILURE");
+                }
+                (status, reply)
+            }
+        }
     }
 
     /// `POST <base>/<op>` with raw bytes as a JSON body.

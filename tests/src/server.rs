@@ -22,6 +22,8 @@ pub struct TestServer {
     clock: Arc<ManualClock>,
     http: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
+    /// [`TestServer::via_json_rpc`]: the test talks to it through `/api/json-rpc`.
+    json_rpc: std::sync::atomic::AtomicBool,
     // Last: the database files outlive the server handle.
     _dir: TempDir,
 }
@@ -85,7 +87,16 @@ impl TestServer {
             }
         });
         let http = reqwest::Client::builder().no_proxy().build().expect("http client");
-        TestServer { base, grpc, engine, clock, http, shutdown: Some(tx), _dir: dir }
+        TestServer {
+            base,
+            grpc,
+            engine,
+            clock,
+            http,
+            shutdown: Some(tx),
+            json_rpc: Default::default(),
+            _dir: dir,
+        }
     }
 
     /// `http://127.0.0.1:PORT/api/dtmsvr`.
@@ -157,8 +168,23 @@ impl TestServer {
         self.engine.run_once().await.expect("run_once")
     }
 
-    /// `POST /submit` with a JSON body.
+    /// From now on [`TestServer::submit`] and every [`crate::Client::of`] this server go
+    /// through the JSON-RPC endpoint (`/api/json-rpc`) instead of the HTTP routes: the same
+    /// test code then runs over the other transport.
+    pub fn via_json_rpc(&self) {
+        self.json_rpc.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether [`TestServer::via_json_rpc`] is on.
+    pub fn is_json_rpc(&self) -> bool {
+        self.json_rpc.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// `POST /submit` with a JSON body (through JSON-RPC after [`TestServer::via_json_rpc`]).
     pub async fn submit(&self, body: &Value) -> (u16, Value) {
+        if self.is_json_rpc() {
+            return crate::Client::of(self).submit(body).await;
+        }
         self.submit_raw(body.to_string()).await
     }
 

@@ -24,6 +24,9 @@ pub struct BranchInfo {
     /// The coordinator's address, when the caller sent it (SDKs calling a TCC try do; the
     /// coordinator itself sends it empty).
     pub coordinator: String,
+    /// XA: the URL the branch registers for phase two (`phase2_url`, gRPC `dtm-phase2_url`),
+    /// sent by SDKs calling an XA branch's action; empty otherwise.
+    pub phase2_url: String,
 }
 
 /// DTM strips these from values read off the wire (they could end a SQL statement or a line).
@@ -45,6 +48,7 @@ impl BranchInfo {
             branch_id: clean(branch_id.as_ref()),
             op: clean(op.as_ref()),
             coordinator: String::new(),
+            phase2_url: String::new(),
         };
         for (k, v) in
             [("gid", &b.gid), ("trans_type", &b.trans_type), ("branch_id", &b.branch_id), ("op", &b.op)]
@@ -62,10 +66,17 @@ impl BranchInfo {
         self
     }
 
-    /// Reads a URL query string (`gid=...&trans_type=...&branch_id=...&op=...&dtm=...`).
+    /// Sets [`BranchInfo::phase2_url`].
+    pub fn with_phase2_url(mut self, url: impl Into<String>) -> BranchInfo {
+        self.phase2_url = url.into();
+        self
+    }
+
+    /// Reads a URL query string (`gid=...&trans_type=...&branch_id=...&op=...&dtm=...`, and
+    /// `phase2_url` for an XA action).
     pub fn from_query(query: &str) -> Result<BranchInfo, Error> {
-        let (mut gid, mut tt, mut bid, mut op, mut dtm) =
-            (String::new(), String::new(), String::new(), String::new(), String::new());
+        let (mut gid, mut tt, mut bid, mut op, mut dtm, mut phase2) =
+            (String::new(), String::new(), String::new(), String::new(), String::new(), String::new());
         for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
             match &*k {
                 "gid" => gid = v.into_owned(),
@@ -73,11 +84,12 @@ impl BranchInfo {
                 "branch_id" => bid = v.into_owned(),
                 "op" => op = v.into_owned(),
                 "dtm" => dtm = v.into_owned(),
+                "phase2_url" => phase2 = v.into_owned(),
                 _ => {}
             }
         }
         let b: BranchInfo = BranchInfo::new(gid, tt, bid, op)?;
-        Ok(b.with_coordinator(dtm))
+        Ok(b.with_coordinator(dtm).with_phase2_url(phase2))
     }
 }
 

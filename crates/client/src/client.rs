@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::branch::BranchInfo;
 use crate::trans::{Payload, TransRequest};
-use crate::{Error, Msg, Saga, TccBuilder};
+use crate::{Error, Msg, Saga, TccBuilder, XaBuilder};
 
 /// A handle on one coordinator (dtx or DTM). Cheap to clone; clones share connections.
 ///
@@ -127,6 +127,11 @@ impl Client {
         Msg::new(self.clone(), gid.into())
     }
 
+    /// An XA transaction for `gid`; set options, then [`XaBuilder::run`] the scope.
+    pub fn xa(&self, gid: impl Into<String>) -> XaBuilder {
+        XaBuilder::new(self.clone(), gid.into())
+    }
+
     /// A TCC transaction for `gid`; set options, then [`TccBuilder::run`] the scope.
     pub fn tcc(&self, gid: impl Into<String>) -> TccBuilder {
         TccBuilder::new(self.clone(), gid.into())
@@ -234,6 +239,34 @@ impl Client {
         }
     }
 
+    /// Registers an XA branch: the coordinator commits or rolls it back at `phase2_url`.
+    pub(crate) async fn register_xa_branch(
+        &self,
+        gid: &str,
+        branch_id: &str,
+        phase2_url: &str,
+    ) -> Result<(), Error> {
+        match &self.inner.api {
+            Api::Http(_) => {
+                let body = json!({"gid": gid, "trans_type": "xa", "branch_id": branch_id, "url": phase2_url});
+                self.post_json("registerBranch", &body).await.map(drop)
+            }
+            #[cfg(feature = "grpc")]
+            Api::Grpc { client, .. } => {
+                let r = dtx_proto::dtmgimp::DtmBranchRequest {
+                    gid: gid.to_owned(),
+                    trans_type: "xa".into(),
+                    branch_id: branch_id.to_owned(),
+                    op: "action".into(),
+                    data: [("url".to_owned(), phase2_url.to_owned())].into_iter().collect(),
+                    busi_payload: Vec::new(),
+                };
+                client.clone().register_branch(r).await?;
+                Ok(())
+            }
+        }
+    }
+
     /// Calls a participant the way the coordinator would (TCC try, the message check-back):
     /// HTTP for `http(s)://` URLs (POST with a payload, else GET; query `dtm`, `gid`,
     /// `trans_type`, `branch_id`, `op`), gRPC otherwise (`dtm-*` metadata). Returns the
@@ -254,9 +287,12 @@ impl Client {
                 .append_pair("trans_type", &info.trans_type)
                 .append_pair("branch_id", &info.branch_id)
                 .append_pair("op", &info.op);
-            // Like DTM's SDKs: a try is always a POST (their empty body is `null`); the
-            // check-back, which has no payload, a GET.
-            let mut rb = if payload.as_bytes().is_empty() && info.op != "try" {
+            if !info.phase2_url.is_empty() {
+                u.query_pairs_mut().append_pair("phase2_url", &info.phase2_url);
+            }
+            // Like DTM's SDKs: a try (and an XA action) is always a POST (their empty body is
+            // `null`); the check-back, which has no payload, a GET.
+            let mut rb = if payload.as_bytes().is_empty() && !matches!(info.op.as_str(), "try" | "action") {
                 self.inner.http.get(u)
             } else {
                 self.inner

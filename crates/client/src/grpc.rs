@@ -50,7 +50,7 @@ pub fn branch_info<T>(request: &tonic::Request<T>) -> Result<BranchInfo, Status>
 pub fn branch_info_from_metadata(md: &MetadataMap) -> Result<BranchInfo, Status> {
     let get = |k: &str| md.get(k).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     BranchInfo::new(get("dtm-gid"), get("dtm-trans_type"), get("dtm-branch_id"), get("dtm-op"))
-        .map(|b| b.with_coordinator(get("dtm-dtm")))
+        .map(|b| b.with_coordinator(get("dtm-dtm")).with_phase2_url(get("dtm-phase2_url")))
         .map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
@@ -116,6 +116,11 @@ impl Channels {
             let v =
                 MetadataValue::try_from(v).map_err(|e| Error::InvalidInput(format!("metadata {k}: {e}")))?;
             md.insert(k, v);
+        }
+        if !info.phase2_url.is_empty() {
+            let v = MetadataValue::try_from(info.phase2_url.as_str())
+                .map_err(|e| Error::InvalidInput(format!("metadata dtm-phase2_url: {e}")))?;
+            md.insert("dtm-phase2_url", v);
         }
         if let Some(t) = call.timeout {
             request.set_timeout(t);

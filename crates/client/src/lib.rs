@@ -2,7 +2,7 @@
 //! coordinators.
 //!
 //! - **Start transactions** over HTTP or gRPC with one API ([`Client`]): sagas ([`Saga`]),
-//!   TCC ([`TccBuilder::run`]), 2-phase messages ([`Msg`], with
+//!   TCC ([`TccBuilder::run`]), XA ([`XaBuilder::run`], participants in [`xa`]), 2-phase messages ([`Msg`], with
 //!   [`Msg::do_and_submit`] for the transactional outbox), [`Client::new_gid`],
 //!   [`Client::query`].
 //! - **Write participants**: [`BranchInfo`] says which branch a call is for; [`mod@axum`]
@@ -99,6 +99,7 @@ mod msg;
 mod saga;
 mod tcc;
 mod trans;
+pub mod xa;
 
 #[cfg(feature = "axum")]
 pub mod axum;
@@ -114,6 +115,7 @@ pub use msg::Msg;
 pub use saga::Saga;
 pub use tcc::{Tcc, TccBuilder};
 pub use trans::{Options, Payload};
+pub use xa::{Xa, XaBuilder};
 
 /// What a branch handler returns: `Ok` = success (with axum, [`axum::Success`] answers 200),
 /// [`Error::Failure`] = FAILURE, [`Error::Ongoing`] = ONGOING, any other error is retried.

@@ -15,6 +15,8 @@
 //! - [`saga`]: the saga graph scheduler with pivot ordering.
 //! - [`tcc`]: TCC phase two (confirm all / cancel all, newest first).
 //! - [`msg`]: 2-phase messages (check-back, actions).
+//! - [`xa`]: XA phase two (commit all / roll back all, oldest first).
+//! - [`workflow`]: workflow registration and finishing rules.
 //! - [`lifecycle`]: what prepare / submit / abort do in each status (idempotency rules).
 //! - [`timeout`]: when a transaction is past its `timeout_to_fail`.
 
@@ -29,6 +31,8 @@ pub mod saga;
 pub mod tcc;
 pub mod time;
 pub mod timeout;
+pub mod workflow;
+pub mod xa;
 
 pub use model::{Branch, BranchStatus, Global, GlobalStatus, Op, TransType};
 pub use options::TransOptions;

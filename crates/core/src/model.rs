@@ -61,9 +61,9 @@ named_enum!(
         Tcc => "tcc",
         /// A 2-phase message.
         Msg => "msg",
-        /// XA (not supported yet; kept so stored names round-trip).
+        /// XA: branches register, then commit (or roll back) in phase two.
         Xa => "xa",
-        /// Workflow (not supported yet).
+        /// Workflow: the client drives the steps and records their results.
         Workflow => "workflow",
     }
 );

@@ -55,6 +55,7 @@ impl Engine {
                         status: Some(StatusChange {
                             to: GlobalStatus::Failed,
                             rollback_reason: reason.clone(),
+                            result: None,
                         }),
                         lease: LeaseChange::Release {
                             next_cron_time: now,
@@ -76,6 +77,7 @@ impl Engine {
                         status: Some(StatusChange {
                             to: GlobalStatus::Aborting,
                             rollback_reason: reason.clone(),
+                            result: None,
                         }),
                         lease: self.renewed_due_now(&loaded, now),
                     })

@@ -33,6 +33,7 @@ mod round;
 mod scheduler;
 mod submit;
 pub mod trace_context;
+mod workflow;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,6 +53,7 @@ pub use request::{Step, Subscriber, TransRequest};
 pub use retention::RetentionOptions;
 pub use round::RoundEnd;
 pub use submit::SubmitReply;
+pub use workflow::WorkflowState;
 
 use crate::participant::{Caller, Participants};
 use crate::round::exec::Effects;

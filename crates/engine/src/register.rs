@@ -1,6 +1,7 @@
-//! `registerBranch`: a TCC participant's try registers its confirm and cancel with dtx.
+//! `registerBranch`: a TCC participant's try registers its confirm and cancel with dtx, an XA
+//! participant its phase-two URL, a workflow client the result of a step.
 
-use dtx_core::{Branch, GlobalStatus, Op, TransType, lifecycle, timeout};
+use dtx_core::{Branch, BranchStatus, GlobalStatus, Op, TransType, lifecycle, timeout, workflow};
 use dtx_store::Error as StoreError;
 use tracing::debug;
 
@@ -10,12 +11,12 @@ use crate::{Engine, Error, Result};
 /// The longest branch id accepted (nested TCC ids grow by two digits per level).
 const MAX_BRANCH_ID_LEN: usize = 128;
 
-/// A TCC branch registration, decoded from the wire.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A branch registration, decoded from the wire (the keys a mode does not use stay empty).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RegisterBranch {
     /// Global id.
     pub gid: String,
-    /// Mode (only `tcc` registers branches in this version).
+    /// Mode: `tcc`, `xa` or `workflow`.
     pub trans_type: String,
     /// Branch id as the client chose it (`01`, nested `0201`...).
     pub branch_id: String,
@@ -25,37 +26,79 @@ pub struct RegisterBranch {
     pub confirm: String,
     /// Cancel URL (empty = nothing to call).
     pub cancel: String,
+    /// XA: the phase-two URL (commit and rollback).
+    pub url: String,
+    /// Workflow: the recorded step's op (`action`, `commit`, `rollback`).
+    pub op: String,
+    /// Workflow: the recorded step's status (`succeed`, `failed`).
+    pub status: String,
 }
 
 impl Engine {
-    /// Registers a branch of a prepared TCC: rows `cancel` then `confirm`. The same
-    /// registration again is accepted (a client retry); a different one with the same branch
-    /// id is refused.
+    /// Registers a branch of a prepared transaction: TCC rows `cancel` then `confirm`, XA rows
+    /// `rollback` then `commit` (both on the phase-two URL), a workflow step as one row with
+    /// the status and data the client recorded. The same registration again is accepted (a
+    /// client retry); a different one with the same branch id (and op) is refused.
     pub async fn register_branch(&self, req: RegisterBranch) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidArgument(m));
-        match req.trans_type.as_str() {
-            "tcc" => {}
+        let trans_type = match req.trans_type.as_str() {
+            "tcc" => TransType::Tcc,
+            "xa" => TransType::Xa,
+            "workflow" => TransType::Workflow,
             "" => return bad("trans_type is missing".into()),
-            "xa" | "workflow" => {
-                return bad(format!("trans_type '{}' is not supported by this version", req.trans_type));
-            }
             other => return bad(format!("registerBranch: unknown or unsupported trans_type '{other}'")),
-        }
+        };
         crate::request::check_gid(&req.gid)?;
         if req.branch_id.is_empty() || req.branch_id.len() > MAX_BRANCH_ID_LEN {
             return bad(format!("branch_id must have 1 to {MAX_BRANCH_ID_LEN} characters"));
         }
         // The transaction's protocol is not known yet here: accept both URL forms.
-        check_branch_url(&req.confirm, true).map_err(|m| Error::InvalidArgument(format!("confirm: {m}")))?;
-        check_branch_url(&req.cancel, true).map_err(|m| Error::InvalidArgument(format!("cancel: {m}")))?;
-
+        let url = |key: &str, value: &str| {
+            check_branch_url(value, true).map_err(|m| Error::InvalidArgument(format!("{key}: {m}")))
+        };
         let inner = &self.inner;
-        let loaded = self.load_same_type(&req.gid, TransType::Tcc).await.map_err(|e| match e {
+        let now = inner.clock.now();
+        let rows = match trans_type {
+            TransType::Tcc => {
+                url("confirm", &req.confirm)?;
+                url("cancel", &req.cancel)?;
+                vec![
+                    Branch::new(req.branch_id.clone(), Op::Cancel, req.cancel.clone(), req.data.clone(), now),
+                    Branch::new(
+                        req.branch_id.clone(),
+                        Op::Confirm,
+                        req.confirm.clone(),
+                        req.data.clone(),
+                        now,
+                    ),
+                ]
+            }
+            TransType::Xa => {
+                if req.url.is_empty() {
+                    return bad("url (the phase-two URL of the XA branch) is missing".into());
+                }
+                url("url", &req.url)?;
+                vec![
+                    Branch::new(req.branch_id.clone(), Op::Rollback, req.url.clone(), req.data.clone(), now),
+                    Branch::new(req.branch_id.clone(), Op::Commit, req.url.clone(), req.data.clone(), now),
+                ]
+            }
+            _ => {
+                let bad_wf = |e: workflow::BadWorkflow| Error::InvalidArgument(e.0);
+                let op = workflow::step_op(&req.op).map_err(bad_wf)?;
+                let status = workflow::step_status(&req.status).map_err(bad_wf)?;
+                let mut row = Branch::new(req.branch_id.clone(), op, String::new(), req.data.clone(), now);
+                row.status = status;
+                row.finish_time = Some(now);
+                vec![row]
+            }
+        };
+
+        let loaded = self.load_same_type(&req.gid, trans_type).await.map_err(|e| match e {
             Error::NotFound(_) => Error::Conflict(format!("no prepared transaction with gid {}", req.gid)),
             other => other,
         })?;
         let g = &loaded.global;
-        let now = inner.clock.now();
         let t =
             timeout::effective_timeout(g.trans_type, g.options.timeout_to_fail, inner.opts.timeout_to_fail);
         if g.status == GlobalStatus::Prepared && timeout::is_timed_out(g.create_time, t, now) {
@@ -68,19 +111,17 @@ impl Engine {
         if !lifecycle::can_register(g.status) {
             return Err(Error::Conflict(format!("current status '{}', cannot register a branch", g.status)));
         }
-        let rows = vec![
-            Branch::new(req.branch_id.clone(), Op::Cancel, req.cancel.clone(), req.data.clone(), now),
-            Branch::new(req.branch_id.clone(), Op::Confirm, req.confirm.clone(), req.data.clone(), now),
-        ];
-        match inner.store.add_branches(&req.gid, rows, now).await {
+        match inner.store.add_branches(&req.gid, rows.clone(), now).await {
             Ok(()) => {
-                debug!(gid = %req.gid, branch_id = %req.branch_id, "tcc branch registered");
+                debug!(gid = %req.gid, branch_id = %req.branch_id, %trans_type, "branch registered");
                 Ok(())
             }
             Err(StoreError::Conflict(_)) => {
                 let current = inner.store.load(&req.gid).await?.map(|l| l.branches).unwrap_or_default();
-                let mine: Vec<&Branch> = current.iter().filter(|b| b.branch_id == req.branch_id).collect();
-                if !mine.is_empty() && mine.iter().all(|b| registered_as(b, &req)) {
+                let same = rows.iter().all(|new| {
+                    current.iter().any(|b| b.branch_id == new.branch_id && b.op == new.op && same_row(b, new))
+                });
+                if same {
                     // The same registration again: a client retry.
                     Ok(())
                 } else {
@@ -96,12 +137,10 @@ impl Engine {
     }
 }
 
-/// Whether a stored row is what this registration would have written.
-fn registered_as(b: &Branch, req: &RegisterBranch) -> bool {
-    b.payload == req.data
-        && match b.op {
-            Op::Cancel => b.url == req.cancel,
-            Op::Confirm => b.url == req.confirm,
-            _ => false,
-        }
+/// Whether a stored row is what this registration would have written (a workflow row's status
+/// counts, a phase-two row's may have moved on).
+fn same_row(stored: &Branch, new: &Branch) -> bool {
+    stored.url == new.url
+        && stored.payload == new.payload
+        && (new.status == BranchStatus::Prepared || stored.status == new.status)
 }

@@ -44,6 +44,8 @@ pub struct TransRequest {
     pub options: TransOptions,
     /// abort: why.
     pub rollback_reason: String,
+    /// workflow submit: `status`, `rollback_reason`, `result` (base64).
+    pub req_extra: std::collections::BTreeMap<String, String>,
 }
 
 /// A subscriber of a topic, as stored in the key-value table.
@@ -66,8 +68,11 @@ impl TransRequest {
     pub(crate) fn validate(&self, max_steps: usize) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidArgument(m));
         check_gid(&self.gid)?;
-        if !matches!(self.protocol.as_str(), "" | "http" | "grpc") {
-            return bad(format!("protocol '{}' is not supported (use http or grpc)", self.protocol));
+        if !matches!(self.protocol.as_str(), "" | "http" | "grpc" | "json-rpc") {
+            return bad(format!(
+                "protocol '{}' is not supported (use http, grpc or json-rpc)",
+                self.protocol
+            ));
         }
         let grpc = self.protocol == "grpc";
         check_headers(&self.options)?;
@@ -87,9 +92,13 @@ impl TransRequest {
                     ));
                 }
             }
-            TransType::Tcc => {}
-            TransType::Xa | TransType::Workflow => {
-                return bad(format!("trans_type '{}' is not supported by this version", self.trans_type));
+            TransType::Tcc | TransType::Xa => {}
+            TransType::Workflow => {
+                check_branch_url(&self.query_prepared, grpc).map_err(|m| {
+                    Error::InvalidArgument(format!("query_prepared (the workflow callback): {m}"))
+                })?;
+                dtx_core::workflow::Custom::parse(&self.custom_data)
+                    .map_err(|e| Error::InvalidArgument(e.0))?;
             }
         }
         match self.trans_type {
@@ -277,6 +286,7 @@ mod tests {
             payloads: vec![b"{}".to_vec(); payloads],
             custom_data: String::new(),
             query_prepared: String::new(),
+            req_extra: Default::default(),
             options: TransOptions::default(),
             rollback_reason: String::new(),
         }
@@ -328,6 +338,11 @@ mod tests {
         r.steps[0].action = "topic://".into();
         assert!(err(&r).contains("empty topic"));
         assert!(req(TransType::Tcc, 0, 0).validate(10).is_ok());
-        assert!(err(&req(TransType::Xa, 0, 0)).contains("not supported"));
+        assert!(req(TransType::Xa, 0, 0).validate(10).is_ok());
+        let mut r = req(TransType::Workflow, 0, 0);
+        r.custom_data = r#"{"name":"wf","data":"e30="}"#.into();
+        assert!(r.validate(10).is_ok());
+        r.custom_data = "{".into();
+        assert!(err(&r).contains("custom_data"));
     }
 }

@@ -38,6 +38,10 @@ impl Engine {
     /// `submit`: validates, stores durably and processes a transaction (or, for a known gid,
     /// applies DTM's rules: a prepared one is submitted, a submitted one reprocessed).
     pub async fn submit(&self, req: TransRequest) -> Result<SubmitReply> {
+        if req.trans_type == TransType::Workflow {
+            // A workflow's submit only records how the client ended it.
+            return self.finish_workflow(&req).await;
+        }
         req.validate(self.inner.opts.max_steps)?;
         let inner = &self.inner;
         let now = inner.clock.now();
@@ -128,6 +132,7 @@ impl Engine {
                                 status: Some(StatusChange {
                                     to: GlobalStatus::Submitted,
                                     rollback_reason: None,
+                                    result: None,
                                 }),
                                 lease,
                             })
@@ -154,11 +159,11 @@ impl Engine {
         }
     }
 
-    /// `prepare`: stores a tcc or msg `prepared`, not owned, due when it times out.
+    /// `prepare`: stores a tcc, xa or msg `prepared`, not owned, due when it times out.
     pub async fn prepare(&self, req: TransRequest) -> Result<()> {
-        if !matches!(req.trans_type, TransType::Tcc | TransType::Msg) {
+        if !matches!(req.trans_type, TransType::Tcc | TransType::Xa | TransType::Msg) {
             return Err(Error::InvalidArgument(format!(
-                "prepare is for tcc and msg transactions, not '{}'",
+                "prepare is for tcc, xa and msg transactions (a workflow uses prepareWorkflow), not '{}'",
                 req.trans_type
             )));
         }

@@ -38,7 +38,7 @@ async fn one(store: &dyn Store, gid: String) {
     store.save(base(vec![step("01")])).await.unwrap();
     store.save(base(vec![step("02")])).await.unwrap();
     let done = Save {
-        status: Some(StatusChange { to: GlobalStatus::Succeed, rollback_reason: None }),
+        status: Some(StatusChange { to: GlobalStatus::Succeed, rollback_reason: None, result: None }),
         lease: LeaseChange::Release { next_cron_time: at(60), next_cron_interval: Duration::from_secs(10) },
         ..base(Vec::new())
     };

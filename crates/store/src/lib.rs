@@ -163,6 +163,8 @@ pub struct StatusChange {
     pub to: GlobalStatus,
     /// When `Some`, replaces `rollback_reason`.
     pub rollback_reason: Option<String>,
+    /// When `Some`, replaces `result` (a workflow's result, written when it finishes).
+    pub result: Option<String>,
 }
 
 /// What happens to the ownership after a [`Store::save`].

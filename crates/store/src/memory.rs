@@ -347,6 +347,9 @@ impl Store for MemoryStore {
                 if let Some(reason) = &change.rollback_reason {
                     g.rollback_reason = reason.clone();
                 }
+                if let Some(result) = &change.result {
+                    g.result = result.clone();
+                }
             }
             match &save.lease {
                 LeaseChange::Renew { lease_until } => g.lease_until = Some(*lease_until),

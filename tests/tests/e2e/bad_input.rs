@@ -166,16 +166,29 @@ async fn bad_submits_are_rejected_with_400_and_store_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unsupported_modes_are_rejected_without_storing() {
+async fn misused_workflow_requests_are_rejected_without_storing() {
     let s = server().await;
     let p = Participant::spawn().await;
-    for tt in ["xa", "workflow"] {
-        let body = with(&p, &format!("mode-{tt}"), |v| v["trans_type"] = json!(tt));
-        let (code, reply) = s.submit_raw(body).await;
-        // xa and workflow are not implemented yet: bad input until they are.
-        assert_eq!(code, 400, "{tt}: {reply}");
-        assert!(reply["message"].as_str().unwrap_or_default().contains(tt), "{tt}: {reply}");
-        assert_eq!(s.query(&format!("mode-{tt}")).await["transaction"], Value::Null);
+    // A workflow is created by prepareWorkflow and finished by a submit with req_extra.status.
+    let cases = [
+        ("submit", with(&p, "wf-no-status", |v| v["trans_type"] = json!("workflow")), "status"),
+        ("prepare", with(&p, "wf-prepare", |v| v["trans_type"] = json!("workflow")), "prepareWorkflow"),
+        (
+            "prepareWorkflow",
+            with(&p, "wf-bad-custom", |v| {
+                v["trans_type"] = json!("workflow");
+                v["custom_data"] = json!("{not json");
+            }),
+            "custom_data",
+        ),
+    ];
+    for (op, body, word) in cases {
+        let resp = s.http().post(format!("{}/{op}", s.base_url())).body(body.clone()).send().await.expect(op);
+        let (code, reply) = dtx_tests::server::read(resp).await;
+        assert_eq!(code, 400, "{op}: {reply}");
+        assert!(reply["message"].as_str().unwrap_or_default().contains(word), "{op}: {reply}");
+        let gid: Value = serde_json::from_str::<Value>(&body).expect("json")["gid"].clone();
+        assert_eq!(s.query(gid.as_str().unwrap_or_default()).await["transaction"], Value::Null);
     }
 }
 

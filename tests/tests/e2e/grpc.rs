@@ -8,8 +8,8 @@ use dtx_tests::grpc::{
     GrpcMsg, GrpcParticipant, GrpcReply, GrpcSaga, GrpcTcc, dtm_client, dtm_client_at, req_bytes,
 };
 use dtx_tests::{
-    Client, DtxProcess, Gate, Participant, TestServer, branch, branch_statuses, eventually, free_port,
-    status_of,
+    Client, DtxProcess, Gate, Participant, TestServer, advance_to_due, branch, branch_statuses, eventually,
+    free_port, status_of,
 };
 use prost::Message;
 use tonic::Code;
@@ -146,14 +146,72 @@ async fn reflection_lists_dtmgimp_dtm_with_dtms_field_numbers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prepare_workflow_is_unimplemented_with_a_message() {
+async fn workflow_over_grpc_records_steps_finishes_and_calls_its_grpc_callback() {
+    // What the gRPC workflow SDK does: PrepareWorkflow, RegisterBranch (status and op in Data,
+    // the step's result as BusiPayload), Submit with ReqExtra; dtx calls the callback
+    // (`.../Execute`) with a WorkflowData message while the workflow stays prepared.
     let s = TestServer::start().await;
+    let p = GrpcParticipant::spawn().await;
     let mut dtm = dtm_client(&s).await;
-    let req = DtmRequest { gid: "grpc-wf".into(), trans_type: "workflow".into(), ..DtmRequest::default() };
-    let e = dtm.prepare_workflow(req).await.unwrap_err();
-    assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
-    assert!(e.message().contains("workflow"), "a clear message: {e:?}");
-    assert!(s.query("grpc-wf").await["transaction"].is_null(), "nothing stored");
+    let custom = r#"{"name":"wf-grpc","data":"aW5wdXQ="}"#; // input = b"input"
+    let prepare = |gid: &str| DtmRequest {
+        gid: gid.into(),
+        trans_type: "workflow".into(),
+        customed_data: custom.into(),
+        query_prepared: p.url("Execute"),
+        ..DtmRequest::default()
+    };
+    let reply = dtm.prepare_workflow(prepare("grpc-wf")).await.expect("PrepareWorkflow").into_inner();
+    let t = reply.transaction.expect("transaction");
+    assert_eq!((t.gid.as_str(), t.status.as_str()), ("grpc-wf", "prepared"));
+    assert!(reply.progresses.is_empty());
+    let step = DtmBranchRequest {
+        gid: "grpc-wf".into(),
+        trans_type: "workflow".into(),
+        branch_id: "01".into(),
+        op: String::new(),
+        data: [("status".to_owned(), "succeed".to_owned()), ("op".to_owned(), "action".to_owned())].into(),
+        busi_payload: b"step-1".to_vec(),
+    };
+    dtm.register_branch(step).await.expect("RegisterBranch");
+    let reply = dtm.prepare_workflow(prepare("grpc-wf")).await.expect("again").into_inner();
+    assert_eq!(reply.progresses.len(), 1);
+    let pr = &reply.progresses[0];
+    assert_eq!((pr.branch_id.as_str(), pr.op.as_str(), pr.status.as_str()), ("01", "action", "succeed"));
+    assert_eq!(pr.bin_data, b"step-1");
+
+    // Not finished yet: once due, dtx calls the callback with WorkflowData{Data = input}.
+    advance_to_due(&s, "grpc-wf").await;
+    s.cron().await;
+    let call = p.wait_calls("Execute", 1).await.remove(0);
+    assert_eq!(call.body, [&[0x0a, 5][..], b"input"].concat(), "WorkflowData {{ Data: input }}");
+    assert_eq!(call.md("dtm-op"), "wf-grpc");
+    assert_eq!(call.md("dtm-gid"), "grpc-wf");
+    assert_eq!(call.md("dtm-branch_id"), "00");
+    assert_eq!(call.md("dtm-trans_type"), "workflow");
+
+    let submit = DtmRequest {
+        gid: "grpc-wf".into(),
+        trans_type: "workflow".into(),
+        req_extra: [
+            ("status".to_owned(), "failed".to_owned()),
+            ("rollback_reason".to_owned(), "step 02 refused".to_owned()),
+        ]
+        .into(),
+        ..DtmRequest::default()
+    };
+    dtm.submit(submit).await.expect("Submit");
+    let t = dtm
+        .prepare_workflow(prepare("grpc-wf"))
+        .await
+        .expect("finished")
+        .into_inner()
+        .transaction
+        .expect("t");
+    assert_eq!((t.status.as_str(), t.rollback_reason.as_str()), ("failed", "step 02 refused"));
+    // A workflow cannot be aborted, nor registered into once finished.
+    let abort = DtmRequest { gid: "grpc-wf".into(), trans_type: "workflow".into(), ..DtmRequest::default() };
+    assert_eq!(dtm.abort(abort).await.unwrap_err().code(), Code::Aborted);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -232,7 +290,10 @@ async fn bad_input_is_invalid_argument_and_nothing_is_stored() {
         ("empty gid", DtmRequest { gid: String::new(), ..good("x") }),
         ("unknown trans type", DtmRequest { trans_type: "sagaa".into(), ..good("grpc-bad-type") }),
         ("empty trans type", DtmRequest { trans_type: String::new(), ..good("grpc-bad-no-type") }),
-        ("xa (not supported)", DtmRequest { trans_type: "xa".into(), ..good("grpc-bad-xa") }),
+        (
+            "workflow submit without req_extra.status",
+            DtmRequest { trans_type: "workflow".into(), ..good("grpc-bad-workflow") },
+        ),
         ("payload count", DtmRequest { bin_payloads: vec![req_bytes(1)], ..good("grpc-bad-payloads") }),
         ("malformed Steps", DtmRequest { steps: r#"[{"action":"#.into(), ..good("grpc-bad-steps") }),
         (

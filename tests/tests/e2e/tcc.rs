@@ -82,10 +82,14 @@ pub(crate) async fn tcc_normal_confirms_newest_first_one_at_a_time_on(s: &TestSe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcc_rollback_cancels_newest_first_and_keeps_the_reason() {
+    tcc_rollback_cancels_newest_first_and_keeps_the_reason_on(&TestServer::start().await).await;
+}
+
+/// [`tcc_rollback_cancels_newest_first_and_keeps_the_reason`] on a given server (also run through JSON-RPC: `json_rpc.rs`).
+pub(crate) async fn tcc_rollback_cancels_newest_first_and_keeps_the_reason_on(s: &TestServer) {
     // DTM's TestTccRollback: the second try fails, the client aborts; branch 01's cancel is
     // ONGOING once, so the cron finishes the rollback.
-    let s = TestServer::start().await;
-    let c = Client::of(&s);
+    let c = Client::of(s);
     let p = Participant::spawn().await;
     p.script("/TransInTry", [Reply::failure("Insufficient balance")]);
     p.script("/TransOutCancel", [Reply::ongoing()]);
@@ -104,7 +108,7 @@ async fn tcc_rollback_cancels_newest_first_and_keeps_the_reason() {
     assert_eq!(branch(&q, "01", "cancel")["last_error"], "ONGOING");
     assert_eq!(s.cron().await, 0, "not due before the retry interval");
 
-    advance_to_due(&s, "tcc-rollback").await;
+    advance_to_due(s, "tcc-rollback").await;
     assert_eq!(s.cron().await, 1);
     let q = s.wait_status("tcc-rollback", "failed").await;
     assert_eq!(branch_statuses(&q), ["succeed", "prepared", "succeed", "prepared"]);
@@ -124,7 +128,7 @@ async fn tcc_rollback_cancels_newest_first_and_keeps_the_reason() {
 
 /// A TCC with one registered branch times out: the cron cancels it; the client's later
 /// registerBranch, submit and abort are refused (DTM's TestTccTimeout).
-async fn times_out_and_is_cancelled(s: &TestServer, gid: &str, prepare_extra: Value) {
+pub(crate) async fn times_out_and_is_cancelled(s: &TestServer, gid: &str, prepare_extra: Value) {
     let c = Client::of(s);
     let p = Participant::spawn().await;
     let tcc = Tcc::prepare(&c, gid, prepare_extra).await;

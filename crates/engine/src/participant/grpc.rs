@@ -116,7 +116,7 @@ impl GrpcCaller {
             ("dtm-gid", req.gid.as_str()),
             ("dtm-trans_type", req.trans_type.as_str()),
             ("dtm-branch_id", req.branch_id.as_str()),
-            ("dtm-op", req.op.as_str()),
+            ("dtm-op", req.op_text()),
             ("dtm-dtm", ""),
         ];
         for (k, v) in pairs {

@@ -1,6 +1,7 @@
 //! Calling participants, as DTM does (spec section 4): HTTP (4.2) or gRPC (4.4).
 
 pub mod grpc;
+mod json_rpc;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -20,14 +21,19 @@ pub struct CallRequest {
     pub trans_type: TransType,
     /// Branch id, sent as `branch_id`.
     pub branch_id: String,
-    /// Op, sent as `op`.
+    /// Op, sent as `op` (unless `op_name` says otherwise).
     pub op: Op,
+    /// Sent as `op` instead of the op's name: the workflow callback carries the workflow's name.
+    pub op_name: Option<String>,
     /// The stored request body.
     pub payload: Bytes,
     /// `branch_headers` of the transaction.
     pub headers: BTreeMap<String, String>,
     /// Deadline of the call.
     pub timeout: Duration,
+    /// The transaction's protocol is `json-rpc`: an HTTP URL naming a `method` is called as a
+    /// JSON-RPC 2.0 request (spec 4.3).
+    pub json_rpc: bool,
 }
 
 /// Who the engine calls participants through. Production uses [`Participants`] (HTTP and
@@ -69,6 +75,13 @@ pub fn is_http_url(url: &str) -> bool {
     url.starts_with("http://") || url.starts_with("https://")
 }
 
+impl CallRequest {
+    /// The `op` sent with the call.
+    pub fn op_text(&self) -> &str {
+        self.op_name.as_deref().unwrap_or(self.op.as_str())
+    }
+}
+
 impl Participants {
     /// Builds the shared client.
     pub fn new() -> Result<Participants, reqwest::Error> {
@@ -102,7 +115,12 @@ impl Participants {
     async fn call_url(&self, req: &CallRequest) -> Outcome {
         if !is_http_url(&req.url) {
             let outcome = self.grpc.call(req).await;
-            debug!(gid = %req.gid, branch_id = %req.branch_id, op = %req.op, url = %req.url, ?outcome, "grpc branch call");
+            debug!(gid = %req.gid, branch_id = %req.branch_id, op = %req.op_text(), url = %req.url, ?outcome, "grpc branch call");
+            return outcome;
+        }
+        if req.json_rpc && req.url.contains("method") {
+            let outcome = json_rpc::call(&self.http, req).await;
+            debug!(gid = %req.gid, branch_id = %req.branch_id, op = %req.op_text(), url = %req.url, ?outcome, "json-rpc branch call");
             return outcome;
         }
         let mut url = match url::Url::parse(&req.url) {
@@ -113,9 +131,10 @@ impl Participants {
             .append_pair("gid", &req.gid)
             .append_pair("trans_type", req.trans_type.as_str())
             .append_pair("branch_id", &req.branch_id)
-            .append_pair("op", req.op.as_str());
-        // DTM sends a body only when there is one (its SDKs always send at least `null`).
-        let builder = if req.payload.is_empty() {
+            .append_pair("op", req.op_text());
+        // DTM sends a body only when there is one (its SDKs always send at least `null`); XA
+        // phase two is always a POST, with an empty body.
+        let builder = if req.payload.is_empty() && req.trans_type != TransType::Xa {
             self.http.get(url)
         } else {
             self.http.post(url).body(req.payload.clone())
@@ -135,12 +154,12 @@ impl Participants {
                 }
             }
         };
-        debug!(gid = %req.gid, branch_id = %req.branch_id, op = %req.op, url = %req.url, ?outcome, "branch call");
+        debug!(gid = %req.gid, branch_id = %req.branch_id, op = %req.op_text(), url = %req.url, ?outcome, "branch call");
         outcome
     }
 }
 
-async fn read_bounded(mut resp: reqwest::Response) -> Result<String, reqwest::Error> {
+pub(crate) async fn read_bounded(mut resp: reqwest::Response) -> Result<String, reqwest::Error> {
     let mut buf = Vec::new();
     while let Some(chunk) = resp.chunk().await? {
         let room = MAX_READ_BODY.saturating_sub(buf.len());
@@ -152,7 +171,7 @@ async fn read_bounded(mut resp: reqwest::Response) -> Result<String, reqwest::Er
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
-fn describe(e: &reqwest::Error) -> String {
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         format!("timed out: {e}")
     } else if e.is_connect() {

@@ -85,7 +85,7 @@ impl<'a> Ctx<'a> {
             self.global.rollback_reason = r.clone();
         }
         let reason = reason.or_else(|| self.status_change.take().and_then(|c| c.rollback_reason));
-        self.status_change = Some(StatusChange { to, rollback_reason: reason });
+        self.status_change = Some(StatusChange { to, rollback_reason: reason, result: None });
     }
 
     /// Counts an attempt of a branch row (persisted with the next flush).
@@ -182,6 +182,8 @@ impl<'a> Ctx<'a> {
             trans_type: self.global.trans_type,
             branch_id,
             op,
+            op_name: None,
+            json_rpc: self.global.protocol == "json-rpc",
             payload,
             headers: opts.branch_headers.clone(),
             timeout: if opts.request_timeout > 0 {

@@ -9,10 +9,11 @@ pub(crate) mod exec;
 mod msg;
 pub mod saga;
 mod tcc;
+mod workflow;
 
 use dtx_core::{GlobalStatus, TransType};
 use dtx_store::Loaded;
-use tracing::{Instrument, warn};
+use tracing::Instrument;
 
 use crate::round::ctx::Premarks;
 use crate::{EngineEvent, Inner};
@@ -60,10 +61,7 @@ async fn run_mode(inner: &Inner, loaded: Loaded, owner: String, premarks: Premar
         TransType::Saga => saga::SagaRound::new(inner, loaded, owner, premarks).run().await,
         TransType::Tcc => tcc::run(inner, loaded, owner).await,
         TransType::Msg => msg::run(inner, loaded, owner).await,
-        other => {
-            // xa / workflow cannot be created in this version; a row of another mode is left alone.
-            warn!(gid = %loaded.global.gid, trans_type = %other, "no processor for this transaction mode");
-            RoundEnd::Abandoned
-        }
+        TransType::Xa => tcc::run_phase_two(inner, loaded, owner, dtx_core::xa::plan).await,
+        TransType::Workflow => workflow::run(inner, loaded, owner).await,
     }
 }

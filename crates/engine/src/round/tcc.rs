@@ -1,5 +1,8 @@
 //! A TCC round: confirm (or cancel) every registered branch, newest first, one at a time. The
 //! round ends at the first call without success; the rest waits for the next round.
+//!
+//! XA rounds run the same loop with XA's rules (commit / rollback, oldest first): see
+//! [`run_phase_two`].
 
 use dtx_core::tcc::{self, Decision, Row};
 use dtx_core::{GlobalStatus, timeout};
@@ -12,13 +15,21 @@ use crate::round::ctx::Ctx;
 use crate::round::exec::{Target, no_premarks};
 
 pub(crate) async fn run(inner: &Inner, loaded: Loaded, owner: String) -> RoundEnd {
+    run_phase_two(inner, loaded, owner, tcc::plan).await
+}
+
+/// The rules of a two-phase mode: which row to call next (`dtx_core::tcc::plan`, `dtx_core::xa::plan`).
+pub(crate) type Plan = fn(GlobalStatus, &[Row], bool) -> Decision;
+
+/// A phase-two round (TCC or XA): call one row at a time as `plan` decides.
+pub(crate) async fn run_phase_two(inner: &Inner, loaded: Loaded, owner: String, plan: Plan) -> RoundEnd {
     let mut ctx = Ctx::new(inner, loaded, owner, no_premarks());
     loop {
         let rows: Vec<Row> = ctx.branches.iter().map(|b| Row { op: b.op, status: b.status }).collect();
-        match tcc::plan(ctx.global.status, &rows, ctx.timed_out()) {
+        match plan(ctx.global.status, &rows, ctx.timed_out()) {
             Decision::AbortTimedOut => {
                 let reason = timeout::timeout_reason(ctx.timeout().unwrap_or_default());
-                info!(gid = %ctx.global.gid, %reason, "tcc timed out; cancelling");
+                info!(gid = %ctx.global.gid, trans_type = %ctx.global.trans_type, %reason, "timed out; rolling back");
                 ctx.set_status(GlobalStatus::Aborting, Some(reason));
             }
             Decision::Call(row) => {

@@ -7,7 +7,7 @@
 //!   a fenced write of that round);
 //! - no compensation of a never-attempted action;
 //! - the pivot runs alone; nothing is rolled back after a non-rollbackable success;
-//! - a TCC is never both confirmed and cancelled;
+//! - a TCC (an XA) is never both confirmed and cancelled (committed and rolled back);
 //! - a msg never runs its actions unless the check-back committed (never after FAILURE/error);
 //! - every transaction terminates once participants answer SUCCESS.
 
@@ -36,9 +36,23 @@ enum TccEnd {
 
 #[derive(Debug, Clone)]
 enum Mode {
-    Saga { rollbackable: Vec<bool>, concurrent: bool, retry_limit: u64, timeout_s: u64 },
-    Tcc { branches: usize, end: TccEnd },
-    Msg { steps: usize, submit: bool, concurrent: bool },
+    Saga {
+        rollbackable: Vec<bool>,
+        concurrent: bool,
+        retry_limit: u64,
+        timeout_s: u64,
+    },
+    /// TCC, or XA (`xa`: the same client flow, phase two commit / rollback).
+    Tcc {
+        branches: usize,
+        end: TccEnd,
+        xa: bool,
+    },
+    Msg {
+        steps: usize,
+        submit: bool,
+        concurrent: bool,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +75,7 @@ fn req(trans_type: TransType, steps: Vec<Step>, custom_data: String, options: Tr
         query_prepared: if trans_type == TransType::Msg { "http://p/check".into() } else { String::new() },
         options,
         rollback_reason: String::new(),
+        req_extra: BTreeMap::new(),
     }
 }
 
@@ -72,7 +87,8 @@ fn url(what: &str, i: usize) -> String {
 async fn run(case: Case) -> Vec<String> {
     let (trans_type, rollbackable) = match &case.mode {
         Mode::Saga { rollbackable, .. } => (TransType::Saga, rollbackable.clone()),
-        Mode::Tcc { .. } => (TransType::Tcc, Vec::new()),
+        Mode::Tcc { xa: false, .. } => (TransType::Tcc, Vec::new()),
+        Mode::Tcc { xa: true, .. } => (TransType::Xa, Vec::new()),
         Mode::Msg { .. } => (TransType::Msg, Vec::new()),
     };
     let w =
@@ -96,29 +112,40 @@ async fn run(case: Case) -> Vec<String> {
                 TransOptions { retry_limit: *retry_limit, timeout_to_fail: *timeout_s, ..wait.clone() };
             w.drive(engine.submit(req(TransType::Saga, steps, custom, options))).await.is_none()
         }
-        Mode::Tcc { branches, end } => {
+        Mode::Tcc { branches, end, xa } => {
             let mut crashed = w
-                .drive(engine.prepare(req(TransType::Tcc, Vec::new(), String::new(), wait.clone())))
+                .drive(engine.prepare(req(trans_type, Vec::new(), String::new(), wait.clone())))
                 .await
                 .is_none();
             for i in 0..*branches {
                 if crashed {
                     break;
                 }
-                let reg = RegisterBranch {
-                    gid: GID.into(),
-                    trans_type: "tcc".into(),
-                    branch_id: format!("{:02}", i + 1),
-                    data: b"{}".to_vec(),
-                    confirm: url("confirm", i),
-                    cancel: url("cancel", i),
+                let reg = if *xa {
+                    RegisterBranch {
+                        gid: GID.into(),
+                        trans_type: "xa".into(),
+                        branch_id: format!("{:02}", i + 1),
+                        url: url("xa", i),
+                        ..RegisterBranch::default()
+                    }
+                } else {
+                    RegisterBranch {
+                        gid: GID.into(),
+                        trans_type: "tcc".into(),
+                        branch_id: format!("{:02}", i + 1),
+                        data: b"{}".to_vec(),
+                        confirm: url("confirm", i),
+                        cancel: url("cancel", i),
+                        ..RegisterBranch::default()
+                    }
                 };
                 crashed = w.drive(engine.register_branch(reg)).await.is_none();
             }
             if !crashed {
                 crashed = match end {
                     TccEnd::Submit => w
-                        .drive(engine.submit(req(TransType::Tcc, Vec::new(), String::new(), wait.clone())))
+                        .drive(engine.submit(req(trans_type, Vec::new(), String::new(), wait.clone())))
                         .await
                         .is_none(),
                     TccEnd::Abort => w.drive(engine.abort(GID, "")).await.is_none(),
@@ -261,7 +288,12 @@ fn saga() -> impl Strategy<Value = Mode> {
 
 fn tcc() -> impl Strategy<Value = Mode> {
     (1usize..4, prop_oneof![Just(TccEnd::Submit), Just(TccEnd::Abort), Just(TccEnd::Nothing)])
-        .prop_map(|(branches, end)| Mode::Tcc { branches, end })
+        .prop_map(|(branches, end)| Mode::Tcc { branches, end, xa: false })
+}
+
+fn xa() -> impl Strategy<Value = Mode> {
+    (1usize..4, prop_oneof![Just(TccEnd::Submit), Just(TccEnd::Abort), Just(TccEnd::Nothing)])
+        .prop_map(|(branches, end)| Mode::Tcc { branches, end, xa: true })
 }
 
 fn msg() -> impl Strategy<Value = Mode> {
@@ -287,6 +319,11 @@ proptest! {
 
     #[test]
     fn tccs_keep_their_promises(c in case(tcc())) {
+        check(c)?;
+    }
+
+    #[test]
+    fn xas_keep_their_promises(c in case(xa())) {
         check(c)?;
     }
 
@@ -369,6 +406,7 @@ fn a_submitted_prepared_tcc_is_due_at_once_in_the_same_fenced_write() {
             data: Vec::new(),
             confirm: url("confirm", 0),
             cancel: url("cancel", 0),
+            ..RegisterBranch::default()
         };
         w.drive(engine.register_branch(reg)).await.expect("register").expect("registered");
         assert!(w.drive(engine.submit(prepare)).await.is_none(), "crashed at the status write");

@@ -280,12 +280,12 @@ impl World {
             Self::violation(&mut log, format!("{what}: started while the pivot was in flight"));
         }
         match req.op {
-            Op::Confirm => log.confirms += 1,
-            Op::Cancel => log.cancels += 1,
+            Op::Confirm | Op::Commit => log.confirms += 1,
+            Op::Cancel | Op::Rollback => log.cancels += 1,
             _ => {}
         }
         if log.confirms > 0 && log.cancels > 0 {
-            Self::violation(&mut log, format!("{what}: a TCC both confirmed and cancelled"));
+            Self::violation(&mut log, format!("{what}: a TCC / XA both confirmed and cancelled"));
         }
         if self.trans_type == TransType::Msg
             && req.op == Op::Action

@@ -48,7 +48,7 @@ async fn read_global(state: &AppState, body: Body) -> Result<GlobalRequest, ApiE
     serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))
 }
 
-fn trans_type(raw: Option<&str>) -> Result<TransType, ApiError> {
+pub(super) fn trans_type(raw: Option<&str>) -> Result<TransType, ApiError> {
     let raw = raw.unwrap_or_default();
     if raw.is_empty() {
         return Err(ApiError::BadRequest("trans_type is missing".into()));
@@ -84,7 +84,7 @@ fn attach_trace(req: &mut dtx_engine::TransRequest, headers: &axum::http::Header
 }
 
 /// The answer to a submit, per DTM's `wait_result` rules (spec 5.3).
-fn reply(r: SubmitReply) -> Result<Response, ApiError> {
+pub(super) fn reply(r: SubmitReply) -> Result<Response, ApiError> {
     match r {
         SubmitReply::Accepted | SubmitReply::Finished { status: GlobalStatus::Succeed, .. } => Ok(success()),
         SubmitReply::Finished { reason, .. } => {
@@ -112,9 +112,29 @@ pub async fn prepare(
     Ok(success())
 }
 
+/// `POST /api/dtmsvr/prepareWorkflow`: `{"transaction": ..., "progresses": [...]}`, the stored
+/// workflow (or the new one) and its recorded steps.
+pub async fn prepare_workflow(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let mut req = read_request(&state, body).await?;
+    attach_trace(&mut req, &headers);
+    let wf = state.engine.prepare_workflow(req).await?;
+    let progresses: Vec<Value> = wf.progresses.iter().map(|b| wire::branch_json(&wf.global.gid, b)).collect();
+    Ok(Json(json!({"transaction": wire::global_json(&wf.global, false), "progresses": progresses}))
+        .into_response())
+}
+
 /// `POST /api/dtmsvr/abort`: reaching `failed` is the success of an abort.
 pub async fn abort(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
     let req = read_request(&state, body).await?;
+    abort_request(&state, req).await
+}
+
+/// An abort, decoded.
+pub(super) async fn abort_request(state: &AppState, req: TransRequest) -> Result<Response, ApiError> {
     match state.engine.abort(&req.gid, &req.rollback_reason).await? {
         SubmitReply::Accepted | SubmitReply::Finished { .. } => Ok(success()),
         SubmitReply::InProgress { status, .. } => Err(ApiError::Ongoing(format!(
@@ -129,21 +149,28 @@ pub async fn register_branch(State(state): State<AppState>, body: Body) -> Resul
     let bytes = to_bytes(body, state.max_body_bytes).await.map_err(|_| {
         ApiError::BadRequest(format!("request body exceeds the limit of {} bytes", state.max_body_bytes))
     })?;
-    let mut m: HashMap<String, String> = serde_json::from_slice(&bytes).map_err(|e| {
+    let m: HashMap<String, String> = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::BadRequest(format!("malformed registerBranch body (a JSON object of strings): {e}"))
     })?;
+    let gid = wire::clean_gid(m.get("gid").map(String::as_str))?;
+    state.engine.register_branch(register_request(gid, m)).await?;
+    Ok(success())
+}
+
+/// A registerBranch body (a flat object of strings) as the engine's request.
+pub(super) fn register_request(gid: String, mut m: HashMap<String, String>) -> RegisterBranch {
     let mut take = |k: &str| m.remove(k).unwrap_or_default();
-    let gid = wire::clean_gid(Some(&take("gid")))?;
-    let req = RegisterBranch {
+    RegisterBranch {
         gid,
         trans_type: take("trans_type"),
         branch_id: take("branch_id"),
         data: take("data").into_bytes(),
         confirm: take("confirm"),
         cancel: take("cancel"),
-    };
-    state.engine.register_branch(req).await?;
-    Ok(success())
+        url: take("url"),
+        op: take("op"),
+        status: take("status"),
+    }
 }
 
 /// The `gid` of a `{"gid": ...}` body.

@@ -5,6 +5,7 @@
 
 mod error;
 mod handlers;
+mod json_rpc;
 mod wire;
 
 use axum::Router;
@@ -34,6 +35,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/dtmsvr/submit", post(handlers::submit))
         .route("/api/dtmsvr/prepare", post(handlers::prepare))
         .route("/api/dtmsvr/abort", post(handlers::abort))
+        .route("/api/dtmsvr/prepareWorkflow", post(handlers::prepare_workflow))
         .route("/api/dtmsvr/registerBranch", post(handlers::register_branch))
         .route("/api/dtmsvr/registerTccBranch", post(handlers::register_branch))
         .route("/api/dtmsvr/registerXaBranch", post(handlers::register_branch))
@@ -47,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/dtmsvr/queryKV", get(handlers::query_kv))
         .route("/api/dtmsvr/query", get(handlers::query))
         .route("/api/dtmsvr/all", get(handlers::all))
+        .route("/api/json-rpc", post(json_rpc::handle))
         // Bodies are limited by the handlers themselves, so that an oversized body gets a 400
         // in the envelope like any other bad input.
         .layer(DefaultBodyLimit::disable())

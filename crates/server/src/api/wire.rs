@@ -37,6 +37,7 @@ pub struct GlobalRequest {
     pub retry_limit: Option<i64>,
     pub branch_headers: Option<BTreeMap<String, String>>,
     pub concurrent: Option<bool>,
+    pub req_extra: Option<BTreeMap<String, String>>,
 }
 
 /// DTM removes `\n`, `\r` and `;` from gids received over HTTP; the rest is checked by the
@@ -109,6 +110,7 @@ impl GlobalRequest {
             query_prepared: self.query_prepared.unwrap_or_default(),
             options,
             rollback_reason: self.rollback_reason.unwrap_or_default(),
+            req_extra: self.req_extra.unwrap_or_default(),
         })
     }
 }

@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 use dtx_core::{GlobalStatus, TransOptions, TransType};
 use dtx_engine::{Engine, RegisterBranch, Step, SubmitReply, TransRequest};
 use dtx_proto::dtmgimp::dtm_server::Dtm;
-use dtx_proto::dtmgimp::{DtmBranchRequest, DtmGidReply, DtmProgressesReply, DtmRequest, DtmTopicRequest};
+use dtx_proto::dtmgimp::{
+    DtmBranchRequest, DtmGidReply, DtmProgress, DtmProgressesReply, DtmRequest, DtmTopicRequest,
+    DtmTransaction,
+};
 use tonic::{Request, Response, Status};
 
 use crate::api::new_gid_text;
@@ -105,6 +108,7 @@ fn request_of(r: DtmRequest) -> Result<TransRequest, Status> {
         query_prepared: r.query_prepared,
         options,
         rollback_reason: r.rollback_reason,
+        req_extra: r.req_extra.into_iter().collect(),
     })
 }
 
@@ -163,7 +167,9 @@ impl Dtm for DtmService {
             return Err(bad("gid is missing"));
         }
         let mut take = |k: &str| r.data.remove(k).unwrap_or_default();
-        let (confirm, cancel) = (take("confirm"), take("cancel"));
+        let (confirm, cancel, url) = (take("confirm"), take("cancel"), take("url"));
+        let (op, status) = (take("op"), take("status"));
+        // `Op` (field 4) is ignored, as DTM does: a workflow's op travels in `Data`.
         let req = RegisterBranch {
             gid: r.gid,
             trans_type: r.trans_type,
@@ -171,13 +177,42 @@ impl Dtm for DtmService {
             data: r.busi_payload,
             confirm,
             cancel,
+            url,
+            op,
+            status,
         };
         self.engine.register_branch(req).await.map_err(status_of)?;
         Ok(Response::new(()))
     }
 
-    async fn prepare_workflow(&self, _: Request<DtmRequest>) -> Result<Response<DtmProgressesReply>, Status> {
-        Err(Status::unimplemented("workflow mode is not supported by this version of dtx yet"))
+    async fn prepare_workflow(
+        &self,
+        request: Request<DtmRequest>,
+    ) -> Result<Response<DtmProgressesReply>, Status> {
+        let trace = trace_of(&request);
+        let mut req = request_of(request.into_inner())?;
+        dtx_engine::trace_context::attach(&mut req, trace.0.as_deref(), trace.1.as_deref());
+        let wf = self.engine.prepare_workflow(req).await.map_err(status_of)?;
+        let g = wf.global;
+        // Unlike DTM (which leaves it empty over gRPC), the result is filled: a finished
+        // workflow replayed over gRPC returns what it returned the first time.
+        let transaction = DtmTransaction {
+            gid: g.gid,
+            status: g.status.to_string(),
+            rollback_reason: g.rollback_reason,
+            result: g.result,
+        };
+        let progresses = wf
+            .progresses
+            .into_iter()
+            .map(|b| DtmProgress {
+                status: b.status.to_string(),
+                bin_data: b.payload,
+                branch_id: b.branch_id,
+                op: b.op.to_string(),
+            })
+            .collect();
+        Ok(Response::new(DtmProgressesReply { transaction: Some(transaction), progresses }))
     }
 
     async fn subscribe(&self, request: Request<DtmTopicRequest>) -> Result<Response<()>, Status> {

@@ -198,6 +198,7 @@ async fn with_branches<C: Conn>(conn: &mut C, global: Global) -> Result<Loaded> 
 async fn save<C: Conn>(conn: &mut C, save: &Save) -> Result<()> {
     let status = save.status.as_ref().map(|s| s.to.as_str());
     let reason = save.status.as_ref().and_then(|s| s.rollback_reason.as_deref());
+    let result = save.status.as_ref().and_then(|s| s.result.as_deref());
     let (release, lease_until, next_cron_time, next_cron_interval) = match &save.lease {
         LeaseChange::Renew { lease_until } => (false, Some(lease_until.as_millis()), None, None),
         LeaseChange::RenewRescheduled { lease_until, next_cron_time, next_cron_interval } => (
@@ -223,6 +224,7 @@ async fn save<C: Conn>(conn: &mut C, save: &Save) -> Result<()> {
         Arg::Int(next_cron_interval),
         Arg::text(&save.gid),
         Arg::text(&save.owner),
+        Arg::Text(result),
     ];
     if conn.execute(&conn.sql().save, &args, "save").await? == 0 {
         return Err(Error::Fenced { gid: save.gid.clone() });

@@ -63,7 +63,8 @@ pub const BRANCHES_OF_JSON: &str = concat!(
 );
 
 /// The fenced write of the global row: matches nothing unless `owner = $12`. Renew keeps the
-/// owner and moves `lease_until`; Release (`$7`) clears both and reschedules.
+/// owner and moves `lease_until`; Release (`$7`) clears both and reschedules. `$13`: a
+/// workflow's result, when it finishes.
 pub const SAVE: &str = "UPDATE trans_global SET update_time = $2, \
      status = COALESCE($3, status), \
      finish_time = CASE WHEN $3 = $4 THEN $2 ELSE finish_time END, \
@@ -72,7 +73,8 @@ pub const SAVE: &str = "UPDATE trans_global SET update_time = $2, \
      owner = CASE WHEN $7 THEN NULL ELSE owner END, \
      lease_until = {now} + ($8 - $2), \
      next_cron_time = COALESCE({now} + ($9 - $2), next_cron_time), \
-     next_cron_interval = COALESCE($10, next_cron_interval) \
+     next_cron_interval = COALESCE($10, next_cron_interval), \
+     result = COALESCE($13, result) \
      WHERE gid = $11 AND owner = $12";
 
 /// One branch row of a save.

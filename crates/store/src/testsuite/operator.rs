@@ -38,7 +38,7 @@ pub async fn force_stop_fails_and_fences_the_owner(store: Arc<dyn Store>) {
             last_error: String::new(),
             finish_time: Some(at(11)),
         }],
-        status: Some(StatusChange { to: GlobalStatus::Succeed, rollback_reason: None }),
+        status: Some(StatusChange { to: GlobalStatus::Succeed, rollback_reason: None, result: None }),
         lease: LeaseChange::Renew { lease_until: at(40) },
     };
     assert_fenced(store.save(stale).await, "stop");

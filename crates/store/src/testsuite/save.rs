@@ -40,7 +40,11 @@ pub async fn stale_owner_is_fenced(store: Arc<dyn Store>) {
 
     let stale = Save {
         branches: vec![done("01", Op::Action, 32)],
-        status: Some(StatusChange { to: GlobalStatus::Aborting, rollback_reason: Some("stale".into()) }),
+        status: Some(StatusChange {
+            to: GlobalStatus::Aborting,
+            rollback_reason: Some("stale".into()),
+            result: None,
+        }),
         ..renew("fence", "a", 32, 90)
     };
     assert_fenced(store.save(stale).await, "fence");
@@ -121,7 +125,7 @@ pub async fn release_clears_owner_and_reschedules(store: Arc<dyn Store>) {
 pub async fn renew_rescheduled_keeps_owner_and_sets_the_schedule(store: Arc<dyn Store>) {
     put(&*store, saga_with("resched", GlobalStatus::Prepared, at(0), Some(("a", at(30))))).await;
     let save = Save {
-        status: Some(StatusChange { to: GlobalStatus::Submitted, rollback_reason: None }),
+        status: Some(StatusChange { to: GlobalStatus::Submitted, rollback_reason: None, result: None }),
         lease: LeaseChange::RenewRescheduled {
             lease_until: at(40),
             next_cron_time: at(10),
@@ -142,8 +146,8 @@ pub async fn renew_rescheduled_keeps_owner_and_sets_the_schedule(store: Arc<dyn 
     assert_fenced(store.save(save).await, "resched");
 }
 
-/// `succeed` sets finish_time, `failed` sets rollback_time, rollback_reason is replaced when
-/// given; final rows are never claimed again.
+/// `succeed` sets finish_time, `failed` sets rollback_time, rollback_reason and result (a
+/// workflow's) are replaced when given; final rows are never claimed again.
 pub async fn status_change_sets_final_times(store: Arc<dyn Store>) {
     for gid in ["ok", "ko", "abort"] {
         put(&*store, saga_with(gid, GlobalStatus::Submitted, at(0), Some(("a", at(30))))).await;
@@ -151,11 +155,16 @@ pub async fn status_change_sets_final_times(store: Arc<dyn Store>) {
     let release =
         LeaseChange::Release { next_cron_time: at(12), next_cron_interval: Duration::from_secs(10) };
     let change = |gid: &str, to, reason: Option<&str>| Save {
-        status: Some(StatusChange { to, rollback_reason: reason.map(str::to_owned) }),
+        status: Some(StatusChange { to, rollback_reason: reason.map(str::to_owned), result: None }),
         lease: release.clone(),
         ..renew(gid, "a", 5, 0)
     };
-    store.save(change("ok", GlobalStatus::Succeed, None)).await.expect("succeed");
+    let with_result =
+        StatusChange { to: GlobalStatus::Succeed, rollback_reason: None, result: Some("cmVzdWx0".into()) };
+    store
+        .save(Save { status: Some(with_result), ..change("ok", GlobalStatus::Succeed, None) })
+        .await
+        .expect("succeed");
     store.save(change("abort", GlobalStatus::Aborting, Some("step 2 failed"))).await.expect("aborting");
     store.save(change("ko", GlobalStatus::Aborting, Some("first"))).await.expect("aborting");
     store.claim("ko", "a", at(12), at(40)).await.expect("claim").expect("ko claimable");
@@ -165,9 +174,11 @@ pub async fn status_change_sets_final_times(store: Arc<dyn Store>) {
     let ok = get(&*store, "ok").await.global;
     assert_eq!((ok.status, ok.finish_time, ok.rollback_time), (GlobalStatus::Succeed, Some(at(5)), None));
     assert_eq!(ok.rollback_reason, "");
+    assert_eq!(ok.result, "cmVzdWx0", "the result given is written");
     let ko = get(&*store, "ko").await.global;
     assert_eq!((ko.status, ko.finish_time, ko.rollback_time), (GlobalStatus::Failed, None, Some(at(13))));
     assert_eq!(ko.rollback_reason, "first", "None keeps the earlier reason");
+    assert_eq!(ko.result, "", "None keeps the result");
     let abort = get(&*store, "abort").await.global;
     assert_eq!((abort.status, abort.finish_time, abort.rollback_time), (GlobalStatus::Aborting, None, None));
     assert_eq!(abort.rollback_reason, "step 2 failed");
@@ -191,7 +202,7 @@ pub async fn save_unknown_branch_writes_nothing(store: Arc<dyn Store>) {
     let before = get(&*store, "partial").await;
     let save = Save {
         branches: vec![done("01", Op::Action, 5), done("09", Op::Action, 5)],
-        status: Some(StatusChange { to: GlobalStatus::Succeed, rollback_reason: None }),
+        status: Some(StatusChange { to: GlobalStatus::Succeed, rollback_reason: None, result: None }),
         ..renew("partial", "a", 5, 60)
     };
     let result = store.save(save).await;
