@@ -38,8 +38,10 @@ impl Default for HealthPolicy {
     fn default() -> Self {
         HealthPolicy {
             failure_threshold: 5,
-            probe_interval: Duration::from_secs(2),
-            probe_cap: Duration::from_secs(30),
+            // One call per node every few seconds is nothing to a service, live or dead, and
+            // bounds how long a recovered host waits for its first probe.
+            probe_interval: Duration::from_secs(1),
+            probe_cap: Duration::from_secs(5),
             jitter: 0.1,
             resume_burst: 50,
             resume_rate: 100.0,

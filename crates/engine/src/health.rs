@@ -1,0 +1,248 @@
+//! Participant host health as this node sees it (the rules: `dtx_core::health`).
+//!
+//! The executor asks [`Health::admit`] before each call and reports each answer to
+//! [`Health::observe`]. A host with too many consecutive failures is *down*: calls to it are
+//! held (the round releases the transaction until the host's next probe, marked
+//! `held_host` in the store), except one probe per probe interval. The first answer that
+//! shows the host alive marks it up and starts a resume: [`dtx_store::Store::resume_held`]
+//! makes the transactions held for that host due now, a token bucket's worth at a time.
+//!
+//! Each node keeps its own view (no shared state); the resume goes through the store, so the
+//! transactions held by any node are released whichever node's probe succeeds. Memory: only
+//! hosts with a recent failure are kept.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use dtx_core::health::{Admission, Change, HealthPolicy, HostState, Signal, TokenBucket, host_of, signal_of};
+use dtx_core::{Outcome, Timestamp};
+use dtx_store::Store;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::{Clock, Observer};
+
+/// What the executor does with one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Admit {
+    /// Call (`probe`: this call is the down host's probe).
+    Call { probe: bool },
+    /// Do not call: hold the transaction for `host` until `until`.
+    Hold { host: String, until: Timestamp },
+}
+
+#[derive(Debug, Default)]
+struct Host {
+    state: HostState,
+    /// A resume task is running for it.
+    resuming: bool,
+}
+
+/// The hosts of this node.
+pub(crate) struct Health {
+    /// `None`: turned off (every call goes out).
+    policy: Option<HealthPolicy>,
+    hosts: Mutex<HashMap<String, Host>>,
+    /// How many hosts `hosts` holds: zero on a healthy node, so calls skip the lock.
+    tracked: AtomicUsize,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    observer: Arc<dyn Observer>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+/// Transactions one resume statement releases at most (a token bucket's worth, bounded).
+const RESUME_BATCH: u32 = 200;
+
+impl Health {
+    pub(crate) fn new(
+        policy: Option<HealthPolicy>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        observer: Arc<dyn Observer>,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Health {
+        Health {
+            policy,
+            hosts: Mutex::default(),
+            tracked: AtomicUsize::new(0),
+            store,
+            clock,
+            observer,
+            tasks,
+            shutdown,
+        }
+    }
+
+    fn hosts(&self) -> MutexGuard<'_, HashMap<String, Host>> {
+        // A panic while holding the lock leaves a consistent map (every update is one store).
+        self.hosts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether a call to `url` may go out now. `resumed`: the transaction was released by its
+    /// host's return, seen by some node (`held_host = ""`): while this node still sees the host
+    /// down, the call goes out as a probe rather than being held again until this node's own
+    /// probe.
+    pub(crate) fn admit(&self, url: &str, now: Timestamp, resumed: bool) -> Admit {
+        if self.tracked.load(Ordering::Acquire) == 0 {
+            return Admit::Call { probe: false };
+        }
+        let (Some(policy), Some(host)) = (&self.policy, host_of(url)) else {
+            return Admit::Call { probe: false };
+        };
+        let mut hosts = self.hosts();
+        let Some(entry) = hosts.get_mut(host) else {
+            return Admit::Call { probe: false };
+        };
+        if resumed && entry.state.is_down() {
+            return Admit::Call { probe: true };
+        }
+        match entry.state.admit(policy, now, rand::random::<f64>()) {
+            Admission::Call => Admit::Call { probe: false },
+            Admission::Probe => {
+                drop(hosts);
+                self.observer.host_probed(host);
+                Admit::Call { probe: true }
+            }
+            Admission::Hold { until } => {
+                drop(hosts);
+                self.observer.call_held(host);
+                Admit::Hold { host: host.to_owned(), until }
+            }
+        }
+    }
+
+    /// The host of `url` and its next probe time, while this node sees it down.
+    pub(crate) fn down_until(&self, url: &str) -> Option<(String, Timestamp)> {
+        self.policy.as_ref()?;
+        let host = host_of(url)?;
+        match self.hosts().get(host)?.state {
+            HostState::Down { next_probe, .. } => Some((host.to_owned(), next_probe)),
+            HostState::Up { .. } => None,
+        }
+    }
+
+    /// Takes a call's answer into account (`probe`: it was admitted as the probe).
+    pub(crate) fn observe(self: &Arc<Self>, url: &str, outcome: &Outcome, probe: bool) {
+        let (Some(policy), Some(host)) = (&self.policy, host_of(url)) else {
+            return;
+        };
+        let signal = signal_of(outcome);
+        if signal != Signal::Failure && self.tracked.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let now = self.clock.now();
+        let mut hosts = self.hosts();
+        let change = match hosts.get_mut(host) {
+            Some(entry) => {
+                let change = entry.state.observe(policy, signal, probe, now, rand::random::<f64>());
+                if entry.state.is_clean() && !entry.resuming {
+                    hosts.remove(host);
+                    self.tracked.store(hosts.len(), Ordering::Release);
+                }
+                change
+            }
+            None if signal == Signal::Failure => {
+                let mut entry = Host::default();
+                let change = entry.state.observe(policy, signal, probe, now, rand::random::<f64>());
+                hosts.insert(host.to_owned(), entry);
+                self.tracked.store(hosts.len(), Ordering::Release);
+                change
+            }
+            // Healthy and nothing remembered: the common case costs one lookup.
+            None => Change::None,
+        };
+        match change {
+            Change::None => {}
+            Change::WentDown => {
+                drop(hosts);
+                warn!(
+                    host,
+                    threshold = policy.failure_threshold,
+                    error = outcome.error_text().unwrap_or_default(),
+                    "participant host down: holding its calls, probing it with one call per probe interval"
+                );
+                self.observer.host_down(host);
+            }
+            Change::WentUp { down_for } => {
+                let start = hosts.get_mut(host).is_some_and(|e| !std::mem::replace(&mut e.resuming, true));
+                drop(hosts);
+                info!(
+                    host,
+                    down_for_ms = down_for.as_millis() as u64,
+                    "participant host up again: resuming the transactions waiting for it"
+                );
+                self.observer.host_up(host, down_for);
+                if start {
+                    let health = Arc::clone(self);
+                    let host = host.to_owned();
+                    let policy = *policy;
+                    self.tasks.spawn(async move { health.resume(host, policy).await });
+                }
+            }
+        }
+    }
+
+    /// Releases the transactions held for `host` at the policy's rate, until none is left,
+    /// the host is down again, or the node shuts down.
+    async fn resume(self: Arc<Self>, host: String, policy: HealthPolicy) {
+        let mut bucket = TokenBucket::full(&policy, self.clock.now());
+        let mut total = 0u64;
+        let mut failures = 0u32;
+        loop {
+            if self.shutdown.is_cancelled() || self.hosts().get(&host).is_some_and(|e| e.state.is_down()) {
+                break;
+            }
+            let now = self.clock.now();
+            let n = bucket.take(&policy, now, RESUME_BATCH);
+            if n == 0 {
+                self.pause(bucket.wait_for_one(&policy)).await;
+                continue;
+            }
+            match self.store.resume_held(&host, n, now).await {
+                Ok(k) => {
+                    total += k;
+                    self.observer.resumed(&host, k);
+                    if k < u64::from(n) {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    bucket.give_back(&policy, n);
+                    failures += 1;
+                    // The rows stay held (due at the probe time they were given): nothing is
+                    // lost if this node gives up, another probe resumes them.
+                    if failures > MAX_RESUME_FAILURES {
+                        warn!(host, error = %e, "resuming held transactions failed; they stay due at their probe times");
+                        break;
+                    }
+                    self.pause(Duration::from_millis(500)).await;
+                }
+            }
+        }
+        info!(host, resumed = total, "released the transactions held for the host");
+        let mut hosts = self.hosts();
+        if let Some(entry) = hosts.get_mut(&host) {
+            entry.resuming = false;
+            if entry.state.is_clean() {
+                hosts.remove(&host);
+                self.tracked.store(hosts.len(), Ordering::Release);
+            }
+        }
+    }
+
+    async fn pause(&self, d: Duration) {
+        tokio::select! {
+            () = self.shutdown.cancelled() => {}
+            () = self.clock.sleep(d) => {}
+        }
+    }
+}
+
+/// Store failures a resume retries before leaving the rows to their probe times.
+const MAX_RESUME_FAILURES: u32 = 5;
