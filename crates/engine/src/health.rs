@@ -84,11 +84,13 @@ impl Health {
         self.hosts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether a call to `url` may go out now. `resumed`: the transaction was released by its
-    /// host's return, seen by some node (`held_host = ""`): while this node still sees the host
-    /// down, the call goes out as a probe rather than being held again until this node's own
-    /// probe.
-    pub(crate) fn admit(&self, url: &str, now: Timestamp, resumed: bool) -> Admit {
+    /// Whether a call to `url` may go out now. `held`: the transaction's `held_host`. `""`
+    /// means it was released by its host's return, seen by some node: while this node still
+    /// sees the host down, the call goes out as a probe rather than being held again until this
+    /// node's own probe. Held for this very host while its resume runs here: it waits for the
+    /// resume, which releases it at the resume rate (a held row coming due on its own at the
+    /// probe that brought the host back would otherwise bypass the rate).
+    pub(crate) fn admit(&self, url: &str, now: Timestamp, held: Option<&str>) -> Admit {
         if self.tracked.load(Ordering::Acquire) == 0 {
             return Admit::Call { probe: false };
         }
@@ -99,8 +101,13 @@ impl Health {
         let Some(entry) = hosts.get_mut(host) else {
             return Admit::Call { probe: false };
         };
-        if resumed && entry.state.is_down() {
+        if held == Some("") && entry.state.is_down() {
             return Admit::Call { probe: true };
+        }
+        if entry.resuming && !entry.state.is_down() && held == Some(host) {
+            drop(hosts);
+            self.observer.call_held(host);
+            return Admit::Hold { host: host.to_owned(), until: now.add(policy.probe_cap) };
         }
         match entry.state.admit(policy, now, rand::random::<f64>()) {
             Admission::Call => Admit::Call { probe: false },
@@ -141,6 +148,15 @@ impl Health {
         let change = match hosts.get_mut(host) {
             Some(entry) => {
                 let change = entry.state.observe(policy, signal, probe, now, rand::random::<f64>());
+                // Kept while its resume runs (one resume per host at a time).
+                let start_resume = matches!(change, Change::WentUp { .. }) && !entry.resuming;
+                entry.resuming |= start_resume;
+                if start_resume {
+                    let health = Arc::clone(self);
+                    let host = host.to_owned();
+                    let policy = *policy;
+                    self.tasks.spawn(async move { health.resume(host, policy).await });
+                }
                 if entry.state.is_clean() && !entry.resuming {
                     hosts.remove(host);
                     self.tracked.store(hosts.len(), Ordering::Release);
@@ -170,7 +186,6 @@ impl Health {
                 self.observer.host_down(host);
             }
             Change::WentUp { down_for } => {
-                let start = hosts.get_mut(host).is_some_and(|e| !std::mem::replace(&mut e.resuming, true));
                 drop(hosts);
                 info!(
                     host,
@@ -178,12 +193,6 @@ impl Health {
                     "participant host up again: resuming the transactions waiting for it"
                 );
                 self.observer.host_up(host, down_for);
-                if start {
-                    let health = Arc::clone(self);
-                    let host = host.to_owned();
-                    let policy = *policy;
-                    self.tasks.spawn(async move { health.resume(host, policy).await });
-                }
             }
         }
     }

@@ -236,25 +236,16 @@ async fn two_nodes_on_postgres_resume_whichever_node_probes_first() {
     };
     let a = TestServer::spawn(node(Duration::from_millis(300))).await;
     let b = TestServer::spawn(node(Duration::from_secs(60))).await;
-    // Both clocks run with real time (due times are on the database clock).
-    let clocks = {
-        let (ca, cb) = (a.clock().clone(), b.clock().clone());
-        tokio::spawn(async move {
-            let mut last = Instant::now();
-            loop {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                let now = Instant::now();
-                ca.advance(now - last);
-                cb.advance(now - last);
-                last = now;
-            }
-        })
-    };
+    // Both engines' timers (scheduler polls, probes, the resume's bucket) run with real time.
+    both_while(&a, &b, scenario(&a, &b)).await;
+}
+
+async fn scenario(a: &TestServer, b: &TestServer) {
     let p = Participant::spawn().await;
     p.set_outage(Some(Reply::error()));
-    submit_all(&a, &p, "a", 20).await;
-    submit_all(&b, &p, "b", 20).await;
-    for s in [&a, &b] {
+    submit_all(a, &p, "a", 20).await;
+    submit_all(b, &p, "b", 20).await;
+    for s in [a, b] {
         let text = scrape(s).await;
         assert_eq!(sample(&text, "dtx_participant_hosts_down", &[]), 1.0, "both nodes see the host down");
     }
@@ -267,20 +258,38 @@ async fn two_nodes_on_postgres_resume_whichever_node_probes_first() {
         n
     };
     assert!(held_on_b >= 10, "{held_on_b} of B's sagas held");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Long enough for the sagas that failed before their node saw the host down to come due
+    // (2 s backoff) and be held too.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     p.set_outage(None);
     let back = Instant::now();
-    while succeeded(&a, "").await < 40 {
-        assert!(back.elapsed() < Duration::from_secs(15), "{} of 40 done", succeeded(&a, "").await);
+    while succeeded(a, "").await < 40 {
+        assert!(back.elapsed() < Duration::from_secs(15), "{} of 40 done", succeeded(a, "").await);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eprintln!("40 sagas on two nodes finished {:?} after the host came back", back.elapsed());
-    let (ta, tb) = (scrape(&a).await, scrape(&b).await);
+    let (ta, tb) = (scrape(a).await, scrape(b).await);
     let host = format!("127.0.0.1:{}", p.port());
     assert!(
         sample(&ta, "dtx_participant_resumed_transactions_total", &[("host", &host)]) >= 10.0,
         "A resumed B's held sagas too"
     );
     assert_eq!(sample(&tb, "dtx_participant_probes_total", &[("host", &host)]), 0.0, "B never probed");
-    clocks.abort();
+}
+
+/// Runs `fut` while both nodes' clocks follow real time.
+async fn both_while<T>(a: &TestServer, b: &TestServer, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::pin!(fut);
+    let mut last = Instant::now();
+    loop {
+        tokio::select! {
+            out = &mut fut => return out,
+            () = tokio::time::sleep(Duration::from_millis(10)) => {
+                let now = Instant::now();
+                a.advance(now - last);
+                b.advance(now - last);
+                last = now;
+            }
+        }
+    }
 }

@@ -55,13 +55,12 @@ impl<'a> Ctx<'a> {
         // Participant health (crate::health): a call to a host this node sees down is not made
         // (unless it is that host's probe); the transaction waits for the host instead.
         let mut probes = Vec::with_capacity(calls.len());
-        let resumed = self.global.held_host.as_deref() == Some("");
         for (_, target) in &calls {
             let url = match target {
                 Target::Row(row) => &self.branches[*row].url,
                 Target::Plain(req) => &req.url,
             };
-            match self.inner.health.admit(url, self.now(), resumed) {
+            match self.inner.health.admit(url, self.now(), self.global.held_host.as_deref()) {
                 Admit::Call { probe } => probes.push(probe),
                 Admit::Hold { host, until } => return Err(self.hold(host, until).await),
             }
