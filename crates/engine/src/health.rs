@@ -11,9 +11,9 @@
 //! transactions held by any node are released whichever node's probe succeeds. Memory: only
 //! hosts with a recent failure are kept.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use dtx_core::health::{Admission, Change, HealthPolicy, HostState, Signal, TokenBucket, host_of, signal_of};
@@ -23,7 +23,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::{Clock, Observer};
+use crate::round::exec::no_premarks;
+use crate::{Clock, Inner, Observer, round};
 
 /// What the executor does with one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +40,14 @@ struct Host {
     state: HostState,
     /// A resume task is running for it.
     resuming: bool,
+    /// A probe task is running for it.
+    probing: bool,
+    /// Transactions this node held for it lately (the probe task's candidates), newest last.
+    held: VecDeque<String>,
 }
+
+/// Held transactions remembered per down host as probe candidates.
+const PROBE_CANDIDATES: usize = 16;
 
 /// The hosts of this node.
 pub(crate) struct Health {
@@ -53,6 +61,8 @@ pub(crate) struct Health {
     observer: Arc<dyn Observer>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
+    /// The engine, for the probe task's rounds (set once built; weak: the engine owns this).
+    engine: OnceLock<Weak<Inner>>,
 }
 
 /// Transactions one resume statement releases at most (a token bucket's worth, bounded).
@@ -76,6 +86,24 @@ impl Health {
             observer,
             tasks,
             shutdown,
+            engine: OnceLock::new(),
+        }
+    }
+
+    /// Gives the probe task the engine it runs rounds in.
+    pub(crate) fn bind(&self, engine: Weak<Inner>) {
+        let _ = self.engine.set(engine);
+    }
+
+    /// A transaction was held for `host` on this node: a candidate for its next probe.
+    pub(crate) fn note_held(&self, host: &str, gid: &str) {
+        if let Some(entry) = self.hosts().get_mut(host)
+            && !entry.held.iter().any(|g| g == gid)
+        {
+            if entry.held.len() >= PROBE_CANDIDATES {
+                entry.held.pop_front();
+            }
+            entry.held.push_back(gid.to_owned());
         }
     }
 
@@ -176,6 +204,13 @@ impl Health {
         match change {
             Change::None => {}
             Change::WentDown => {
+                if let Some(entry) = hosts.get_mut(host)
+                    && !std::mem::replace(&mut entry.probing, true)
+                {
+                    let health = Arc::clone(self);
+                    let host = host.to_owned();
+                    self.tasks.spawn(async move { health.probe(host).await });
+                }
                 drop(hosts);
                 warn!(
                     host,
@@ -242,6 +277,47 @@ impl Health {
                 hosts.remove(&host);
                 self.tracked.store(hosts.len(), Ordering::Release);
             }
+        }
+    }
+
+    /// While `host` is down: at each probe time, takes a transaction this node held for it and
+    /// runs a round of it, whose call is then the probe. So a node probes on its own schedule
+    /// even when the rows it held were claimed and held again by other nodes (their due times
+    /// follow those nodes' probes). Rows held for the host come due at probe times anyway.
+    async fn probe(self: Arc<Self>, host: String) {
+        let interval = self.policy.map(|p| p.probe_interval).unwrap_or(Duration::from_secs(1));
+        loop {
+            let next = match self.hosts().get(&host).map(|e| e.state) {
+                Some(HostState::Down { next_probe, .. }) => next_probe,
+                _ => break,
+            };
+            self.pause(next.since(self.clock.now())).await;
+            if self.shutdown.is_cancelled() {
+                break;
+            }
+            let candidate = match self.hosts().get_mut(&host) {
+                Some(entry) if entry.state.is_down() => entry.held.pop_back(),
+                _ => break,
+            };
+            let (Some(gid), Some(inner)) = (candidate, self.engine.get().and_then(Weak::upgrade)) else {
+                // Nothing held here lately: the held rows' own due times bring the probe.
+                self.pause(interval).await;
+                continue;
+            };
+            let owner = inner.fresh_owner();
+            let now = self.clock.now();
+            match self.store.claim(&gid, &owner, now, now.add(inner.opts.lease)).await {
+                Ok(Some(loaded)) => {
+                    round::run(&inner, loaded, owner, no_premarks()).await;
+                }
+                // Finished, or being processed: try another candidate.
+                Ok(None) => {}
+                Err(_) => self.pause(interval).await,
+            }
+        }
+        if let Some(entry) = self.hosts().get_mut(&host) {
+            entry.probing = false;
+            entry.held.clear();
         }
     }
 

@@ -148,7 +148,7 @@ impl Engine {
             tasks.clone(),
             shutdown.clone(),
         ));
-        Engine {
+        let engine = Engine {
             inner: Arc::new(Inner {
                 store,
                 opts,
@@ -162,7 +162,9 @@ impl Engine {
                 tasks,
                 shutdown,
             }),
-        }
+        };
+        engine.inner.health.bind(Arc::downgrade(&engine.inner));
+        engine
     }
 
     /// Subscribes to round ends and scheduler polls from now on.

@@ -211,10 +211,12 @@ async fn a_host_answering_500_is_held_and_resumed_and_one_answering_409_never_is
     );
 }
 
-/// Two nodes on PostgreSQL, both seeing the host down. Node B probes rarely (its first probe
-/// would be a minute away); node A probes often. The host comes back: A's probe succeeds and
-/// releases every held transaction through the store, B's included, and B runs the ones it
-/// claims at once (they are marked resumed) instead of holding them until its own probe.
+/// Two nodes on PostgreSQL, both seeing the host down. Node B probes rarely (its next probe
+/// is a minute away) and its scheduler is stepped by the test; node A probes often and runs its
+/// scheduler. The host comes back: A's probe succeeds and releases every held transaction
+/// through the store, those B held included; B, still seeing the host down, runs the resumed
+/// ones it claims at once (as probes) instead of holding them until its own probe, and so sees
+/// the host back without having probed it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_on_postgres_resume_whichever_node_probes_first() {
     let Some(db_url) =
@@ -222,26 +224,30 @@ async fn two_nodes_on_postgres_resume_whichever_node_probes_first() {
     else {
         return;
     };
-    let node = |probe: Duration| {
+    let node = |probe: Duration, scheduler: bool| {
         let db_url = db_url.clone();
         move |c: &mut dtx_server::Config| {
             c.database_url = db_url.into();
-            c.engine.scheduler_enabled = true;
-            c.engine.poll_interval = Duration::from_millis(50);
+            c.engine.scheduler_enabled = scheduler;
+            c.engine.poll_interval = Duration::from_millis(200);
             c.engine.retry.retry_interval = Duration::from_secs(1);
             let h = c.engine.health.as_mut().expect("on by default");
             h.probe_interval = probe;
             h.probe_cap = probe;
+            // Released a few at a time, so both nodes take part in the resume.
+            h.resume_burst = 4;
+            h.resume_rate = 20.0;
         }
     };
-    let a = TestServer::spawn(node(Duration::from_millis(300))).await;
-    let b = TestServer::spawn(node(Duration::from_secs(60))).await;
+    let a = TestServer::spawn(node(Duration::from_millis(300), true)).await;
+    let b = TestServer::spawn(node(Duration::from_secs(60), false)).await;
     // Both engines' timers (scheduler polls, probes, the resume's bucket) run with real time.
     both_while(&a, &b, scenario(&a, &b)).await;
 }
 
 async fn scenario(a: &TestServer, b: &TestServer) {
     let p = Participant::spawn().await;
+    let host = format!("127.0.0.1:{}", p.port());
     p.set_outage(Some(Reply::error()));
     submit_all(a, &p, "a", 20).await;
     submit_all(b, &p, "b", 20).await;
@@ -249,32 +255,32 @@ async fn scenario(a: &TestServer, b: &TestServer) {
         let text = scrape(s).await;
         assert_eq!(sample(&text, "dtx_participant_hosts_down", &[]), 1.0, "both nodes see the host down");
     }
-    let held_on_b = {
-        let mut n = 0;
-        for i in 8..20 {
-            let q = b.query(&format!("b-{i}")).await;
-            n += usize::from(q["transaction"]["held_host"].is_string());
-        }
-        n
-    };
+    let mut held_on_b = 0;
+    for i in 8..20 {
+        let q = b.query(&format!("b-{i}")).await;
+        held_on_b += usize::from(q["transaction"]["held_host"] == format!("http://{host}"));
+    }
     assert!(held_on_b >= 10, "{held_on_b} of B's sagas held");
-    // Long enough for the sagas that failed before their node saw the host down to come due
-    // (2 s backoff) and be held too.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A few of A's probes fail.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     p.set_outage(None);
     let back = Instant::now();
     while succeeded(a, "").await < 40 {
-        assert!(back.elapsed() < Duration::from_secs(15), "{} of 40 done", succeeded(a, "").await);
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(back.elapsed() < Duration::from_secs(10), "{} of 40 done", succeeded(a, "").await);
+        b.cron().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     eprintln!("40 sagas on two nodes finished {:?} after the host came back", back.elapsed());
     let (ta, tb) = (scrape(a).await, scrape(b).await);
-    let host = format!("127.0.0.1:{}", p.port());
-    assert!(
-        sample(&ta, "dtx_participant_resumed_transactions_total", &[("host", &host)]) >= 10.0,
-        "A resumed B's held sagas too"
-    );
+    let resumed_by_a = sample(&ta, "dtx_participant_resumed_transactions_total", &[("host", &host)]);
+    assert!(resumed_by_a >= held_on_b as f64, "A released B's held sagas too ({resumed_by_a})");
+    assert_eq!(sample(&ta, "dtx_participant_hosts_down", &[]), 0.0);
     assert_eq!(sample(&tb, "dtx_participant_probes_total", &[("host", &host)]), 0.0, "B never probed");
+    assert_eq!(
+        sample(&tb, "dtx_participant_hosts_down", &[]),
+        0.0,
+        "B saw the host back through a resumed saga"
+    );
 }
 
 /// Runs `fut` while both nodes' clocks follow real time.

@@ -251,6 +251,7 @@ impl<'a> Ctx<'a> {
                 Some(deadline) if deadline > now && deadline < until => deadline,
                 _ => until.max(now),
             };
+            self.inner.health.note_held(&host, &self.global.gid);
             lease = LeaseChange::Hold { next_cron_time, next_cron_interval: interval, host };
         }
         if let Err(end) = self.flush(lease).await {
@@ -266,6 +267,7 @@ impl<'a> Ctx<'a> {
         let interval = self.global.next_cron_interval.max(self.base_interval());
         let next_cron_time = until.max(self.now());
         debug!(gid = %self.global.gid, %host, next_in_ms = next_cron_time.0 - self.now().0, "held: its participant host is down");
+        self.inner.health.note_held(&host, &self.global.gid);
         let lease = LeaseChange::Hold { next_cron_time, next_cron_interval: interval, host };
         if let Err(end) = self.flush(lease).await {
             return end;
