@@ -40,6 +40,9 @@ struct Host {
     state: HostState,
     /// A resume task is running for it.
     resuming: bool,
+    /// Until when rows still held for it wait for that resume (bounded: a resume that stalls,
+    /// e.g. on a store outage, must not keep them waiting).
+    resume_gate: Timestamp,
     /// A probe task is running for it.
     probing: bool,
     /// Transactions this node held for it lately (the probe task's candidates), newest last.
@@ -132,7 +135,7 @@ impl Health {
         if held == Some("") && entry.state.is_down() {
             return Admit::Call { probe: true };
         }
-        if entry.resuming && !entry.state.is_down() && held == Some(host) {
+        if entry.resuming && now < entry.resume_gate && !entry.state.is_down() && held == Some(host) {
             drop(hosts);
             self.observer.call_held(host);
             return Admit::Hold { host: host.to_owned(), until: now.add(policy.probe_cap) };
@@ -150,6 +153,36 @@ impl Health {
                 Admit::Hold { host: host.to_owned(), until }
             }
         }
+    }
+
+    /// [`Health::admit`] of the calls one round starts together: `Ok` with whether each is a
+    /// probe, or the first hold. Calls to a host whose probe is among them go with it (the
+    /// probe is one transaction's round, whatever its concurrent steps), so that a second call
+    /// to the same host is not held by the probe slot the first one just took.
+    pub(crate) fn admit_all<'u>(
+        &self,
+        urls: impl Iterator<Item = &'u str>,
+        now: Timestamp,
+        held: Option<&str>,
+    ) -> Result<Vec<bool>, (String, Timestamp)> {
+        let mut probes = Vec::new();
+        let mut probed: Vec<&str> = Vec::new();
+        for url in urls {
+            if host_of(url).is_some_and(|h| probed.contains(&h)) {
+                probes.push(false);
+                continue;
+            }
+            match self.admit(url, now, held) {
+                Admit::Call { probe } => {
+                    if probe && let Some(h) = host_of(url) {
+                        probed.push(h);
+                    }
+                    probes.push(probe);
+                }
+                Admit::Hold { host, until } => return Err((host, until)),
+            }
+        }
+        Ok(probes)
     }
 
     /// The host of `url` and its next probe time, while this node sees it down.
@@ -179,6 +212,9 @@ impl Health {
                 // Kept while its resume runs (one resume per host at a time).
                 let start_resume = matches!(change, Change::WentUp { .. }) && !entry.resuming;
                 entry.resuming |= start_resume;
+                if start_resume {
+                    entry.resume_gate = now.add(policy.probe_cap);
+                }
                 if start_resume {
                     let health = Arc::clone(self);
                     let host = host.to_owned();

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use dtx_core::Outcome;
 use futures::future::{BoxFuture, maybe_done};
 
-use crate::health::{Admit, Health};
+use crate::health::Health;
 use crate::participant::{CallRequest, Caller};
 use crate::round::RoundEnd;
 use crate::round::ctx::{Ctx, Premarks};
@@ -54,17 +54,17 @@ impl<'a> Ctx<'a> {
     ) -> Result<Vec<Running<'a, T>>, RoundEnd> {
         // Participant health (crate::health): a call to a host this node sees down is not made
         // (unless it is that host's probe); the transaction waits for the host instead.
-        let mut probes = Vec::with_capacity(calls.len());
-        for (_, target) in &calls {
-            let url = match target {
-                Target::Row(row) => &self.branches[*row].url,
-                Target::Plain(req) => &req.url,
-            };
-            match self.inner.health.admit(url, self.now(), self.global.held_host.as_deref()) {
-                Admit::Call { probe } => probes.push(probe),
-                Admit::Hold { host, until } => return Err(self.hold(host, until).await),
-            }
-        }
+        let urls = calls.iter().map(|(_, target)| match target {
+            Target::Row(row) => self.branches[*row].url.as_str(),
+            Target::Plain(req) => req.url.as_str(),
+        });
+        let probes = match self.inner.health.admit_all(urls, self.now(), self.global.held_host.as_deref()) {
+            Ok(probes) => probes,
+            Err((host, until)) => return Err(self.hold(host, until).await),
+        };
+        // Calling now: no longer held (its next release writes that); later calls of this round
+        // are judged as any other transaction's.
+        self.global.held_host = None;
         let mut write = self.has_unsaved();
         let mut requests = Vec::with_capacity(calls.len());
         for (tag, target) in calls {
