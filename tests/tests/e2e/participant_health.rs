@@ -132,6 +132,10 @@ async fn a_host_down_for_a_minute_gets_one_call_per_probe_interval_and_300_sagas
         attempts.len()
     );
     assert!(attempts.len() >= 10, "the host was probed all along: {attempts:?}");
+    eprintln!(
+        "{before} calls before the host was marked down, then {} in 60 s of outage: {attempts:?}",
+        attempts.len()
+    );
     assert_eq!(succeeded(&s, "out-").await, 0);
     assert_eq!(sample(&scrape(&s).await, "dtx_participant_hosts_down", &[]), 1.0);
 
