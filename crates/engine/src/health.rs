@@ -367,3 +367,75 @@ impl Health {
 
 /// Store failures a resume retries before leaving the rows to their probe times.
 const MAX_RESUME_FAILURES: u32 = 5;
+
+#[cfg(test)]
+mod tests {
+    use dtx_store::memory::MemoryStore;
+
+    use super::*;
+    use crate::{ManualClock, NoObserver};
+
+    fn health(clock: Arc<ManualClock>) -> Arc<Health> {
+        let policy = HealthPolicy { failure_threshold: 2, jitter: 0.0, ..HealthPolicy::default() };
+        Arc::new(Health::new(
+            Some(policy),
+            Arc::new(MemoryStore::new()),
+            clock,
+            Arc::new(NoObserver),
+            TaskTracker::new(),
+            CancellationToken::new(),
+        ))
+    }
+
+    const DOWN: &str = "http://down:1/a";
+    const DOWN2: &str = "http://down:1/b";
+    const OTHER: &str = "http://other:2/a";
+
+    #[tokio::test]
+    async fn a_down_host_holds_its_calls_and_probes_with_one_round() {
+        let clock = Arc::new(ManualClock::new(Timestamp(1_000_000)));
+        let h = health(clock.clone());
+        let now = clock.now();
+        let refused = Outcome::Error("connection failed: refused".into());
+        assert_eq!(h.admit_all([DOWN].into_iter(), now, None), Ok(vec![false]));
+        h.observe(DOWN, &refused, false);
+        h.observe(OTHER, &Outcome::Success, false);
+        assert_eq!(h.down_until(DOWN), None, "one failure is below the threshold");
+        h.observe(DOWN2, &refused, false);
+        let (host, until) = h.down_until(DOWN).expect("down after two failures");
+        assert_eq!((host.as_str(), until), ("http://down:1", now.add(Duration::from_secs(1))));
+        // Held before the probe time; other hosts unaffected.
+        assert_eq!(h.admit_all([OTHER, DOWN].into_iter(), now, None), Err(("http://down:1".into(), until)));
+        assert_eq!(h.admit_all([OTHER].into_iter(), now, None), Ok(vec![false]));
+        // At the probe time one round probes, with all its calls to that host; the next is held.
+        assert_eq!(h.admit_all([DOWN, OTHER, DOWN2].into_iter(), until, None), Ok(vec![true, false, false]));
+        assert!(h.admit_all([DOWN].into_iter(), until, None).is_err());
+        // A transaction resumed by another node's probe goes out as a probe.
+        assert_eq!(h.admit_all([DOWN].into_iter(), until, Some("")), Ok(vec![true]));
+        // A FAILURE answer is an answer: the host is up, and a resume starts.
+        h.observe(DOWN, &Outcome::Failure("no".into()), true);
+        assert_eq!(h.down_until(DOWN), None);
+        // While that resume may still run, rows held for the host wait for it (briefly).
+        let gated = h.admit_all([DOWN].into_iter(), until, Some("http://down:1"));
+        assert!(matches!(gated, Err((_, t)) if t == until.add(Duration::from_secs(5))), "{gated:?}");
+        assert_eq!(h.admit_all([DOWN].into_iter(), until, None), Ok(vec![false]));
+    }
+
+    #[tokio::test]
+    async fn turned_off_it_admits_everything() {
+        let clock = Arc::new(ManualClock::new(Timestamp(0)));
+        let h = Arc::new(Health::new(
+            None,
+            Arc::new(MemoryStore::new()),
+            clock.clone(),
+            Arc::new(NoObserver),
+            TaskTracker::new(),
+            CancellationToken::new(),
+        ));
+        for _ in 0..10 {
+            h.observe(DOWN, &Outcome::Error("timed out".into()), false);
+        }
+        assert_eq!(h.admit_all([DOWN].into_iter(), clock.now(), None), Ok(vec![false]));
+        assert_eq!(h.down_until(DOWN), None);
+    }
+}
