@@ -141,6 +141,10 @@ impl Call {
 struct Inner {
     scripts: Mutex<HashMap<String, VecDeque<Reply>>>,
     calls: Mutex<Vec<Call>>,
+    /// While set, every call gets this reply (an outage answering 5xx), scripts untouched.
+    outage: Mutex<Option<Reply>>,
+    /// Set to stop serving: the listener closes, so connections are refused.
+    stop: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
 /// The participant server. Dropping it does not stop the server (it ends with the runtime).
@@ -159,13 +163,58 @@ impl Participant {
     /// Starts a participant on `127.0.0.1:<port>` (a participant coming back on its address).
     pub async fn spawn_on(port: u16) -> Participant {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind participant");
+        Participant::serve(listener)
+    }
+
+    fn serve(listener: TcpListener) -> Participant {
         let addr = listener.local_addr().expect("participant addr");
         let inner = Arc::new(Inner::default());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        *inner.stop.lock().expect("stop lock") = Some(stop);
         let app = Router::new().fallback(handle).with_state(inner.clone());
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
         });
         Participant { addr, inner }
+    }
+
+    /// Starts a participant on a free port below the ephemeral range, so that after
+    /// [`Participant::shut_down`] no outgoing connection takes its port and it can come back on
+    /// it ([`Participant::spawn_on`]).
+    pub async fn spawn_restartable() -> Participant {
+        // Spread by process (nextest runs each test in its own process) and by attempt.
+        let seed = std::process::id() as u64
+            ^ std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap_or_default().as_nanos() as u64;
+        for attempt in 0..200u64 {
+            let port = 20_000 + ((seed.wrapping_mul(2_654_435_761) + attempt * 7_919) % 12_000) as u16;
+            if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)).await {
+                return Participant::serve(listener);
+            }
+        }
+        panic!("no free port below the ephemeral range");
+    }
+
+    /// Stops serving: the listener closes (connections are refused) and open connections
+    /// close once idle.
+    pub fn shut_down(&self) {
+        if let Some(stop) = self.inner.stop.lock().expect("stop lock").take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// While `Some`, every call is answered with this reply (recorded as usual); `None` ends
+    /// the outage.
+    pub fn set_outage(&self, reply: Option<Reply>) {
+        *self.inner.outage.lock().expect("outage lock") = reply;
     }
 
     /// `http://127.0.0.1:PORT<path>`.
@@ -229,9 +278,13 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let path = uri.path().to_owned();
-    let reply = {
-        let mut scripts = inner.scripts.lock().expect("scripts lock");
-        scripts.get_mut(&path).and_then(VecDeque::pop_front).unwrap_or_else(Reply::ok)
+    let outage = inner.outage.lock().expect("outage lock").clone();
+    let reply = match outage {
+        Some(reply) => reply,
+        None => {
+            let mut scripts = inner.scripts.lock().expect("scripts lock");
+            scripts.get_mut(&path).and_then(VecDeque::pop_front).unwrap_or_else(Reply::ok)
+        }
     };
     let headers = headers
         .iter()

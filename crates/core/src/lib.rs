@@ -11,6 +11,7 @@
 //! - [`model`]: the global transaction ([`Global`]), its [`Branch`]es, statuses and ops.
 //! - [`options`]: per-transaction options ([`TransOptions`]) as DTM clients send them.
 //! - [`outcome`]: what a participant call returned ([`Outcome`]), read per DTM's result protocol.
+//! - [`health`]: participant host health (down after failures, probes, resume rate).
 //! - [`retry`]: the retry policy (exponential backoff with jitter, fixed interval for ONGOING).
 //! - [`saga`]: the saga graph scheduler with pivot ordering.
 //! - [`tcc`]: TCC phase two (confirm all / cancel all, newest first).
@@ -21,6 +22,7 @@
 //! - [`timeout`]: when a transaction is past its `timeout_to_fail`.
 
 pub mod gid;
+pub mod health;
 pub mod lifecycle;
 pub mod model;
 pub mod msg;

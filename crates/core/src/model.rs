@@ -167,6 +167,10 @@ pub struct Global {
     pub owner: Option<String>,
     /// Until when `owner` holds it.
     pub lease_until: Option<Timestamp>,
+    /// The participant host it is waiting for, while its next call is held because a node saw
+    /// that host down (`dtx_core::health`); `""` once that host came back and released it
+    /// (until its next release, which clears it).
+    pub held_host: Option<String>,
 }
 
 /// One branch operation row (a saga step has two: `compensate` then `action`).

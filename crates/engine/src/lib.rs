@@ -15,6 +15,7 @@
 //! - [`participant`]: the HTTP participant caller (one pooled client).
 //! - `retention`: deleting old finished transactions ([`Engine::purge`], [`Engine::run_retention`]).
 //! - [`trace_context`]: W3C `traceparent` from a submit to every participant call.
+//! - `health`: participant host health (hold calls to a down host, probe it, resume fast).
 //! - [`observe`]: the hooks a metrics exporter implements ([`Observer`]).
 //! - [`clock`]: the time source ([`SystemClock`]; [`StoreClock`], corrected to a store's shared
 //!   clock; [`ManualClock`] for tests).
@@ -23,6 +24,7 @@ mod abort;
 mod admin;
 pub mod clock;
 mod error;
+mod health;
 pub mod observe;
 mod options;
 pub mod participant;
@@ -91,6 +93,8 @@ pub(crate) struct Inner {
     events: broadcast::Sender<EngineEvent>,
     /// Metrics hooks ([`NoObserver`] unless the server installs one).
     observer: Arc<dyn Observer>,
+    /// Participant hosts this node saw failing (the executor's hook before and after calls).
+    health: Arc<health::Health>,
     /// Random per process: owner tokens are `<node>-<seq>`, fresh for every insert and claim.
     node: String,
     seq: AtomicU64,
@@ -136,7 +140,17 @@ impl Engine {
     ) -> Engine {
         let node = format!("{:08x}", rand::random::<u32>());
         let (events, _) = broadcast::channel(EVENTS_BUFFER);
-        Engine {
+        let tasks = TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        let health = Arc::new(health::Health::new(
+            opts.health,
+            store.clone(),
+            clock.clone(),
+            observer.clone(),
+            tasks.clone(),
+            shutdown.clone(),
+        ));
+        let engine = Engine {
             inner: Arc::new(Inner {
                 store,
                 opts,
@@ -144,12 +158,15 @@ impl Engine {
                 effects: Effects::new(caller),
                 events,
                 observer,
+                health,
                 node,
                 seq: AtomicU64::new(0),
-                tasks: TaskTracker::new(),
-                shutdown: CancellationToken::new(),
+                tasks,
+                shutdown,
             }),
-        }
+        };
+        engine.inner.health.bind(Arc::downgrade(&engine.inner));
+        engine
     }
 
     /// Subscribes to round ends and scheduler polls from now on.

@@ -43,6 +43,21 @@ pub trait Observer: Send + Sync + 'static {
 
     /// Retention deleted `n` finished transactions.
     fn purged(&self, _n: u64) {}
+
+    /// This node marked a participant host down (`crate::health`).
+    fn host_down(&self, _host: &str) {}
+
+    /// A host this node saw down answered again after `down_for`.
+    fn host_up(&self, _host: &str, _down_for: Duration) {}
+
+    /// A call went out as the probe of a down host.
+    fn host_probed(&self, _host: &str) {}
+
+    /// A call was not made because its host is down (the transaction is held).
+    fn call_held(&self, _host: &str) {}
+
+    /// `n` transactions held for a host that came back were made due.
+    fn resumed(&self, _host: &str, _n: u64) {}
 }
 
 /// The observer that records nothing (the default).

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use dtx_core::health::HealthPolicy;
 use dtx_core::retry::RetryPolicy;
 
 /// Everything the engine needs to know about its environment.
@@ -27,6 +28,9 @@ pub struct EngineOptions {
     pub shutdown_grace: Duration,
     /// The most steps a saga may have.
     pub max_steps: usize,
+    /// Participant host health (hold calls to a down host, probe it, resume fast when it is
+    /// back); `None` turns it off.
+    pub health: Option<HealthPolicy>,
 }
 
 impl Default for EngineOptions {
@@ -46,6 +50,7 @@ impl Default for EngineOptions {
             scheduler_enabled: true,
             shutdown_grace: Duration::from_secs(5),
             max_steps: 100,
+            health: Some(HealthPolicy::default()),
         }
     }
 }

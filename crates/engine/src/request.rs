@@ -155,6 +155,7 @@ impl TransRequest {
             next_cron_interval: inner.opts.retry.base(self.options.retry_interval),
             owner: None,
             lease_until: None,
+            held_host: None,
         }
     }
 

@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use dtx_core::health::HealthPolicy;
 use dtx_core::retry::RetryPolicy;
 use dtx_engine::EngineOptions;
 use serde::{Deserialize, Serialize};
@@ -143,6 +144,26 @@ pub struct Settings {
     /// need `Authorization: Bearer <token>`; the admin UI asks for it once.
     #[arg(long, env = "DTX_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret>,
+    /// Participant health (`true` / `false`): after consecutive failures a participant host is
+    /// down; its calls wait, one probe per probe interval goes out, and its first success
+    /// resumes every transaction waiting for it at once (at the resume rate).
+    #[arg(long, env = "DTX_HOST_HEALTH", value_name = "BOOL")]
+    pub host_health: Option<bool>,
+    /// Consecutive failures (connection failure, timeout, 5xx) that mark a host down.
+    #[arg(long, env = "DTX_HOST_FAILURE_THRESHOLD")]
+    pub host_failure_threshold: Option<u32>,
+    /// The wait before the first probe of a down host; doubles after each failed probe.
+    #[arg(long, env = "DTX_HOST_PROBE_INTERVAL")]
+    pub host_probe_interval: Option<String>,
+    /// The longest wait between two probes of a down host (at most the backoff cap).
+    #[arg(long, env = "DTX_HOST_PROBE_CAP")]
+    pub host_probe_cap: Option<String>,
+    /// Transactions released at once when a host comes back.
+    #[arg(long, env = "DTX_HOST_RESUME_BURST")]
+    pub host_resume_burst: Option<u32>,
+    /// Transactions released per second after the burst, per host.
+    #[arg(long, env = "DTX_HOST_RESUME_RATE")]
+    pub host_resume_rate: Option<f64>,
 }
 
 /// A database URL. It may hold a password: `Debug` and `Display` mask it, so a config printed
@@ -311,6 +332,7 @@ impl Settings {
     /// [`EngineOptions::default`]'s.
     pub fn defaults() -> Settings {
         let e = EngineOptions::default();
+        let h = e.health.unwrap_or_default();
         Settings {
             config: None,
             database_url: Some(DEFAULT_DATABASE_URL.into()),
@@ -332,6 +354,12 @@ impl Settings {
             mysql_pool_size: Some(DEFAULT_MYSQL_POOL_SIZE),
             retention: Some(DEFAULT_RETENTION.into()),
             admin_token: None,
+            host_health: Some(e.health.is_some()),
+            host_failure_threshold: Some(h.failure_threshold),
+            host_probe_interval: Some(duration_text(h.probe_interval)),
+            host_probe_cap: Some(duration_text(h.probe_cap)),
+            host_resume_burst: Some(h.resume_burst),
+            host_resume_rate: Some(h.resume_rate),
         }
     }
 
@@ -358,6 +386,12 @@ impl Settings {
             mysql_pool_size: self.mysql_pool_size.or(lower.mysql_pool_size),
             retention: self.retention.or(lower.retention),
             admin_token: self.admin_token.or(lower.admin_token),
+            host_health: self.host_health.or(lower.host_health),
+            host_failure_threshold: self.host_failure_threshold.or(lower.host_failure_threshold),
+            host_probe_interval: self.host_probe_interval.or(lower.host_probe_interval),
+            host_probe_cap: self.host_probe_cap.or(lower.host_probe_cap),
+            host_resume_burst: self.host_resume_burst.or(lower.host_resume_burst),
+            host_resume_rate: self.host_resume_rate.or(lower.host_resume_rate),
         }
     }
 
@@ -441,6 +475,17 @@ impl Settings {
             }
             Some(t) => Some(t),
         };
+        let health = health_policy(
+            HostHealth {
+                on: s.host_health,
+                threshold: s.host_failure_threshold,
+                probe_interval: s.host_probe_interval,
+                probe_cap: s.host_probe_cap,
+                burst: s.host_resume_burst,
+                rate: s.host_resume_rate,
+            },
+            backoff_cap,
+        )?;
         // A pass a minute; more often only when the retention itself is that short (tests).
         let every = keep.clamp(Duration::from_secs(1), Duration::from_secs(60));
         let retention = dtx_engine::RetentionOptions { keep, every, ..Default::default() };
@@ -457,6 +502,7 @@ impl Settings {
             max_concurrent_rounds,
             poll_interval,
             max_steps,
+            health,
             ..EngineOptions::default()
         };
         Ok(Config {
@@ -504,6 +550,60 @@ fn positive(v: &str, setting: &'static str) -> Result<Duration, Error> {
     Ok(d)
 }
 
+/// The participant health settings as given.
+struct HostHealth {
+    on: Option<bool>,
+    threshold: Option<u32>,
+    probe_interval: Option<String>,
+    probe_cap: Option<String>,
+    burst: Option<u32>,
+    rate: Option<f64>,
+}
+
+/// The participant health policy (`None`: turned off).
+fn health_policy(s: HostHealth, backoff_cap: Duration) -> Result<Option<HealthPolicy>, Error> {
+    fn req<T>(v: Option<T>, setting: &'static str) -> Result<T, Error> {
+        v.ok_or(Error::Invalid { setting, message: "missing".into() })
+    }
+    if !req(s.on, "--host-health")? {
+        return Ok(None);
+    }
+    let failure_threshold =
+        at_least(req(s.threshold, "--host-failure-threshold")? as usize, 1, "--host-failure-threshold")?
+            as u32;
+    let probe_interval = positive(&req(s.probe_interval, "--host-probe-interval")?, "--host-probe-interval")?;
+    let probe_cap = positive(&req(s.probe_cap, "--host-probe-cap")?, "--host-probe-cap")?;
+    if probe_cap < probe_interval {
+        return Err(Error::Invalid {
+            setting: "--host-probe-cap",
+            message: "must not be below --host-probe-interval".into(),
+        });
+    }
+    if probe_cap > backoff_cap {
+        return Err(Error::Invalid {
+            setting: "--host-probe-cap",
+            message: "must not exceed --backoff-cap".into(),
+        });
+    }
+    let resume_burst =
+        at_least(req(s.burst, "--host-resume-burst")? as usize, 1, "--host-resume-burst")? as u32;
+    let resume_rate = req(s.rate, "--host-resume-rate")?;
+    if !resume_rate.is_finite() || resume_rate < 0.01 {
+        return Err(Error::Invalid {
+            setting: "--host-resume-rate",
+            message: format!("{resume_rate} (expected a number of transactions per second, at least 0.01)"),
+        });
+    }
+    Ok(Some(HealthPolicy {
+        failure_threshold,
+        probe_interval,
+        probe_cap,
+        resume_burst,
+        resume_rate,
+        ..HealthPolicy::default()
+    }))
+}
+
 fn at_least(v: usize, min: usize, setting: &'static str) -> Result<usize, Error> {
     if v < min {
         return Err(Error::Invalid { setting, message: format!("{v} is below the minimum {min}") });
@@ -539,6 +639,7 @@ mod tests {
             (c.engine.claim_batch, c.engine.max_concurrent_rounds, c.engine.max_steps),
             (e.claim_batch, e.max_concurrent_rounds, e.max_steps)
         );
+        assert_eq!(c.engine.health, e.health);
         // The printed default file is those defaults, and reads back to the same configuration.
         let text = default_toml();
         assert!(text.contains("retry_interval = \"10s\"") && text.contains("backoff_cap = \"1h\""), "{text}");
@@ -547,6 +648,57 @@ mod tests {
         std::fs::write(&path, &text).unwrap();
         let from_file = Settings { config: Some(path), ..Default::default() }.resolve().unwrap();
         assert_eq!(format!("{from_file:?}"), format!("{c:?}"));
+    }
+
+    #[test]
+    fn host_health_settings() {
+        let h = Config::default().engine.health.unwrap();
+        assert_eq!(
+            (h.failure_threshold, h.probe_interval, h.probe_cap),
+            (5, Duration::from_secs(1), Duration::from_secs(5))
+        );
+        assert!(h.probe_cap < Config::default().engine.retry.max_interval / 10, "well below the backoff cap");
+        let off = Settings { host_health: Some(false), ..Default::default() }.resolve().unwrap();
+        assert_eq!(off.engine.health, None);
+        let set = Settings {
+            host_failure_threshold: Some(2),
+            host_probe_interval: Some("500ms".into()),
+            host_probe_cap: Some("4s".into()),
+            host_resume_burst: Some(7),
+            host_resume_rate: Some(2.5),
+            ..Default::default()
+        };
+        let h = set.resolve().unwrap().engine.health.unwrap();
+        assert_eq!(
+            (h.failure_threshold, h.probe_interval, h.probe_cap),
+            (2, Duration::from_millis(500), Duration::from_secs(4))
+        );
+        assert_eq!((h.resume_burst, h.resume_rate), (7, 2.5));
+        let bad = |s: Settings| s.resolve().unwrap_err().to_string();
+        assert!(
+            bad(Settings { host_failure_threshold: Some(0), ..Default::default() })
+                .contains("--host-failure-threshold")
+        );
+        assert!(
+            bad(Settings { host_probe_cap: Some("500ms".into()), ..Default::default() })
+                .contains("--host-probe-cap")
+        );
+        assert!(
+            bad(Settings {
+                host_probe_cap: Some("2h".into()),
+                host_probe_interval: Some("1s".into()),
+                ..Default::default()
+            })
+            .contains("--backoff-cap")
+        );
+        assert!(
+            bad(Settings { host_resume_rate: Some(0.0), ..Default::default() })
+                .contains("--host-resume-rate")
+        );
+        assert!(
+            bad(Settings { host_resume_burst: Some(0), ..Default::default() })
+                .contains("--host-resume-burst")
+        );
     }
 
     #[test]

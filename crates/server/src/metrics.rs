@@ -101,6 +101,11 @@ struct HostOutcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HostLabel {
+    host: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RoundLabels {
     model: &'static str,
     end: &'static str,
@@ -143,6 +148,10 @@ pub struct Metrics {
     /// two scrapes at once from adding the same statements twice).
     store_statements: Counter,
     statements_sync: std::sync::Mutex<()>,
+    hosts_down: Gauge,
+    host_probes: Family<HostLabel, Counter>,
+    held_calls: Family<HostLabel, Counter>,
+    resumed: Family<HostLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -179,6 +188,10 @@ impl Metrics {
             scrape_store_errors: Counter::default(),
             store_statements: Counter::default(),
             statements_sync: std::sync::Mutex::new(()),
+            hosts_down: Gauge::default(),
+            host_probes: Family::default(),
+            held_calls: Family::default(),
+            resumed: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -264,6 +277,22 @@ impl Metrics {
             "dtx_metrics_store_scrape_errors",
             "Scrapes whose store counts failed or timed out",
             m.scrape_store_errors.clone(),
+        );
+        r.register(
+            "dtx_participant_hosts_down",
+            "Participant hosts this node sees down (their calls are held, one probe per interval)",
+            m.hosts_down.clone(),
+        );
+        r.register("dtx_participant_probes", "Probe calls to down hosts", m.host_probes.clone());
+        r.register(
+            "dtx_participant_held_calls",
+            "Calls not made because their host was down (the transaction waits for the host)",
+            m.held_calls.clone(),
+        );
+        r.register(
+            "dtx_participant_resumed_transactions",
+            "Held transactions made due when their host came back",
+            m.resumed.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -391,6 +420,26 @@ impl Observer for Metrics {
 
     fn purged(&self, n: u64) {
         self.purged.inc_by(n);
+    }
+
+    fn host_down(&self, _host: &str) {
+        self.hosts_down.inc();
+    }
+
+    fn host_up(&self, _host: &str, _down_for: Duration) {
+        self.hosts_down.dec();
+    }
+
+    fn host_probed(&self, host: &str) {
+        self.host_probes.get_or_create(&HostLabel { host: host_of(host).to_owned() }).inc();
+    }
+
+    fn call_held(&self, host: &str) {
+        self.held_calls.get_or_create(&HostLabel { host: host_of(host).to_owned() }).inc();
+    }
+
+    fn resumed(&self, host: &str, n: u64) {
+        self.resumed.get_or_create(&HostLabel { host: host_of(host).to_owned() }).inc_by(n);
     }
 }
 

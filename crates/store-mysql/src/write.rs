@@ -44,6 +44,12 @@ impl Dialect for My {
         unfinished!(),
         " AND next_cron_time > {now} + ($3 - $2) LIMIT $4"
     );
+    /// The same restriction as `RESET_CRON_TIME`.
+    const RESUME_HELD: &'static str = concat!(
+        "UPDATE trans_global SET next_cron_time = {now}, held_host = '', update_time = $2 WHERE held_host = $3 AND ",
+        unfinished!(),
+        " AND (owner IS NULL OR lease_until IS NULL OR lease_until < {now}) LIMIT $4"
+    );
 }
 
 /// The statements, rendered once.

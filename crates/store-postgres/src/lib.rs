@@ -285,6 +285,10 @@ impl Store for PgStore {
         self.inner.writes.reset_cron_time(later_than, limit, now).await
     }
 
+    async fn resume_held(&self, host: &str, limit: u32, now: Timestamp) -> Result<u64> {
+        self.inner.writes.resume_held(host, limit, now).await
+    }
+
     async fn kv_get(&self, cat: &str, k: &str) -> Result<Option<KvRow>> {
         read::kv_get(&self.inner.db, cat, k).await
     }

@@ -117,6 +117,10 @@ impl Store for OnDatabaseClock {
         self.at(now).await;
         self.store.reset_cron_time(later_than, limit, now).await
     }
+    async fn resume_held(&self, host: &str, limit: u32, now: Timestamp) -> Result<u64> {
+        self.at(now).await;
+        self.store.resume_held(host, limit, now).await
+    }
     async fn kv_get(&self, cat: &str, k: &str) -> Result<Option<KvRow>> {
         self.store.kv_get(cat, k).await
     }

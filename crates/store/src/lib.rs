@@ -193,6 +193,16 @@ pub enum LeaseChange {
         /// The retry interval to remember (for backoff).
         next_cron_interval: Duration,
     },
+    /// [`LeaseChange::Release`], recording that its next call is held because `host` is down
+    /// (`held_host`), until [`Store::resume_held`] or a later release clears it.
+    Hold {
+        /// The host's next probe time (when to try again at the latest).
+        next_cron_time: Timestamp,
+        /// The retry interval to remember.
+        next_cron_interval: Duration,
+        /// The participant host (`dtx_core::health::host_of`).
+        host: String,
+    },
 }
 
 /// One fenced write: applied only if the transaction is still owned by `owner`.
@@ -328,6 +338,14 @@ pub trait Store: Send + Sync + 'static {
     /// transactions whose `next_cron_time > later_than`, set `next_cron_time = now`. Returns
     /// how many were reset.
     async fn reset_cron_time(&self, later_than: Timestamp, limit: u32, now: Timestamp) -> Result<u64>;
+
+    /// A host came back: makes up to `limit` unfinished transactions held for `host`
+    /// (`held_host = host`) and under no valid lease due now, with `held_host = ""` (resumed:
+    /// a node that still sees the host down lets their calls go, as probes, instead of holding
+    /// them again). The condition on `held_host` is the fence: a row released or re-held since
+    /// is not touched. Returns how many it released (fewer than `limit`: none is left). The next
+    /// release of the row clears the mark.
+    async fn resume_held(&self, host: &str, limit: u32, now: Timestamp) -> Result<u64>;
 
     /// One key-value row.
     async fn kv_get(&self, cat: &str, k: &str) -> Result<Option<KvRow>>;

@@ -62,6 +62,8 @@ pub enum Write {
     },
     /// [`Store::reset_cron_time`].
     ResetCronTime,
+    /// [`Store::resume_held`].
+    ResumeHeld,
     /// [`Store::purge_finished`].
     Purge,
     /// `kv_insert`, `kv_update`, `kv_delete`.
@@ -83,7 +85,11 @@ impl Write {
             | Write::ForceStop { gid }
             | Write::ResetNextCronTime { gid } => Some(gid),
             Write::Save(save) => Some(&save.gid),
-            Write::ClaimDue { .. } | Write::ResetCronTime | Write::Purge | Write::Kv { .. } => None,
+            Write::ClaimDue { .. }
+            | Write::ResetCronTime
+            | Write::ResumeHeld
+            | Write::Purge
+            | Write::Kv { .. } => None,
         }
     }
 }
@@ -363,6 +369,14 @@ impl Store for MemoryStore {
                     g.lease_until = None;
                     g.next_cron_time = *next_cron_time;
                     g.next_cron_interval = *next_cron_interval;
+                    g.held_host = None;
+                }
+                LeaseChange::Hold { next_cron_time, next_cron_interval, host } => {
+                    g.owner = None;
+                    g.lease_until = None;
+                    g.next_cron_time = *next_cron_time;
+                    g.next_cron_interval = *next_cron_interval;
+                    g.held_host = Some(host.clone());
                 }
             }
             for (u, row) in save.branches.iter().zip(rows) {
@@ -458,6 +472,26 @@ impl Store for MemoryStore {
                 let g = &mut tx.global;
                 if is_live(g) && g.next_cron_time > later_than {
                     g.next_cron_time = now;
+                    g.update_time = now;
+                    n += 1;
+                }
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn resume_held(&self, host: &str, limit: u32, now: Timestamp) -> Result<u64> {
+        self.write(Write::ResumeHeld, |state| {
+            let mut n = 0u64;
+            for tx in state.txs.values_mut() {
+                if n >= u64::from(limit) {
+                    break;
+                }
+                let g = &mut tx.global;
+                if is_live(g) && unleased(g, now) && g.held_host.as_deref() == Some(host) {
+                    g.next_cron_time = now;
+                    g.held_host = Some(String::new());
                     g.update_time = now;
                     n += 1;
                 }

@@ -16,7 +16,7 @@ macro_rules! global_columns {
     () => {
         "id, gid, trans_type, status, protocol, query_prepared, custom_data, options, \
          rollback_reason, result, create_time, update_time, finish_time, rollback_time, \
-         next_cron_time, next_cron_interval, owner, lease_until"
+         next_cron_time, next_cron_interval, owner, lease_until, held_host"
     };
 }
 
@@ -99,6 +99,7 @@ pub fn global(row: &dyn Columns) -> Result<Global> {
         next_cron_interval: Duration::from_millis(interval),
         owner: row.opt_text("owner")?,
         lease_until: opt_time(row, "lease_until")?,
+        held_host: row.opt_text("held_host")?,
         gid,
     })
 }

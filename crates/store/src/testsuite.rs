@@ -30,6 +30,7 @@ mod batch;
 mod branches;
 mod claim;
 mod create;
+mod held;
 mod kv;
 mod operator;
 mod retention;
@@ -49,6 +50,7 @@ pub use create::{
     create_duplicate_gid_conflicts, create_then_load, list_filters, list_pages_newest_first,
     load_unknown_is_none,
 };
+pub use held::hold_then_resume_held;
 pub use kv::{
     kv_concurrent_updates_count_winners, kv_insert_get_delete, kv_scan_pages_newest_first,
     kv_update_is_compare_and_set,
@@ -110,6 +112,7 @@ macro_rules! store_test_suite {
             concurrent_purges_share_the_work,
             status_counts_per_status_and_due,
             list_by_gid_prefix,
+            hold_then_resume_held,
         );
     };
     (@tests $factory:expr; $($test:ident),+ $(,)?) => {
@@ -177,6 +180,7 @@ pub fn saga(gid: &str) -> NewTransaction {
         next_cron_interval: Duration::from_secs(10),
         owner: None,
         lease_until: None,
+        held_host: None,
     };
     let branch = |id: &str, op: Op| {
         let url = format!("http://svc/{id}/{op}");

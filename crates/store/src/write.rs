@@ -29,6 +29,8 @@ pub enum WriteOp {
     ResetNextCronTime { gid: String, base: Duration, now: Timestamp },
     /// [`crate::Store::reset_cron_time`].
     ResetCronTime { later_than: Timestamp, limit: u32, now: Timestamp },
+    /// [`crate::Store::resume_held`].
+    ResumeHeld { host: String, limit: u32, now: Timestamp },
     /// [`crate::Store::kv_insert`].
     KvInsert { cat: String, k: String, v: String, now: Timestamp },
     /// [`crate::Store::kv_update`].
@@ -211,6 +213,11 @@ impl Writes {
     /// [`crate::Store::reset_cron_time`].
     pub async fn reset_cron_time(&self, later_than: Timestamp, limit: u32, now: Timestamp) -> Result<u64> {
         self.run(WriteOp::ResetCronTime { later_than, limit, now }).await
+    }
+
+    /// [`crate::Store::resume_held`].
+    pub async fn resume_held(&self, host: &str, limit: u32, now: Timestamp) -> Result<u64> {
+        self.run(WriteOp::ResumeHeld { host: host.to_owned(), limit, now }).await
     }
 
     /// [`crate::Store::purge_finished`].

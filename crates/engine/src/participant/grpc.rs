@@ -211,4 +211,29 @@ mod tests {
         assert!(matches!(outcome_of(&Status::unavailable("down")), Outcome::Error(_)));
         assert!(matches!(outcome_of(&Status::internal("x")), Outcome::Error(_)));
     }
+
+    #[test]
+    fn grpc_answers_read_as_host_health_signals() {
+        use dtx_core::health::{Signal, signal_of};
+        let signal = |s: Status| signal_of(&outcome_of(&s));
+        for down in [
+            Status::unavailable("x"),
+            Status::deadline_exceeded("x"),
+            Status::internal("x"),
+            Status::unknown("x"),
+        ] {
+            assert_eq!(signal(down.clone()), Signal::Failure, "{down:?}");
+        }
+        for up in [
+            Status::ok(""),
+            Status::aborted("FAILURE"),
+            Status::aborted("ONGOING"),
+            Status::failed_precondition("wait"),
+            Status::invalid_argument("x"),
+            Status::not_found("x"),
+            Status::unimplemented("x"),
+        ] {
+            assert_eq!(signal(up.clone()), Signal::Up, "{up:?}");
+        }
+    }
 }

@@ -37,6 +37,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) saw_ongoing: bool,
     /// Some call got a definite answer in this round (the interval resets).
     pub(crate) progress: bool,
+    /// The row of the last call that errored (its host may be down by the release).
+    error_row: Option<usize>,
 }
 
 impl<'a> Ctx<'a> {
@@ -53,6 +55,7 @@ impl<'a> Ctx<'a> {
             saw_error: false,
             saw_ongoing: false,
             progress: false,
+            error_row: None,
         }
     }
 
@@ -147,6 +150,9 @@ impl<'a> Ctx<'a> {
     /// whether the row reached a final status (`succeed`, or `failed` for a saga action).
     pub(crate) fn record(&mut self, row: usize, outcome: &Outcome, final_status: Option<BranchStatus>) {
         self.note(outcome, final_status.is_some());
+        if matches!(outcome, Outcome::Error(_)) {
+            self.error_row = Some(row);
+        }
         let now = self.now();
         let b = &mut self.branches[row];
         b.last_error = outcome.error_text().unwrap_or_default().to_owned();
@@ -236,12 +242,39 @@ impl<'a> Ctx<'a> {
         {
             next = deadline;
         }
-        let lease = LeaseChange::Release { next_cron_time: next, next_cron_interval: interval };
+        let mut lease = LeaseChange::Release { next_cron_time: next, next_cron_interval: interval };
+        // Its host went down meanwhile (crate::health): wait for that host rather than on a
+        // timer of its own, so it resumes as soon as the host is back.
+        if let Some((host, until)) =
+            self.error_row.and_then(|row| self.inner.health.down_until(&self.branches[row].url))
+        {
+            // Still due by its timeout, if that comes first.
+            let next_cron_time = match due_by {
+                Some(deadline) if deadline > now && deadline < until => deadline,
+                _ => until.max(now),
+            };
+            self.inner.health.note_held(&host, &self.global.gid);
+            lease = LeaseChange::Hold { next_cron_time, next_cron_interval: interval, host };
+        }
         if let Err(end) = self.flush(lease).await {
             return end;
         }
         debug!(gid = %self.global.gid, next_in_ms = next.0 - now.0, "waiting for a later round");
         RoundEnd::Pending { status: self.global.status, reason: self.global.rollback_reason }
+    }
+
+    /// Releases the row without calling, held for `host` (down, as this node sees it) until
+    /// its next probe `until`: the host's first success makes it due at once.
+    pub(crate) async fn hold(&mut self, host: String, until: Timestamp) -> RoundEnd {
+        let interval = self.global.next_cron_interval.max(self.base_interval());
+        let next_cron_time = until.max(self.now());
+        debug!(gid = %self.global.gid, %host, next_in_ms = next_cron_time.0 - self.now().0, "held: its participant host is down");
+        self.inner.health.note_held(&host, &self.global.gid);
+        let lease = LeaseChange::Hold { next_cron_time, next_cron_interval: interval, host };
+        if let Err(end) = self.flush(lease).await {
+            return end;
+        }
+        RoundEnd::Pending { status: self.global.status, reason: self.global.rollback_reason.clone() }
     }
 
     /// Releases the row until a given time, keeping the interval (a prepared transaction
@@ -288,7 +321,7 @@ impl<'a> Ctx<'a> {
             LeaseChange::Renew { lease_until } | LeaseChange::RenewRescheduled { lease_until, .. } => {
                 Some(lease_until)
             }
-            LeaseChange::Release { .. } => None,
+            LeaseChange::Release { .. } | LeaseChange::Hold { .. } => None,
         };
         match self.inner.store.save(save).await {
             Ok(()) => {

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use dtx_core::Outcome;
 use futures::future::{BoxFuture, maybe_done};
 
+use crate::health::Health;
 use crate::participant::{CallRequest, Caller};
 use crate::round::RoundEnd;
 use crate::round::ctx::{Ctx, Premarks};
@@ -51,6 +52,19 @@ impl<'a> Ctx<'a> {
         &mut self,
         calls: Vec<(T, Target)>,
     ) -> Result<Vec<Running<'a, T>>, RoundEnd> {
+        // Participant health (crate::health): a call to a host this node sees down is not made
+        // (unless it is that host's probe); the transaction waits for the host instead.
+        let urls = calls.iter().map(|(_, target)| match target {
+            Target::Row(row) => self.branches[*row].url.as_str(),
+            Target::Plain(req) => req.url.as_str(),
+        });
+        let probes = match self.inner.health.admit_all(urls, self.now(), self.global.held_host.as_deref()) {
+            Ok(probes) => probes,
+            Err((host, until)) => return Err(self.hold(host, until).await),
+        };
+        // Calling now: no longer held (its next release writes that); later calls of this round
+        // are judged as any other transaction's.
+        self.global.held_host = None;
         let mut write = self.has_unsaved();
         let mut requests = Vec::with_capacity(calls.len());
         for (tag, target) in calls {
@@ -85,9 +99,14 @@ impl<'a> Ctx<'a> {
             self.renew_lease().await?;
         }
         let caller: &'a dyn Caller = &*self.inner.effects.caller;
+        let health: &'a Arc<Health> = &self.inner.health;
         let mut started = Vec::with_capacity(requests.len());
-        for (tag, req) in requests {
-            let call: BoxFuture<'a, Outcome> = Box::pin(async move { caller.call(&req).await });
+        for ((tag, req), probe) in requests.into_iter().zip(probes) {
+            let call: BoxFuture<'a, Outcome> = Box::pin(async move {
+                let outcome = caller.call(&req).await;
+                health.observe(&req.url, &outcome, probe);
+                outcome
+            });
             let mut call = Box::pin(maybe_done(call));
             // Started here, right after the write that allowed it, rather than whenever the
             // round's loop first polls it (which could be after later decisions, e.g. after a

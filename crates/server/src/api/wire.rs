@@ -148,8 +148,9 @@ fn put_time(m: &mut Map<String, Value>, k: &str, v: Option<Timestamp>) {
     }
 }
 
-/// A global transaction as `query` / `all` return it (DTM's keys, plus dtx's `lease_until`
-/// and `forward_only`).
+/// A global transaction as `query` / `all` return it (DTM's keys, plus dtx's `lease_until`,
+/// `forward_only` and `held_host`: the participant host it waits for, held because a node saw
+/// that host down, until its next probe or the host's return).
 pub fn global_json(g: &Global, forward_only: bool) -> Value {
     let mut m = Map::new();
     m.insert("id".into(), json!(g.id));
@@ -174,6 +175,9 @@ pub fn global_json(g: &Global, forward_only: bool) -> Value {
         m.insert("owner".into(), json!(owner));
     }
     put_time(&mut m, "lease_until", g.lease_until);
+    if let Some(host) = g.held_host.as_ref().filter(|_| !g.status.is_final()) {
+        m.insert("held_host".into(), json!(host));
+    }
     m.insert("concurrent".into(), json!(false));
     if forward_only {
         m.insert("forward_only".into(), json!(true));

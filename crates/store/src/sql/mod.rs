@@ -145,6 +145,8 @@ pub trait Dialect {
     const SKIP_LOCKED: &'static str;
     /// [`templates::RESET_CRON_TIME`] or the dialect's own.
     const RESET_CRON_TIME: &'static str = templates::RESET_CRON_TIME;
+    /// [`templates::RESUME_HELD`] (MySQL cannot sub-select the table it updates).
+    const RESUME_HELD: &'static str = templates::RESUME_HELD;
     /// [`templates::BRANCHES_OF_JSON`] or the dialect's own (`$1`: a JSON array of gids).
     const BRANCHES_OF_JSON: &'static str = templates::BRANCHES_OF_JSON;
     /// True when `gid` starts with `$7`, compared exactly (no `LIKE`: `%` and `_` are plain
@@ -202,6 +204,7 @@ pub struct Statements {
     pub force_stop: Sql,
     pub reset_next_cron_time: Sql,
     pub reset_cron_time: Sql,
+    pub resume_held: Sql,
     pub kv_insert: Sql,
     pub kv_update: Sql,
     pub kv_version: Sql,
@@ -235,6 +238,7 @@ impl Statements {
             force_stop: render::<D>(t::FORCE_STOP),
             reset_next_cron_time: render::<D>(t::RESET_NEXT_CRON_TIME),
             reset_cron_time: render::<D>(D::RESET_CRON_TIME),
+            resume_held: render::<D>(D::RESUME_HELD),
             kv_insert: render::<D>(t::KV_INSERT),
             kv_update: render::<D>(t::KV_UPDATE),
             kv_version: render::<D>(t::KV_VERSION),

@@ -54,6 +54,11 @@ pub async fn run<C: Conn>(conn: &mut C, op: &WriteOp) -> Result<Output> {
             ];
             Output::Count(conn.execute(&conn.sql().reset_cron_time, &args, "reset cron time").await?)
         }
+        WriteOp::ResumeHeld { host, limit, now } => {
+            let args =
+                [Arg::Int(conn.fixed(*now)), Arg::time(*now), Arg::text(host), Arg::int(i64::from(*limit))];
+            Output::Count(conn.execute(&conn.sql().resume_held, &args, "resume held").await?)
+        }
         WriteOp::KvInsert { cat, k, v, now } => {
             let args = [Arg::text(cat), Arg::text(k), Arg::text(v), Arg::time(*now)];
             conn.execute(&conn.sql().kv_insert, &args, "kv insert").await.map_err(|e| match e {
@@ -199,6 +204,7 @@ async fn save<C: Conn>(conn: &mut C, save: &Save) -> Result<()> {
     let status = save.status.as_ref().map(|s| s.to.as_str());
     let reason = save.status.as_ref().and_then(|s| s.rollback_reason.as_deref());
     let result = save.status.as_ref().and_then(|s| s.result.as_deref());
+    let mut held_host = None;
     let (release, lease_until, next_cron_time, next_cron_interval) = match &save.lease {
         LeaseChange::Renew { lease_until } => (false, Some(lease_until.as_millis()), None, None),
         LeaseChange::RenewRescheduled { lease_until, next_cron_time, next_cron_interval } => (
@@ -208,6 +214,10 @@ async fn save<C: Conn>(conn: &mut C, save: &Save) -> Result<()> {
             Some(duration_millis(*next_cron_interval)),
         ),
         LeaseChange::Release { next_cron_time, next_cron_interval } => {
+            (true, None, Some(next_cron_time.as_millis()), Some(duration_millis(*next_cron_interval)))
+        }
+        LeaseChange::Hold { next_cron_time, next_cron_interval, host } => {
+            held_host = Some(host.as_str());
             (true, None, Some(next_cron_time.as_millis()), Some(duration_millis(*next_cron_interval)))
         }
     };
@@ -225,6 +235,7 @@ async fn save<C: Conn>(conn: &mut C, save: &Save) -> Result<()> {
         Arg::text(&save.gid),
         Arg::text(&save.owner),
         Arg::Text(result),
+        Arg::Text(held_host),
     ];
     if conn.execute(&conn.sql().save, &args, "save").await? == 0 {
         return Err(Error::Fenced { gid: save.gid.clone() });

@@ -63,8 +63,9 @@ pub const BRANCHES_OF_JSON: &str = concat!(
 );
 
 /// The fenced write of the global row: matches nothing unless `owner = $12`. Renew keeps the
-/// owner and moves `lease_until`; Release (`$7`) clears both and reschedules. `$13`: a
-/// workflow's result, when it finishes.
+/// owner and moves `lease_until`; Release (`$7`) clears both and reschedules, and sets
+/// `held_host` to `$14` (NULL unless the release is a hold). `$13`: a workflow's result,
+/// when it finishes.
 pub const SAVE: &str = "UPDATE trans_global SET update_time = $2, \
      status = COALESCE($3, status), \
      finish_time = CASE WHEN $3 = $4 THEN $2 ELSE finish_time END, \
@@ -74,7 +75,8 @@ pub const SAVE: &str = "UPDATE trans_global SET update_time = $2, \
      lease_until = {now} + ($8 - $2), \
      next_cron_time = COALESCE({now} + ($9 - $2), next_cron_time), \
      next_cron_interval = COALESCE($10, next_cron_interval), \
-     result = COALESCE($13, result) \
+     result = COALESCE($13, result), \
+     held_host = CASE WHEN $7 THEN $14 ELSE held_host END \
      WHERE gid = $11 AND owner = $12";
 
 /// One branch row of a save.
@@ -109,6 +111,16 @@ pub const RESET_CRON_TIME: &str = concat!(
     "SELECT id FROM trans_global WHERE ",
     unfinished!(),
     " AND next_cron_time > {now} + ($3 - $2) LIMIT $4{lock})"
+);
+
+/// A host came back: up to `$4` unfinished rows held for `$3` and under no valid lease become
+/// due now, marked resumed (`held_host = ''`, see `Store::resume_held`). The sub-select locks its rows, so a row changed meanwhile is judged
+/// again.
+pub const RESUME_HELD: &str = concat!(
+    "UPDATE trans_global SET next_cron_time = {now}, held_host = '', update_time = $2 WHERE id IN (",
+    "SELECT id FROM trans_global WHERE held_host = $3 AND ",
+    unfinished!(),
+    " AND (owner IS NULL OR lease_until IS NULL OR lease_until < {now}) LIMIT $4{lock})"
 );
 
 /// A kv row at version 1.
