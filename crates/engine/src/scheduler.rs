@@ -7,6 +7,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::Semaphore;
 use tracing::{error, info};
 
+use crate::round::RoundMode;
 use crate::round::exec::no_premarks;
 use crate::{Engine, EngineEvent, Inner, Result, round};
 
@@ -21,8 +22,9 @@ impl Engine {
             inner.store.claim_due(&owner, now, now.add(inner.opts.lease), inner.opts.claim_batch).await?;
         let n = claimed.len();
         inner.observer.claimed(n);
-        let rounds =
-            claimed.into_iter().map(|loaded| round::run(inner, loaded, owner.clone(), no_premarks()));
+        let rounds = claimed
+            .into_iter()
+            .map(|loaded| round::run(inner, loaded, owner.clone(), no_premarks(), RoundMode::Scheduled));
         futures::future::join_all(rounds).await;
         Ok(n)
     }
@@ -104,7 +106,7 @@ impl Engine {
             let inner = inner.clone();
             let owner = owner.clone();
             self.inner.tasks.spawn(async move {
-                round::run(&inner, loaded, owner, no_premarks()).await;
+                round::run(&inner, loaded, owner, no_premarks(), RoundMode::Scheduled).await;
                 drop(permit);
             });
         }

@@ -10,7 +10,7 @@ use tracing::info;
 
 use crate::request::TransRequest;
 use crate::round::ctx::Premarks;
-use crate::round::{self, RoundEnd};
+use crate::round::{self, RoundEnd, RoundMode};
 use crate::{Engine, Error, Inner, Result};
 
 /// The answer to a request that processes a transaction.
@@ -252,11 +252,11 @@ impl Engine {
         wait: bool,
     ) -> SubmitReply {
         if wait {
-            return reply_of(round::run(&self.inner, loaded, owner, premarks).await);
+            return reply_of(round::run(&self.inner, loaded, owner, premarks, RoundMode::Submit).await);
         }
         let inner: Arc<Inner> = self.inner.clone();
         self.inner.tasks.spawn(async move {
-            round::run(&inner, loaded, owner, premarks).await;
+            round::run(&inner, loaded, owner, premarks, RoundMode::Submit).await;
         });
         SubmitReply::Accepted
     }

@@ -18,6 +18,7 @@ mod mysql;
 mod operator;
 mod ops_health;
 mod ops_metrics;
+mod otlp;
 mod postgres_nodes;
 mod postgres_outage;
 mod retention_load;
