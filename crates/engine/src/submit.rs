@@ -69,7 +69,7 @@ impl Engine {
         if !owned {
             return Ok(SubmitReply::Accepted);
         }
-        let loaded = Loaded { global: tx.global, branches: tx.branches };
+        let loaded = Loaded { global: tx.global, branches: tx.branches, taken_over: false };
         Ok(self.process(loaded, owner, premarks, req.options.wait_result).await)
     }
 

@@ -6,6 +6,8 @@ use std::time::Duration;
 use dtx_engine::RoundEnd;
 use dtx_tests::{Gate, Participant, Reply, Saga, TestServer, branch_statuses};
 
+use crate::ops_metrics::{sample, scrape};
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_lease_is_taken_over_and_the_stale_round_is_fenced() {
     let s = TestServer::spawn(|c| {
@@ -24,8 +26,14 @@ async fn an_expired_lease_is_taken_over_and_the_stale_round_is_fenced() {
 
     // The first round is stuck in /A2 and its node stalls: the lease runs out before any
     // renewal fires.
+    let before = scrape(&s).await;
+    assert!(before.contains("dtx_lease_takeovers_total"), "{before}");
+    assert_eq!(sample(&before, "dtx_lease_takeovers_total", &[]), 0.0);
     s.stall(Duration::from_secs(2));
     assert_eq!(s.cron().await, 1, "the expired lease is claimable");
+    let after = scrape(&s).await;
+    assert_eq!(sample(&after, "dtx_lease_takeovers_total", &[]), 1.0, "the claim was a takeover");
+    assert_eq!(sample(&after, "dtx_claimed_total", &[]), 1.0);
     let q = s.wait_status("lease-takeover", "succeed").await;
     assert_eq!(branch_statuses(&q), ["prepared", "succeed", "prepared", "succeed", "prepared", "succeed"]);
     assert_eq!(p.calls_for("/A2").len(), 2);
@@ -37,6 +45,9 @@ async fn an_expired_lease_is_taken_over_and_the_stale_round_is_fenced() {
     let q2 = s.query("lease-takeover").await;
     assert_eq!(q2, q, "the stale round wrote nothing");
     assert_eq!(p.calls_for("/A3").len(), 1, "the stale round called nobody else");
+    let end = scrape(&s).await;
+    assert_eq!(sample(&end, "dtx_fenced_writes_total", &[]), 1.0, "the stale round's write");
+    assert_eq!(sample(&end, "dtx_lease_takeovers_total", &[]), 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
