@@ -35,7 +35,8 @@ pub(crate) static SQL: LazyLock<Statements> = LazyLock::new(Statements::new::<Li
 
 /// The claim in two statements (SQLite's `RETURNING` cannot read a sub-select, where the
 /// previous owner is seen); the writer is alone, so nothing changes in between.
-pub(crate) static CLAIM_DUE_PICK: LazyLock<Sql> = LazyLock::new(|| render::<Lite3>(templates::CLAIM_DUE_PICK));
+pub(crate) static CLAIM_DUE_PICK: LazyLock<Sql> =
+    LazyLock::new(|| render::<Lite3>(templates::CLAIM_DUE_PICK));
 static CLAIM_DUE_TAKE: LazyLock<Sql> = LazyLock::new(|| render::<Lite3>(templates::CLAIM_DUE_TAKE));
 
 dtx_store::sqlx_conn!(ReadConn, Sqlite, SqliteRow, map_sqlx);
