@@ -61,7 +61,7 @@ impl TraceService for Collector {
             if let Some(resource) = &rs.resource {
                 for kv in &resource.attributes {
                     if kv.key == "service.name" {
-                        self.service_names.lock().unwrap().push(text(kv.value.as_ref()));
+                        self.service_names.lock().expect("collector lock").push(text(kv.value.as_ref()));
                     }
                 }
             }
@@ -69,7 +69,7 @@ impl TraceService for Collector {
                 for s in ss.spans {
                     let attributes =
                         s.attributes.iter().map(|kv| (kv.key.clone(), text(kv.value.as_ref()))).collect();
-                    self.spans.lock().unwrap().push(Span {
+                    self.spans.lock().expect("collector lock").push(Span {
                         name: s.name,
                         trace_id: hex(&s.trace_id),
                         span_id: hex(&s.span_id),
@@ -85,8 +85,8 @@ impl TraceService for Collector {
 
 impl Collector {
     async fn spawn() -> (Collector, String) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the collector");
+        let addr = listener.local_addr().expect("collector address");
         let collector = Collector::default();
         let service = TraceServiceServer::new(collector.clone());
         tokio::spawn(async move {
@@ -99,7 +99,7 @@ impl Collector {
     }
 
     fn spans(&self) -> Vec<Span> {
-        self.spans.lock().unwrap().clone()
+        self.spans.lock().expect("collector lock").clone()
     }
 
     /// Waits (up to 20 s: the exporter batches every 5 s) until `done` holds for the spans.
