@@ -8,8 +8,47 @@ use dtx_tests::{Gate, Participant, Reply, Saga, TestServer, branch_statuses};
 
 use crate::ops_metrics::{sample, scrape};
 
+/// The `mode` of every `round` span opened in this process, in order (nextest runs each test
+/// in a process of its own, so a global subscriber sees this test's rounds only).
+fn capture_round_modes() -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use tracing_subscriber::layer::SubscriberExt;
+    struct Modes(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+    struct Mode(Option<String>);
+    impl tracing::field::Visit for Mode {
+        fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+            if field.name() == "mode" {
+                self.0 = Some(value.to_owned());
+            }
+        }
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "mode" {
+                self.0 = Some(format!("{value:?}"));
+            }
+        }
+    }
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Modes {
+        fn on_new_span(
+            &self,
+            attrs: &tracing::span::Attributes<'_>,
+            _: &tracing::span::Id,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            if attrs.metadata().name() == "round" {
+                let mut mode = Mode(None);
+                attrs.record(&mut mode);
+                self.0.lock().expect("modes").push(mode.0.unwrap_or_default());
+            }
+        }
+    }
+    let modes = std::sync::Arc::default();
+    let subscriber = tracing_subscriber::registry().with(Modes(std::sync::Arc::clone(&modes)));
+    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber of this test process");
+    modes
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_lease_is_taken_over_and_the_stale_round_is_fenced() {
+    let modes = capture_round_modes();
     let s = TestServer::spawn(|c| {
         c.engine.lease = Duration::from_secs(1);
     })
@@ -33,6 +72,8 @@ async fn an_expired_lease_is_taken_over_and_the_stale_round_is_fenced() {
     assert_eq!(s.cron().await, 1, "the expired lease is claimable");
     let after = scrape(&s).await;
     assert_eq!(sample(&after, "dtx_lease_takeovers_total", &[]), 1.0, "the claim was a takeover");
+    // The round spans say why each round ran.
+    assert_eq!(*modes.lock().unwrap(), ["submit", "takeover"]);
     assert_eq!(sample(&after, "dtx_claimed_total", &[]), 1.0);
     let q = s.wait_status("lease-takeover", "succeed").await;
     assert_eq!(branch_statuses(&q), ["prepared", "succeed", "prepared", "succeed", "prepared", "succeed"]);
