@@ -53,7 +53,7 @@ pub use options::EngineOptions;
 pub use register::RegisterBranch;
 pub use request::{Step, Subscriber, TransRequest};
 pub use retention::RetentionOptions;
-pub use round::RoundEnd;
+pub use round::{RoundEnd, RoundMode};
 pub use submit::SubmitReply;
 pub use workflow::WorkflowState;
 
@@ -95,6 +95,9 @@ pub(crate) struct Inner {
     observer: Arc<dyn Observer>,
     /// Participant hosts this node saw failing (the executor's hook before and after calls).
     health: Arc<health::Health>,
+    /// Span export (`None` unless the server exports spans): rounds' spans are linked to the
+    /// stored trace context.
+    export: Option<Arc<dyn trace_context::SpanExport>>,
     /// Random per process: owner tokens are `<node>-<seq>`, fresh for every insert and claim.
     node: String,
     seq: AtomicU64,
@@ -116,9 +119,28 @@ impl Engine {
         clock: Arc<dyn Clock>,
         observer: Arc<dyn Observer>,
     ) -> Result<Engine> {
-        let participants = Participants::observed(observer.clone())
+        Engine::instrumented(store, opts, clock, observer, None)
+    }
+
+    /// [`Engine::observed`] with its round and participant-call spans linked for export
+    /// (`export`: see [`trace_context::SpanExport`]).
+    pub fn instrumented(
+        store: Arc<dyn Store>,
+        opts: EngineOptions,
+        clock: Arc<dyn Clock>,
+        observer: Arc<dyn Observer>,
+        export: Option<Arc<dyn trace_context::SpanExport>>,
+    ) -> Result<Engine> {
+        let mut participants = Participants::observed(observer.clone())
             .map_err(|e| Error::InvalidArgument(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Engine::build(store, opts, clock, Arc::new(participants), observer))
+        if let Some(e) = &export {
+            participants = participants.with_span_export(e.clone());
+        }
+        let mut engine = Engine::build(store, opts, clock, Arc::new(participants), observer);
+        if let Some(inner) = Arc::get_mut(&mut engine.inner) {
+            inner.export = export;
+        }
+        Ok(engine)
     }
 
     /// Builds an engine that calls participants through `caller` (tests script them).
@@ -159,6 +181,7 @@ impl Engine {
                 events,
                 observer,
                 health,
+                export: None,
                 node,
                 seq: AtomicU64::new(0),
                 tasks,

@@ -41,6 +41,10 @@ pub trait Observer: Send + Sync + 'static {
     /// The scheduler claimed `n` due transactions in one statement.
     fn claimed(&self, _n: usize) {}
 
+    /// Of those, `n` were taken from an owner whose lease had expired (lease takeovers:
+    /// that node died, stalled, or shut down with rounds unfinished).
+    fn taken_over(&self, _n: usize) {}
+
     /// Retention deleted `n` finished transactions.
     fn purged(&self, _n: u64) {}
 

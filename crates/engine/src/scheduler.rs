@@ -7,6 +7,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::Semaphore;
 use tracing::{error, info};
 
+use crate::round::RoundMode;
 use crate::round::exec::no_premarks;
 use crate::{Engine, EngineEvent, Inner, Result, round};
 
@@ -20,9 +21,11 @@ impl Engine {
         let claimed =
             inner.store.claim_due(&owner, now, now.add(inner.opts.lease), inner.opts.claim_batch).await?;
         let n = claimed.len();
-        inner.observer.claimed(n);
-        let rounds =
-            claimed.into_iter().map(|loaded| round::run(inner, loaded, owner.clone(), no_premarks()));
+        observe_claim(inner, &claimed);
+        let rounds = claimed.into_iter().map(|loaded| {
+            let mode = mode_of(&loaded);
+            round::run(inner, loaded, owner.clone(), no_premarks(), mode)
+        });
         futures::future::join_all(rounds).await;
         Ok(n)
     }
@@ -88,7 +91,7 @@ impl Engine {
         let now = inner.clock.now();
         let claimed = inner.store.claim_due(&owner, now, now.add(inner.opts.lease), room as u32).await?;
         let n = claimed.len();
-        inner.observer.claimed(n);
+        observe_claim(inner, &claimed);
         let mut first = Some(first);
         for loaded in claimed {
             let permit = match first.take() {
@@ -103,13 +106,28 @@ impl Engine {
             };
             let inner = inner.clone();
             let owner = owner.clone();
+            let mode = mode_of(&loaded);
             self.inner.tasks.spawn(async move {
-                round::run(&inner, loaded, owner, no_premarks()).await;
+                round::run(&inner, loaded, owner, no_premarks(), mode).await;
                 drop(permit);
             });
         }
         Ok(n)
     }
+}
+
+/// Reports a claim: how many rows, and how many of them were lease takeovers.
+fn observe_claim(inner: &Inner, claimed: &[dtx_store::Loaded]) {
+    inner.observer.claimed(claimed.len());
+    let taken_over = claimed.iter().filter(|l| l.taken_over).count();
+    if taken_over > 0 {
+        inner.observer.taken_over(taken_over);
+    }
+}
+
+/// A claimed row's round mode: recovery from a lapsed owner, or its due time come.
+fn mode_of(loaded: &dtx_store::Loaded) -> RoundMode {
+    if loaded.taken_over { RoundMode::Takeover } else { RoundMode::Scheduled }
 }
 
 /// The longest pause between claims while the store is down: short enough that a node resumes

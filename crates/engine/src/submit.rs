@@ -10,7 +10,7 @@ use tracing::info;
 
 use crate::request::TransRequest;
 use crate::round::ctx::Premarks;
-use crate::round::{self, RoundEnd};
+use crate::round::{self, RoundEnd, RoundMode};
 use crate::{Engine, Error, Inner, Result};
 
 /// The answer to a request that processes a transaction.
@@ -73,7 +73,7 @@ impl Engine {
         if !owned {
             return Ok(SubmitReply::Accepted);
         }
-        let loaded = Loaded { global: tx.global, branches: tx.branches };
+        let loaded = Loaded { global: tx.global, branches: tx.branches, taken_over: false };
         Ok(self.process(loaded, owner, premarks, req.options.wait_result).await)
     }
 
@@ -257,11 +257,11 @@ impl Engine {
         wait: bool,
     ) -> SubmitReply {
         if wait {
-            return reply_of(round::run(&self.inner, loaded, owner, premarks).await);
+            return reply_of(round::run(&self.inner, loaded, owner, premarks, RoundMode::Submit).await);
         }
         let inner: Arc<Inner> = self.inner.clone();
         self.inner.tasks.spawn(async move {
-            round::run(&inner, loaded, owner, premarks).await;
+            round::run(&inner, loaded, owner, premarks, RoundMode::Submit).await;
         });
         SubmitReply::Accepted
     }

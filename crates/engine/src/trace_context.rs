@@ -7,8 +7,34 @@
 //! each attempt (retries, and calls after a restart or a takeover) is its own span of the
 //! submitter's trace. `tracestate` is passed on unchanged. An invalid `traceparent` is ignored,
 //! as the W3C recommendation says.
+//!
+//! With span export on (the server's `--otlp-endpoint`), a [`SpanExport`] links the engine's
+//! spans to that context: a round's span becomes a child of the stored `traceparent`, and each
+//! participant call gets a span of its own whose id is the one sent, so a participant's spans
+//! hang below an exported span. Without it (the default) no span is linked and no call span is
+//! made.
+
+use std::collections::BTreeMap;
 
 use crate::TransRequest;
+
+/// Links tracing spans to W3C contexts for an exporter (implemented by the server over
+/// OpenTelemetry; the engine itself depends on no exporter).
+pub trait SpanExport: Send + Sync + 'static {
+    /// Makes `span` (a round, not yet entered) a child of the remote context `traceparent`.
+    fn set_parent(&self, span: &tracing::Span, traceparent: &str, tracestate: Option<&str>);
+
+    /// The `traceparent` naming `span` as exported (its trace id and its own span id), if it is.
+    fn traceparent_of(&self, span: &tracing::Span) -> Option<String>;
+}
+
+/// The stored `traceparent` and `tracestate` of a transaction (`branch_headers`), if any.
+pub fn stored(headers: &BTreeMap<String, String>) -> Option<(&str, Option<&str>)> {
+    let find =
+        |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
+    let parent = find(TRACEPARENT).filter(|p| is_valid(p))?;
+    Some((parent, find(TRACESTATE)))
+}
 
 /// The header (and gRPC metadata key) carrying the parent.
 pub const TRACEPARENT: &str = "traceparent";
@@ -46,10 +72,18 @@ pub fn attach(req: &mut TransRequest, traceparent: Option<&str>, tracestate: Opt
 /// The value to send for header `name` whose stored value is `value`: a child of a stored
 /// `traceparent` (fresh span id), anything else unchanged.
 pub fn outgoing<'a>(name: &str, value: &'a str) -> std::borrow::Cow<'a, str> {
-    if name.eq_ignore_ascii_case(TRACEPARENT) && is_valid(value) {
-        std::borrow::Cow::Owned(child(value))
-    } else {
-        std::borrow::Cow::Borrowed(value)
+    outgoing_as(name, value, None)
+}
+
+/// [`outgoing`], naming the exported span of the call (`exported`, a `traceparent`) instead of a
+/// random one when it belongs to the stored trace.
+pub fn outgoing_as<'a>(name: &str, value: &'a str, exported: Option<&str>) -> std::borrow::Cow<'a, str> {
+    if !name.eq_ignore_ascii_case(TRACEPARENT) || !is_valid(value) {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    match exported.filter(|e| is_valid(e) && e[3..35] == value[3..35]) {
+        Some(e) => std::borrow::Cow::Owned(e.to_owned()),
+        None => std::borrow::Cow::Owned(child(value)),
     }
 }
 
@@ -91,5 +125,29 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(outgoing("x-other", P), P);
         assert_eq!(outgoing("traceparent", "bad"), "bad");
+    }
+
+    #[test]
+    fn an_exported_span_of_the_same_trace_is_sent_as_is() {
+        let exported = "00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01";
+        assert_eq!(outgoing_as("traceparent", P, Some(exported)), exported);
+        // Another trace (or garbage) never replaces the stored one's child.
+        let other = "00-0af7651916cd43dd8448eb211c80319c-1111111111111111-01";
+        let sent = outgoing_as("traceparent", P, Some(other)).into_owned();
+        assert_eq!(&sent[3..35], &P[3..35]);
+        assert_ne!(&sent[36..52], &P[36..52]);
+        assert_eq!(outgoing_as("x-other", P, Some(exported)), P);
+    }
+
+    #[test]
+    fn stored_context_is_found_in_any_case() {
+        let mut h = BTreeMap::new();
+        assert_eq!(stored(&h), None);
+        h.insert("Traceparent".to_owned(), P.to_owned());
+        assert_eq!(stored(&h), Some((P, None)));
+        h.insert("tracestate".to_owned(), "a=b".to_owned());
+        assert_eq!(stored(&h), Some((P, Some("a=b"))));
+        h.insert("Traceparent".to_owned(), "bad".to_owned());
+        assert_eq!(stored(&h), None);
     }
 }

@@ -127,7 +127,12 @@ impl Server {
     ) -> Result<Server, Error> {
         let metrics = Arc::new(Metrics::new());
         let store: Arc<dyn Store> = Arc::new(ObservedStore::new(store, metrics.clone()));
-        let engine = Engine::observed(store, config.engine.clone(), clock, metrics.clone())?;
+        // Spans are linked to the stored trace context only while they are exported.
+        let export = config
+            .otlp_endpoint
+            .as_ref()
+            .map(|_| Arc::new(crate::telemetry::OtelSpans) as Arc<dyn dtx_engine::trace_context::SpanExport>);
+        let engine = Engine::instrumented(store, config.engine.clone(), clock, metrics.clone(), export)?;
         let listener = TcpListener::bind(config.http_listen)
             .await
             .map_err(|source| Error::Bind { addr: config.http_listen, source })?;

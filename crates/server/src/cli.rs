@@ -19,9 +19,11 @@ pub async fn main() -> anyhow::Result<()> {
         None => cli.settings,
     };
     let config = settings.resolve()?;
-    telemetry::init(config.log_format);
+    let telemetry = telemetry::start(config.log_format, config.otlp_endpoint.as_deref())?;
     let server = Server::build(&config).await.context("dtx failed to start")?;
-    server.run(shutdown_signal()).await.context("dtx stopped with an error")?;
+    let served = server.run(shutdown_signal()).await.context("dtx stopped with an error");
+    telemetry.shutdown().await;
+    served?;
     Ok(())
 }
 

@@ -94,6 +94,10 @@ pub struct Settings {
     /// Log format: `pretty` or `json` (level from RUST_LOG).
     #[arg(long, env = "DTX_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// OpenTelemetry collector (OTLP over gRPC, `http://host:4317`): rounds and participant calls
+    /// are exported as spans of the submitter's trace. Unset (default): nothing is exported.
+    #[arg(long, env = "DTX_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// Base retry interval (DTM: 10s); per-transaction `retry_interval` overrides it.
     #[arg(long, env = "DTX_RETRY_INTERVAL")]
     pub retry_interval: Option<String>,
@@ -290,6 +294,8 @@ pub struct Config {
     pub grpc_listen: SocketAddr,
     /// Log format.
     pub log_format: LogFormat,
+    /// OTLP/gRPC collector spans are exported to (`None`: no export).
+    pub otlp_endpoint: Option<String>,
     /// Engine settings.
     pub engine: EngineOptions,
     /// Largest request body.
@@ -322,6 +328,19 @@ pub fn default_toml() -> String {
     format!("# dtx configuration. Every key is optional; flags and DTX_* variables override it.\n{body}")
 }
 
+/// Checks an OTLP/gRPC collector address: `http://host:port` (TLS to the collector is not built
+/// in: a collector or sidecar on the node's network takes it from there).
+fn otlp_endpoint(e: &str) -> Result<String, Error> {
+    let invalid = |message: String| Error::Invalid { setting: "--otlp-endpoint", message };
+    let url = url::Url::parse(e).map_err(|err| invalid(format!("not a URL ({err}): {e}")))?;
+    if url.scheme() != "http" || url.host_str().is_none() {
+        return Err(invalid(format!(
+            "must be http://host:port (OTLP over gRPC without TLS; put a local collector in front of a TLS one): {e}"
+        )));
+    }
+    Ok(e.to_owned())
+}
+
 /// A duration as the settings write it (`10s`, `1h`, `500ms`).
 fn duration_text(d: Duration) -> String {
     humantime::format_duration(d).to_string()
@@ -339,6 +358,7 @@ impl Settings {
             http_listen: Some(DEFAULT_HTTP_LISTEN.into()),
             grpc_listen: Some(DEFAULT_GRPC_LISTEN.into()),
             log_format: Some("pretty".into()),
+            otlp_endpoint: None,
             retry_interval: Some(duration_text(e.retry.retry_interval)),
             backoff_cap: Some(duration_text(e.retry.max_interval)),
             request_timeout: Some(duration_text(e.request_timeout)),
@@ -371,6 +391,7 @@ impl Settings {
             http_listen: self.http_listen.or(lower.http_listen),
             grpc_listen: self.grpc_listen.or(lower.grpc_listen),
             log_format: self.log_format.or(lower.log_format),
+            otlp_endpoint: self.otlp_endpoint.or(lower.otlp_endpoint),
             retry_interval: self.retry_interval.or(lower.retry_interval),
             backoff_cap: self.backoff_cap.or(lower.backoff_cap),
             request_timeout: self.request_timeout.or(lower.request_timeout),
@@ -462,6 +483,10 @@ impl Settings {
                 as u32;
         let mysql_pool_size =
             at_least(req(s.mysql_pool_size, "--mysql-pool-size")? as usize, 1, "--mysql-pool-size")? as u32;
+        let otlp_endpoint = match s.otlp_endpoint.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(e) => Some(otlp_endpoint(e)?),
+        };
         let keep = parse_duration(&req(s.retention, "--retention")?)
             .map_err(|message| Error::Invalid { setting: "--retention", message })?;
         let admin_token = match s.admin_token {
@@ -510,6 +535,7 @@ impl Settings {
             http_listen,
             grpc_listen,
             log_format,
+            otlp_endpoint,
             engine,
             max_body_bytes,
             sqlite_full_sync,
@@ -763,6 +789,19 @@ mod tests {
         assert!(s.resolve().unwrap_err().to_string().contains("--postgres-pool-size"));
         let s = Settings { mysql_pool_size: Some(0), ..Default::default() };
         assert!(s.resolve().unwrap_err().to_string().contains("--mysql-pool-size"));
+    }
+
+    #[test]
+    fn otlp_endpoint_is_off_by_default_and_checked() {
+        assert_eq!(Config::default().otlp_endpoint, None);
+        let s = Settings { otlp_endpoint: Some("http://127.0.0.1:4317".into()), ..Default::default() };
+        assert_eq!(s.resolve().unwrap().otlp_endpoint.as_deref(), Some("http://127.0.0.1:4317"));
+        let s = Settings { otlp_endpoint: Some(" ".into()), ..Default::default() };
+        assert_eq!(s.resolve().unwrap().otlp_endpoint, None);
+        for bad in ["collector:4317", "https://collector:4317", "http://"] {
+            let s = Settings { otlp_endpoint: Some(bad.into()), ..Default::default() };
+            assert!(s.resolve().unwrap_err().to_string().contains("--otlp-endpoint"), "{bad}");
+        }
     }
 
     #[test]

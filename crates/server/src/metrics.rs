@@ -137,6 +137,7 @@ pub struct Metrics {
     participant_calls: Family<HostOutcome, Counter>,
     fenced_writes: Counter,
     claimed: Counter,
+    lease_takeovers: Counter,
     purged: Counter,
     due_backlog: Gauge,
     transactions: Family<StatusLabel, Gauge>,
@@ -179,6 +180,7 @@ impl Metrics {
             participant_calls: Family::default(),
             fenced_writes: Counter::default(),
             claimed: Counter::default(),
+            lease_takeovers: Counter::default(),
             purged: Counter::default(),
             due_backlog: Gauge::default(),
             transactions: Family::default(),
@@ -246,6 +248,11 @@ impl Metrics {
             m.fenced_writes.clone(),
         );
         r.register("dtx_claimed", "Due transactions claimed by this node's scheduler", m.claimed.clone());
+        r.register(
+            "dtx_lease_takeovers",
+            "Claims of transactions whose owner's lease had expired (that node died, stalled or stopped mid-round)",
+            m.lease_takeovers.clone(),
+        );
         r.register("dtx_transactions_purged", "Finished transactions deleted by retention", m.purged.clone());
         r.register(
             "dtx_due_backlog",
@@ -416,6 +423,10 @@ impl Observer for Metrics {
 
     fn claimed(&self, n: usize) {
         self.claimed.inc_by(n as u64);
+    }
+
+    fn taken_over(&self, n: usize) {
+        self.lease_takeovers.inc_by(n as u64);
     }
 
     fn purged(&self, n: u64) {

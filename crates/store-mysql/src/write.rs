@@ -80,12 +80,13 @@ dtx_store::sqlx_conn!(MyConn, MySql, MySqlRow, map_sqlx, {
         now: Timestamp,
         lease_until: Timestamp,
         limit: u32,
-    ) -> Result<Vec<Global>> {
+    ) -> Result<Vec<(Global, bool)>> {
         let fixed = self.clock.fixed(now);
         // Concurrent claimers on any number of nodes skip the rows another one is taking.
         dtx_store::sql::count_statements(1);
-        let ids: Vec<i64> = sqlx::query_scalar(concat!(
-            "SELECT id FROM trans_global WHERE ",
+        // `taken_over`: the row had an owner (its lease expired).
+        let picked: Vec<(i64, i64)> = sqlx::query_as(concat!(
+            "SELECT id, CASE WHEN owner IS NULL THEN 0 ELSE 1 END FROM trans_global WHERE ",
             unfinished!(),
             " AND next_cron_time <= COALESCE(?, ",
             clock!(),
@@ -99,7 +100,17 @@ dtx_store::sqlx_conn!(MyConn, MySql, MySqlRow, map_sqlx, {
         .fetch_all(&mut *self.conn)
         .await
         .map_err(|e| map_sqlx("claim due", e))?;
-        self.take(&ids, owner, now, lease_until, "claim due").await
+        let ids: Vec<i64> = picked.iter().map(|(id, _)| *id).collect();
+        let taken: std::collections::HashSet<i64> =
+            picked.iter().filter(|(_, t)| *t != 0).map(|(id, _)| *id).collect();
+        let rows = self.take(&ids, owner, now, lease_until, "claim due").await?;
+        Ok(rows
+            .into_iter()
+            .map(|g| {
+                let owned = taken.contains(&g.id);
+                (g, owned)
+            })
+            .collect())
     }
 
     async fn claim_row(
@@ -171,7 +182,6 @@ impl MyConn {
         for id in ids {
             query = query.bind(*id);
         }
-        dtx_store::sql::count_statements(1);
         dtx_store::sql::count_statements(1);
         let rows = query.fetch_all(&mut *self.conn).await.map_err(|e| map_sqlx(what, e))?;
         rows.iter().map(|row| dtx_store::rows::global(&SqlxRow(row))).collect()

@@ -231,3 +231,54 @@ async fn an_outage_is_unavailable_then_the_pool_reconnects() {
     assert!(store.load("during").await.expect("load").is_none(), "nothing of the failed create");
     assert!(store.load("after").await.expect("load").is_some());
 }
+
+/// Retention on every node at once: concurrent purges take disjoint rows (`SKIP LOCKED`), so
+/// together they delete each old finished transaction exactly once, and no active one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_purging_at_once_delete_each_old_finished_row_once() {
+    let Some(stores) = nodes("nodes_purging_at_once", 3).await else {
+        return;
+    };
+    use dtx_store::testsuite::{at, put, saga_with};
+    const OLD: usize = 300;
+    for i in 0..OLD {
+        let status = if i % 3 == 0 { GlobalStatus::Failed } else { GlobalStatus::Succeed };
+        let mut tx = saga_with(&format!("old-{i}"), status, at(10), None);
+        tx.global.update_time = at(10 + i as u64);
+        put(&stores[0], tx).await;
+    }
+    for i in 0..10 {
+        put(&stores[0], saga_with(&format!("active-{i}"), GlobalStatus::Submitted, at(10), None)).await;
+    }
+    let before = node_clock(0);
+    let stores: Vec<Arc<PgStore>> = stores.into_iter().map(Arc::new).collect();
+    // Each node purges in its own task, small batches, all at once.
+    let tasks: Vec<_> = stores
+        .iter()
+        .cloned()
+        .map(|s| {
+            tokio::spawn(async move {
+                let mut total = 0;
+                loop {
+                    let n = s.purge_finished(before, 7).await.expect("purge");
+                    total += n;
+                    if n == 0 {
+                        return total;
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut deleted = Vec::new();
+    for t in tasks {
+        deleted.push(t.await.expect("purge task"));
+    }
+    assert_eq!(deleted.iter().sum::<u64>(), OLD as u64, "each row once: {deleted:?}");
+    for i in 0..OLD {
+        assert!(stores[1].load(&format!("old-{i}")).await.expect("load").is_none(), "old-{i}");
+    }
+    for i in 0..10 {
+        let active = stores[2].load(&format!("active-{i}")).await.expect("load").expect("active kept");
+        assert_eq!(active.branches.len(), 4);
+    }
+}

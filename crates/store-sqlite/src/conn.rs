@@ -8,9 +8,10 @@ use std::pin::pin;
 use std::sync::LazyLock;
 use std::task::{Context, Poll, Waker};
 
+use dtx_core::Global;
 use dtx_core::Timestamp;
 use dtx_store::rows::Columns;
-use dtx_store::sql::{Arg, Conn, Decode, Dialect, Placeholders, Sql, Statements};
+use dtx_store::sql::{Arg, Conn, Decode, Dialect, Placeholders, Sql, Statements, render, templates};
 use dtx_store::{Error, Result};
 use rusqlite::types::{ToSql, ToSqlOutput, Value, ValueRef};
 use sqlx::Sqlite;
@@ -31,6 +32,12 @@ impl Dialect for Lite3 {
 
 /// The statements, rendered once.
 pub(crate) static SQL: LazyLock<Statements> = LazyLock::new(Statements::new::<Lite3>);
+
+/// The claim in two statements (SQLite's `RETURNING` cannot read a sub-select, where the
+/// previous owner is seen); the writer is alone, so nothing changes in between.
+pub(crate) static CLAIM_DUE_PICK: LazyLock<Sql> =
+    LazyLock::new(|| render::<Lite3>(templates::CLAIM_DUE_PICK));
+static CLAIM_DUE_TAKE: LazyLock<Sql> = LazyLock::new(|| render::<Lite3>(templates::CLAIM_DUE_TAKE));
 
 dtx_store::sqlx_conn!(ReadConn, Sqlite, SqliteRow, map_sqlx);
 
@@ -123,6 +130,35 @@ impl Conn for Lite<'_> {
 
     async fn control(&mut self, sql: &'static str) -> Result<()> {
         exec(self.0, sql).map_err(|e| map_rusqlite("transaction control", e))
+    }
+
+    async fn claim_due_rows(
+        &mut self,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<(Global, bool)>> {
+        let pick = |row: &dyn Columns| Ok((row.int("id")?, row.int("taken_over")? != 0));
+        let args = [Arg::time(now), Arg::int(i64::from(limit))];
+        let picked = self.fetch(&CLAIM_DUE_PICK, &args, "claim due", pick).await?;
+        if picked.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = picked.iter().map(|(id, _)| id.to_string()).collect();
+        let json = format!("[{}]", ids.join(","));
+        let args =
+            [Arg::time(now), Arg::text(owner), Arg::time(lease_until), Arg::time(now), Arg::text(&json)];
+        let taken = self.fetch(&CLAIM_DUE_TAKE, &args, "claim due", dtx_store::rows::global).await?;
+        let was_owned: std::collections::HashSet<i64> =
+            picked.into_iter().filter(|(_, owned)| *owned).map(|(id, _)| id).collect();
+        Ok(taken
+            .into_iter()
+            .map(|g| {
+                let owned = was_owned.contains(&g.id);
+                (g, owned)
+            })
+            .collect())
     }
 }
 

@@ -47,11 +47,9 @@ async fn in_memory_is_rejected() {
 async fn claim_due_scans_the_partial_index() {
     let dir = tempfile::tempdir().expect("dir");
     let store = open_in(&dir, SqliteOptions::default()).await;
-    let sql = format!("EXPLAIN QUERY PLAN {}", crate::conn::SQL.claim_due.text);
+    // SQLite claims in two statements; the first one finds the due rows.
+    let sql = format!("EXPLAIN QUERY PLAN {}", crate::conn::CLAIM_DUE_PICK.text);
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(1_i64)
-        .bind("o")
-        .bind(1_i64)
         .bind(1_i64)
         .bind(10_i64)
         .fetch_all(&store.inner.reads)

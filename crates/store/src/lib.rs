@@ -137,6 +137,9 @@ pub struct Loaded {
     pub global: Global,
     /// The branch rows, ascending id.
     pub branches: Vec<Branch>,
+    /// Set by [`Store::claim_due`] when the row was taken from an owner whose lease had
+    /// expired (that node died or stalled), not from no owner. False everywhere else.
+    pub taken_over: bool,
 }
 
 /// The new state of one branch row, identified by `(branch_id, op)` within the transaction.
@@ -295,7 +298,8 @@ pub trait Store: Send + Sync + 'static {
     /// Claims up to `limit` due transactions for `owner`, atomically: status in
     /// (prepared, submitted, aborting), `next_cron_time <= now`, and no valid lease
     /// (`owner` null or `lease_until < now`). Sets `owner` and `lease_until`. No two callers
-    /// ever get the same transaction while its lease is valid.
+    /// ever get the same transaction while its lease is valid. [`Loaded::taken_over`] tells
+    /// which rows had an owner (an expired lease) before this claim.
     async fn claim_due(
         &self,
         owner: &str,

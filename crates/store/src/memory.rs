@@ -245,7 +245,7 @@ impl Store for MemoryStore {
                     b
                 })
                 .collect();
-            state.txs.insert(gid, Loaded { global, branches });
+            state.txs.insert(gid, Loaded { global, branches, taken_over: false });
             Ok(())
         })
         .await
@@ -294,9 +294,10 @@ impl Store for MemoryStore {
             let mut claimed = Vec::with_capacity(due.len());
             for (_, _, gid) in due {
                 if let Some(tx) = state.txs.get_mut(&gid) {
+                    let taken_over = tx.global.owner.is_some();
                     tx.global.owner = Some(owner.to_owned());
                     tx.global.lease_until = Some(lease_until);
-                    claimed.push(tx.clone());
+                    claimed.push(Loaded { taken_over, ..tx.clone() });
                 }
             }
             Ok(claimed)

@@ -69,6 +69,11 @@ where
     text.parse().map_err(|source| Error::from(CorruptRow::Name { gid: gid.to_owned(), source }))
 }
 
+/// Decodes a claimed row: [`global`] plus the claim's `taken_over` column (0 or 1).
+pub fn claimed(row: &dyn Columns) -> Result<(Global, bool)> {
+    Ok((global(row)?, row.int("taken_over")? != 0))
+}
+
 /// Decodes a `trans_global` row selected with [`global_columns!`].
 pub fn global(row: &dyn Columns) -> Result<Global> {
     let gid = row.text("gid")?;
@@ -151,8 +156,10 @@ pub fn assemble(globals: Vec<Global>, rows: &[impl Columns]) -> Result<Vec<Loade
 /// Pairs globals with decoded `(gid, branch)` rows (ascending by id), keeping the globals' order.
 pub fn pair(globals: Vec<Global>, branches: Vec<(String, Branch)>) -> Vec<Loaded> {
     let index: HashMap<String, usize> = globals.iter().enumerate().map(|(i, g)| (g.gid.clone(), i)).collect();
-    let mut loaded: Vec<Loaded> =
-        globals.into_iter().map(|global| Loaded { global, branches: Vec::new() }).collect();
+    let mut loaded: Vec<Loaded> = globals
+        .into_iter()
+        .map(|global| Loaded { global, branches: Vec::new(), taken_over: false })
+        .collect();
     for (gid, branch) in branches {
         if let Some(&i) = index.get(&gid) {
             loaded[i].branches.push(branch);

@@ -247,7 +247,7 @@ pub fn expected(tx: &NewTransaction, loaded: &Loaded) -> Loaded {
     assert!(loaded.global.id > 0, "global id assigned");
     let ids: Vec<i64> = loaded.branches.iter().map(|b| b.id).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "branch ids ascend: {ids:?}");
-    let mut want = Loaded { global: tx.global.clone(), branches: tx.branches.clone() };
+    let mut want = Loaded { global: tx.global.clone(), branches: tx.branches.clone(), taken_over: false };
     want.global.id = loaded.global.id;
     for (b, id) in want.branches.iter_mut().zip(ids) {
         b.id = id;

@@ -6,8 +6,49 @@ use std::time::Duration;
 use dtx_engine::RoundEnd;
 use dtx_tests::{Gate, Participant, Reply, Saga, TestServer, branch_statuses};
 
+use crate::ops_metrics::{sample, scrape};
+
+/// The `mode` of every `round` span opened in this process, in order (nextest runs each test
+/// in a process of its own, so a global subscriber sees this test's rounds only).
+fn capture_round_modes() -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use tracing_subscriber::layer::SubscriberExt;
+    struct Modes(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+    struct Mode(Option<String>);
+    impl tracing::field::Visit for Mode {
+        fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+            if field.name() == "mode" {
+                self.0 = Some(value.to_owned());
+            }
+        }
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "mode" {
+                self.0 = Some(format!("{value:?}"));
+            }
+        }
+    }
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Modes {
+        fn on_new_span(
+            &self,
+            attrs: &tracing::span::Attributes<'_>,
+            _: &tracing::span::Id,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            if attrs.metadata().name() == "round" {
+                let mut mode = Mode(None);
+                attrs.record(&mut mode);
+                self.0.lock().expect("modes").push(mode.0.unwrap_or_default());
+            }
+        }
+    }
+    let modes = std::sync::Arc::default();
+    let subscriber = tracing_subscriber::registry().with(Modes(std::sync::Arc::clone(&modes)));
+    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber of this test process");
+    modes
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_lease_is_taken_over_and_the_stale_round_is_fenced() {
+    let modes = capture_round_modes();
     let s = TestServer::spawn(|c| {
         c.engine.lease = Duration::from_secs(1);
     })
@@ -24,8 +65,16 @@ async fn an_expired_lease_is_taken_over_and_the_stale_round_is_fenced() {
 
     // The first round is stuck in /A2 and its node stalls: the lease runs out before any
     // renewal fires.
+    let before = scrape(&s).await;
+    assert!(before.contains("dtx_lease_takeovers_total"), "{before}");
+    assert_eq!(sample(&before, "dtx_lease_takeovers_total", &[]), 0.0);
     s.stall(Duration::from_secs(2));
     assert_eq!(s.cron().await, 1, "the expired lease is claimable");
+    let after = scrape(&s).await;
+    assert_eq!(sample(&after, "dtx_lease_takeovers_total", &[]), 1.0, "the claim was a takeover");
+    // The round spans say why each round ran.
+    assert_eq!(*modes.lock().unwrap(), ["submit", "takeover"]);
+    assert_eq!(sample(&after, "dtx_claimed_total", &[]), 1.0);
     let q = s.wait_status("lease-takeover", "succeed").await;
     assert_eq!(branch_statuses(&q), ["prepared", "succeed", "prepared", "succeed", "prepared", "succeed"]);
     assert_eq!(p.calls_for("/A2").len(), 2);
@@ -37,6 +86,9 @@ async fn an_expired_lease_is_taken_over_and_the_stale_round_is_fenced() {
     let q2 = s.query("lease-takeover").await;
     assert_eq!(q2, q, "the stale round wrote nothing");
     assert_eq!(p.calls_for("/A3").len(), 1, "the stale round called nobody else");
+    let end = scrape(&s).await;
+    assert_eq!(sample(&end, "dtx_fenced_writes_total", &[]), 1.0, "the stale round's write");
+    assert_eq!(sample(&end, "dtx_lease_takeovers_total", &[]), 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

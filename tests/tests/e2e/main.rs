@@ -19,6 +19,7 @@ mod mysql;
 mod operator;
 mod ops_health;
 mod ops_metrics;
+mod otlp;
 mod participant_health;
 mod postgres_nodes;
 mod postgres_outage;

@@ -7,7 +7,7 @@ use dtx_tests::{Client, Gate, Participant, Reply, Saga, TestServer, eventually};
 use serde_json::json;
 
 /// The sum of the samples of `name` whose labels include every pair of `labels`.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| {
@@ -20,7 +20,7 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-async fn scrape(s: &TestServer) -> String {
+pub(crate) async fn scrape(s: &TestServer) -> String {
     let resp = s.http().get(format!("{}/api/metrics", s.root_url())).send().await.expect("scrape");
     assert_eq!(resp.status(), 200);
     let ct = resp.headers()["content-type"].to_str().expect("content type").to_owned();
@@ -105,6 +105,9 @@ async fn metrics_count_known_traffic_with_dtms_names_and_labels() {
     assert_eq!(sample(&m, "dtm_transaction_handled_duration_count", &[("model", "saga")]), 4.0, "{m}");
     assert_eq!(sample(&m, "dtx_rounds_in_flight", &[]), 0.0, "{m}");
     assert_eq!(sample(&m, "dtx_claimed_total", &[]), 1.0, "{m}");
+    // That claim took a released row: not a lease takeover.
+    assert!(m.contains("dtx_lease_takeovers_total"), "{m}");
+    assert_eq!(sample(&m, "dtx_lease_takeovers_total", &[]), 0.0, "{m}");
     assert_eq!(sample(&m, "dtx_transactions", &[("status", "succeed")]), 2.0, "{m}");
     assert_eq!(sample(&m, "dtx_transactions", &[("status", "failed")]), 1.0, "{m}");
     assert_eq!(sample(&m, "dtx_due_backlog", &[]), 0.0, "{m}");

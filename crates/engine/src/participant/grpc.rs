@@ -84,7 +84,7 @@ impl GrpcCaller {
         Ok(channel)
     }
 
-    pub(crate) async fn call(&self, req: &CallRequest) -> Outcome {
+    pub(crate) async fn call(&self, req: &CallRequest, exported: Option<&str>) -> Outcome {
         let url = match parse_grpc_url(&req.url) {
             Ok(u) => u,
             Err(e) => return Outcome::Error(e),
@@ -107,7 +107,7 @@ impl GrpcCaller {
             } else if let (Ok(key), Ok(value)) = (
                 MetadataKey::from_bytes(k.as_bytes()),
                 // A stored traceparent goes out as a child context (crate::trace_context).
-                MetadataValue::try_from(crate::trace_context::outgoing(&k, v).as_ref()),
+                MetadataValue::try_from(crate::trace_context::outgoing_as(&k, v, exported).as_ref()),
             ) {
                 md.insert(key, value);
             }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dtx_core::{Op, Outcome, TransType};
-use tracing::debug;
+use tracing::{Instrument, debug};
 
 /// One branch call.
 #[derive(Debug, Clone)]
@@ -62,6 +62,8 @@ pub struct Participants {
     http: reqwest::Client,
     grpc: std::sync::Arc<grpc::GrpcCaller>,
     observer: std::sync::Arc<dyn crate::Observer>,
+    /// Span export (`None`: no call span at all, the default).
+    export: Option<std::sync::Arc<dyn crate::trace_context::SpanExport>>,
 }
 
 impl std::fmt::Debug for Participants {
@@ -98,7 +100,16 @@ impl Participants {
             // must not capture calls to services on this network (or on loopback).
             .no_proxy()
             .build()?;
-        Ok(Participants { http, grpc: std::sync::Arc::default(), observer })
+        Ok(Participants { http, grpc: std::sync::Arc::default(), observer, export: None })
+    }
+
+    /// Gives every call a `participant_call` span linked for export (crate::trace_context).
+    pub fn with_span_export(
+        mut self,
+        export: std::sync::Arc<dyn crate::trace_context::SpanExport>,
+    ) -> Participants {
+        self.export = Some(export);
+        self
     }
 
     /// Calls a branch and reads the answer per the result protocol.
@@ -107,14 +118,25 @@ impl Participants {
             return Outcome::Success;
         }
         let started = std::time::Instant::now();
-        let outcome = self.call_url(req).await;
+        let outcome = match &self.export {
+            None => self.call_url(req, None).await,
+            Some(export) => {
+                // A child of the round's span; the participant learns its id (trace_context).
+                let span = tracing::info_span!("participant_call", gid = %req.gid, branch_id = %req.branch_id,
+                    op = %req.op_text(), url = %req.url, outcome = tracing::field::Empty);
+                let exported = export.traceparent_of(&span);
+                let outcome = self.call_url(req, exported.as_deref()).instrument(span.clone()).await;
+                span.record("outcome", outcome_name(&outcome));
+                outcome
+            }
+        };
         self.observer.branch_called(req, &outcome, started.elapsed());
         outcome
     }
 
-    async fn call_url(&self, req: &CallRequest) -> Outcome {
+    async fn call_url(&self, req: &CallRequest, exported: Option<&str>) -> Outcome {
         if !is_http_url(&req.url) {
-            let outcome = self.grpc.call(req).await;
+            let outcome = self.grpc.call(req, exported).await;
             debug!(gid = %req.gid, branch_id = %req.branch_id, op = %req.op_text(), url = %req.url, ?outcome, "grpc branch call");
             return outcome;
         }
@@ -142,7 +164,7 @@ impl Participants {
         let mut builder = builder.header("Content-Type", "application/json").timeout(req.timeout);
         for (k, v) in &req.headers {
             // A stored traceparent goes out as a child context (crate::trace_context).
-            builder = builder.header(k.as_str(), crate::trace_context::outgoing(k, v).as_ref());
+            builder = builder.header(k.as_str(), crate::trace_context::outgoing_as(k, v, exported).as_ref());
         }
         let outcome = match builder.send().await {
             Err(e) => Outcome::Error(describe(&e)),
@@ -156,6 +178,15 @@ impl Participants {
         };
         debug!(gid = %req.gid, branch_id = %req.branch_id, op = %req.op_text(), url = %req.url, ?outcome, "branch call");
         outcome
+    }
+}
+
+fn outcome_name(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Success => "success",
+        Outcome::Failure(_) => "failure",
+        Outcome::Ongoing => "ongoing",
+        Outcome::Error(_) => "error",
     }
 }
 

@@ -39,8 +39,39 @@ pub enum RoundEnd {
     Abandoned,
 }
 
+/// Why a round runs (the `mode` of its span).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoundMode {
+    /// Right after a client's call wrote the transaction (submit of a saga or message; submit
+    /// or abort of a TCC; a re-submit): the node that wrote it runs it at once.
+    Submit,
+    /// The scheduler claimed it when due from no owner: a retry after errors or ONGOING, a
+    /// timeout, a message's check-back or delay, an operator's "retry now".
+    Scheduled,
+    /// The scheduler claimed it from an owner whose lease had expired (that node died or
+    /// stalled): recovery.
+    Takeover,
+}
+
+impl RoundMode {
+    /// The span field's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoundMode::Submit => "submit",
+            RoundMode::Scheduled => "scheduled",
+            RoundMode::Takeover => "takeover",
+        }
+    }
+}
+
 /// Runs one round of an owned transaction. `premarks`: attempts its insert already persisted.
-pub(crate) async fn run(inner: &Inner, loaded: Loaded, owner: String, premarks: Premarks) -> RoundEnd {
+pub(crate) async fn run(
+    inner: &Inner,
+    loaded: Loaded,
+    owner: String,
+    premarks: Premarks,
+    mode: RoundMode,
+) -> RoundEnd {
     let gid = loaded.global.gid.clone();
     // Metrics hooks around the round (crate::observe); the round itself is `run_mode`.
     let info = crate::observe::RoundInfo {
@@ -49,7 +80,13 @@ pub(crate) async fn run(inner: &Inner, loaded: Loaded, owner: String, premarks: 
         forward_only: crate::Engine::is_forward_only(&loaded),
     };
     inner.observer.round_started(&info);
-    let span = tracing::info_span!("round", gid = %loaded.global.gid, trans_type = %info.trans_type);
+    let span = tracing::info_span!("round", gid = %loaded.global.gid, trans_type = %info.trans_type,
+        mode = mode.as_str());
+    if let Some(export) = &inner.export
+        && let Some((parent, state)) = crate::trace_context::stored(&loaded.global.options.branch_headers)
+    {
+        export.set_parent(&span, parent, state);
+    }
     let end = run_mode(inner, loaded, owner, premarks).instrument(span).await;
     inner.observer.round_ended(&info, &end, inner.clock.now());
     inner.emit(EngineEvent::RoundEnded { gid, end: end.clone() });

@@ -333,13 +333,14 @@ pub trait Conn: Send {
     }
 
     /// Takes up to `limit` due rows (one `UPDATE … RETURNING` in the template); unordered.
+    /// Each with whether it had an owner before (a lease takeover).
     fn claim_due_rows(
         &mut self,
         owner: &str,
         now: Timestamp,
         lease_until: Timestamp,
         limit: u32,
-    ) -> impl Future<Output = Result<Vec<Global>>> + Send {
+    ) -> impl Future<Output = Result<Vec<(Global, bool)>>> + Send {
         async move {
             let args = [
                 Arg::Int(self.fixed(now)),
@@ -348,7 +349,7 @@ pub trait Conn: Send {
                 Arg::time(now),
                 Arg::int(i64::from(limit)),
             ];
-            self.fetch(&self.sql().claim_due, &args, "claim due", crate::rows::global).await
+            self.fetch(&self.sql().claim_due, &args, "claim due", crate::rows::claimed).await
         }
     }
 

@@ -167,14 +167,19 @@ async fn claim_due<C: Conn>(
     lease_until: Timestamp,
     limit: u32,
 ) -> Result<Vec<Loaded>> {
-    let mut globals = conn.claim_due_rows(owner, now, lease_until, limit).await?;
-    if globals.is_empty() {
+    let mut claimed = conn.claim_due_rows(owner, now, lease_until, limit).await?;
+    if claimed.is_empty() {
         return Ok(Vec::new());
     }
-    globals.sort_by_key(|g| (g.next_cron_time, g.id));
+    claimed.sort_by_key(|(g, _)| (g.next_cron_time, g.id));
+    let (globals, taken_over): (Vec<Global>, Vec<bool>) = claimed.into_iter().unzip();
     let gids: Vec<&str> = globals.iter().map(|g| g.gid.as_str()).collect();
     let branches = conn.branches_of(&gids).await?;
-    Ok(rows::pair(globals, branches))
+    let mut loaded = rows::pair(globals, branches);
+    for (l, taken) in loaded.iter_mut().zip(taken_over) {
+        l.taken_over = taken;
+    }
+    Ok(loaded)
 }
 
 /// Claims one transaction if it is not final and has no valid lease (due or not).
@@ -195,7 +200,7 @@ async fn claim<C: Conn>(
 async fn with_branches<C: Conn>(conn: &mut C, global: Global) -> Result<Loaded> {
     let branches =
         conn.fetch(&conn.sql().branches_of_gid, &[Arg::text(&global.gid)], "branches", rows::branch).await?;
-    Ok(Loaded { global, branches: branches.into_iter().map(|(_, b)| b).collect() })
+    Ok(Loaded { global, branches: branches.into_iter().map(|(_, b)| b).collect(), taken_over: false })
 }
 
 /// The fenced write. The global UPDATE goes first and carries the fence (`owner = $token`): if

@@ -32,13 +32,34 @@ pub const INSERT_BRANCH: &str = "INSERT INTO trans_branch_op (gid, branch_id, op
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 
 /// The batch claim: one conditional UPDATE over a sub-select, so no two claimers can both take a
-/// row; with `{skip_locked}`, concurrent claimers skip rows being taken instead of waiting.
+/// row; with `{skip_locked}`, concurrent claimers skip rows being taken instead of waiting. The
+/// sub-select also reads whether each row had an owner (a lease takeover), which `RETURNING`
+/// alone cannot see. (SQLite, whose `RETURNING` cannot read the sub-select, picks and takes in
+/// two statements: [`CLAIM_DUE_PICK`], [`CLAIM_DUE_TAKE`].)
 pub const CLAIM_DUE: &str = concat!(
-    "UPDATE trans_global SET owner = $2, lease_until = {now} + ($3 - $4) WHERE id IN (",
-    "SELECT id FROM trans_global WHERE ",
+    "UPDATE trans_global SET owner = $2, lease_until = {now} + ($3 - $4) FROM (",
+    "SELECT id AS due_id, CAST(CASE WHEN owner IS NULL THEN 0 ELSE 1 END AS BIGINT) AS taken_over ",
+    "FROM trans_global WHERE ",
     unfinished!(),
     " AND next_cron_time <= {now} AND (owner IS NULL OR lease_until IS NULL OR lease_until < {now})",
-    " ORDER BY next_cron_time LIMIT $5{skip_locked}) RETURNING ",
+    " ORDER BY next_cron_time LIMIT $5{skip_locked}) AS due WHERE id = due.due_id RETURNING ",
+    crate::global_columns!(),
+    ", due.taken_over"
+);
+
+/// The due rows a claim takes (`$1` now, `$2` limit), and whether each had an owner, for a
+/// writer that is alone (SQLite: nothing changes between this and [`CLAIM_DUE_TAKE`]).
+pub const CLAIM_DUE_PICK: &str = concat!(
+    "SELECT id, CASE WHEN owner IS NULL THEN 0 ELSE 1 END AS taken_over FROM trans_global WHERE ",
+    unfinished!(),
+    " AND next_cron_time <= {now} AND (owner IS NULL OR lease_until IS NULL OR lease_until < {now})",
+    " ORDER BY next_cron_time LIMIT $2"
+);
+
+/// Takes the rows [`CLAIM_DUE_PICK`] picked (`$5`: their ids as a JSON array).
+pub const CLAIM_DUE_TAKE: &str = concat!(
+    "UPDATE trans_global SET owner = $2, lease_until = {now} + ($3 - $4) ",
+    "WHERE id IN (SELECT value FROM json_each($5)) RETURNING ",
     crate::global_columns!()
 );
 

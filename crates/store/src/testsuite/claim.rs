@@ -40,7 +40,10 @@ pub async fn claim_due_takes_only_eligible(store: Arc<dyn Store>) {
         assert_eq!(l.global.lease_until, Some(at(130)));
         assert_eq!(l.branches.len(), 4, "branches of {}", l.global.gid);
         assert!(l.branches.windows(2).all(|w| w[0].id < w[1].id));
-        assert_eq!(get(&*store, &l.global.gid).await, *l, "claim result matches the row");
+        let stored = get(&*store, &l.global.gid).await;
+        assert_eq!(stored, crate::Loaded { taken_over: false, ..l.clone() }, "claim result matches the row");
+        // Only the row that still had an owner (its lease expired) was taken over.
+        assert_eq!(l.taken_over, l.global.gid == "due-lease-expired", "taken_over of {}", l.global.gid);
     }
     let leased = get(&*store, "leased").await;
     assert_eq!(leased.global.owner.as_deref(), Some("other"));
