@@ -16,8 +16,9 @@ use dtx_proto::dtmgimp::dtm_server::DtmServer;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
-use crate::admin::{self, AdminToken};
+use crate::admin;
 use crate::api::{self, AppState};
+use crate::auth::{GrpcAuthLayer, Tokens};
 use crate::config::{Backend, Config};
 use crate::grpc::{DtmService, GrpcMetricsLayer};
 use crate::health::{self, Readiness};
@@ -68,7 +69,7 @@ pub struct Server {
     clock_sync: Option<(Arc<StoreClock>, Arc<dyn Store>)>,
     metrics: Arc<Metrics>,
     retention: dtx_engine::RetentionOptions,
-    admin_token: AdminToken,
+    tokens: Tokens,
 }
 
 /// How often a node re-measures its clock against the store's shared clock: clocks drift by
@@ -138,6 +139,11 @@ impl Server {
             .map_err(|source| Error::Bind { addr: config.grpc_listen, source })?;
         let grpc_addr =
             grpc_listener.local_addr().map_err(|source| Error::Bind { addr: config.grpc_listen, source })?;
+        let tokens = Tokens::new(
+            config.admin_token.as_ref().map(|t| t.expose()),
+            config.api_token.as_ref().map(|t| t.expose()),
+        );
+        warn_if_exposed(&tokens, http_addr, grpc_addr);
         Ok(Server {
             engine,
             listener,
@@ -148,7 +154,7 @@ impl Server {
             clock_sync,
             metrics,
             retention: config.retention,
-            admin_token: AdminToken(config.admin_token.as_ref().map(|t| Arc::from(t.expose()))),
+            tokens,
         })
     }
 
@@ -192,7 +198,7 @@ impl Server {
                     .with_state(readiness.clone()),
             )
             .merge(admin::router(self.engine.clone()))
-            .layer(axum::middleware::from_fn_with_state(self.admin_token.clone(), admin::require_token))
+            .layer(axum::middleware::from_fn_with_state(self.tokens.clone(), crate::auth::require_http))
             .layer(axum::middleware::from_fn_with_state(self.metrics.clone(), metrics::track_http));
         info!(http = %self.http_addr, grpc = %self.grpc_addr, "dtx serving");
         let scheduler = {
@@ -214,6 +220,7 @@ impl Server {
             self.grpc_listener,
             health_service,
             self.metrics.clone(),
+            self.tokens.clone(),
             stop.clone(),
         ));
         let served =
@@ -230,6 +237,29 @@ impl Server {
             Ok(result) => result,
             Err(e) => Err(Error::Grpc(e.to_string())),
         }
+    }
+}
+
+/// Without tokens anyone who reaches a non-loopback listener may read payloads and force-stop
+/// transactions: say so at start.
+fn warn_if_exposed(tokens: &Tokens, http: SocketAddr, grpc: SocketAddr) {
+    let exposed: Vec<String> =
+        [http, grpc].iter().filter(|a| !a.ip().is_loopback()).map(ToString::to_string).collect();
+    if exposed.is_empty() {
+        return;
+    }
+    if tokens.is_open() {
+        warn!(
+            listeners = %exposed.join(", "),
+            "no --admin-token or --api-token is set and dtx listens beyond loopback: anyone who \
+             reaches it can read payloads, submit, force-stop and subscribe"
+        );
+    } else if !tokens.guards_api() {
+        warn!(
+            listeners = %exposed.join(", "),
+            "no --api-token is set and dtx listens beyond loopback: anyone who reaches it can \
+             submit and read payloads with query"
+        );
     }
 }
 
@@ -273,6 +303,7 @@ async fn serve_grpc(
         impl tonic_health::pb::health_server::Health,
     >,
     metrics: Arc<Metrics>,
+    tokens: Tokens,
     stop: CancellationToken,
 ) -> Result<(), Error> {
     let reflection = tonic_reflection::server::Builder::configure()
@@ -282,6 +313,7 @@ async fn serve_grpc(
         .map_err(|e| Error::Grpc(e.to_string()))?;
     tonic::transport::Server::builder()
         .layer(GrpcMetricsLayer(metrics))
+        .layer(GrpcAuthLayer(tokens))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(DtmServer::new(DtmService::new(engine)))

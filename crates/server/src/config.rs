@@ -138,11 +138,19 @@ pub struct Settings {
     /// with their branches, by a background task on every node (default 7d; 0 keeps everything).
     #[arg(long, env = "DTX_RETENTION")]
     pub retention: Option<String>,
-    /// Admin token: when set, the admin calls (`all`, `forceStop`, `resetNextCronTime`,
-    /// `resetCronTime`, `subscribe`, `unsubscribe`, `DELETE topic`, `scanKV`, `/api/admin/*`)
-    /// need `Authorization: Bearer <token>`; the admin UI asks for it once.
+    /// Admin token: when set, the operator calls (`all`, `forceStop`, `resetNextCronTime`,
+    /// `resetCronTime`, `subscribe`, `unsubscribe`, `DELETE topic`, `scanKV`, `/api/admin/*`;
+    /// gRPC `Subscribe`, `Unsubscribe`, `DeleteTopic`) need `Authorization: Bearer <token>`
+    /// (gRPC: `authorization` metadata); the admin UI asks for it once. Also accepted wherever
+    /// the API token is.
     #[arg(long, env = "DTX_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret>,
+    /// API token: when set, the SDK calls (`newGid`, `prepare`, `submit`, `abort`,
+    /// `registerBranch`, `query`, `queryKV` and their gRPC equivalents) need
+    /// `Authorization: Bearer <token>` (gRPC: `authorization` metadata). `/api/ping`,
+    /// `/api/ready` and `/api/metrics` stay open.
+    #[arg(long, env = "DTX_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<Secret>,
 }
 
 /// A database URL. It may hold a password: `Debug` and `Display` mask it, so a config printed
@@ -283,6 +291,8 @@ pub struct Config {
     pub retention: dtx_engine::RetentionOptions,
     /// The admin token (`None`: admin calls are open, as in DTM).
     pub admin_token: Option<Secret>,
+    /// The API token (`None`: SDK calls are open, as in DTM).
+    pub api_token: Option<Secret>,
 }
 
 /// Server defaults that are not engine settings (those come from [`EngineOptions::default`]).
@@ -332,6 +342,7 @@ impl Settings {
             mysql_pool_size: Some(DEFAULT_MYSQL_POOL_SIZE),
             retention: Some(DEFAULT_RETENTION.into()),
             admin_token: None,
+            api_token: None,
         }
     }
 
@@ -358,6 +369,7 @@ impl Settings {
             mysql_pool_size: self.mysql_pool_size.or(lower.mysql_pool_size),
             retention: self.retention.or(lower.retention),
             admin_token: self.admin_token.or(lower.admin_token),
+            api_token: self.api_token.or(lower.api_token),
         }
     }
 
@@ -430,17 +442,8 @@ impl Settings {
             at_least(req(s.mysql_pool_size, "--mysql-pool-size")? as usize, 1, "--mysql-pool-size")? as u32;
         let keep = parse_duration(&req(s.retention, "--retention")?)
             .map_err(|message| Error::Invalid { setting: "--retention", message })?;
-        let admin_token = match s.admin_token {
-            None => None,
-            Some(t) if t.expose().is_empty() => None,
-            Some(t) if t.expose().trim() != t.expose() || t.expose().len() < 8 => {
-                return Err(Error::Invalid {
-                    setting: "--admin-token",
-                    message: "must be at least 8 characters, without surrounding spaces".into(),
-                });
-            }
-            Some(t) => Some(t),
-        };
+        let admin_token = token(s.admin_token, "--admin-token")?;
+        let api_token = token(s.api_token, "--api-token")?;
         // A pass a minute; more often only when the retention itself is that short (tests).
         let every = keep.clamp(Duration::from_secs(1), Duration::from_secs(60));
         let retention = dtx_engine::RetentionOptions { keep, every, ..Default::default() };
@@ -471,6 +474,7 @@ impl Settings {
             mysql_pool_size,
             retention,
             admin_token,
+            api_token,
         })
     }
 }
@@ -480,6 +484,19 @@ impl Default for Config {
         // The defaults are a constant document; resolving them cannot fail.
         #[allow(clippy::expect_used)]
         Settings::default().resolve().expect("invariant: the default configuration is valid")
+    }
+}
+
+/// A token setting: empty means none; otherwise at least 8 characters, no surrounding spaces.
+fn token(t: Option<Secret>, setting: &'static str) -> Result<Option<Secret>, Error> {
+    match t {
+        None => Ok(None),
+        Some(t) if t.expose().is_empty() => Ok(None),
+        Some(t) if t.expose().trim() != t.expose() || t.expose().len() < 8 => Err(Error::Invalid {
+            setting,
+            message: "must be at least 8 characters, without surrounding spaces".into(),
+        }),
+        Some(t) => Ok(Some(t)),
     }
 }
 

@@ -7,13 +7,15 @@
 //! - [`telemetry`]: log output.
 //! - [`metrics`]: Prometheus metrics (`/api/metrics`), the engine's observer; `observed_store`:
 //!   store write latency and queue depth.
-//! - [`admin`]: the embedded admin web UI (`/admin`), its JSON endpoints and the admin token.
+//! - [`admin`]: the embedded admin web UI (`/admin`) and its JSON endpoints.
+//! - [`auth`]: the admin and API tokens on both front doors.
 //! - [`health`]: readiness (`/api/ready`, gRPC health).
 //! - [`cli`]: the `dtx` binary's entry point.
 
 pub mod admin;
 pub mod api;
 mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod grpc;

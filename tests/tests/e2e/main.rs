@@ -23,6 +23,7 @@ mod postgres_outage;
 mod retention_load;
 mod saga;
 mod saga_options;
+mod security;
 mod tcc;
 mod topics;
 mod trace;

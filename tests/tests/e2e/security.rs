@@ -1,0 +1,157 @@
+//! Security edges (issue 12): the admin and API tokens on HTTP and gRPC, `branch_headers`
+//! redaction, participant allowlist, bounds of per-transaction options.
+
+use dtx_tests::grpc::dtmgimp::DtmTopicRequest;
+use dtx_tests::grpc::{GrpcParticipant, dtm_client};
+use dtx_tests::{Participant, Saga, TestServer};
+use serde_json::{Value, json};
+use tonic::Code;
+use tonic::metadata::MetadataValue;
+
+use crate::common::*;
+
+const ADMIN: &str = "admin-token-123";
+const API: &str = "api-token-4567";
+
+fn saga(p: &Participant, gid: &str) -> Value {
+    Saga::new(gid).step(p.url("/TransOut"), p.url("/TransOutRevert"), "{}").json()
+}
+
+/// `method path` with an optional bearer token: the status code.
+async fn call(s: &TestServer, method: &str, path: &str, body: Option<&Value>, token: Option<&str>) -> u16 {
+    let url = format!("{}{path}", s.root_url());
+    let mut req = match method {
+        "POST" => s.http().post(url),
+        "DELETE" => s.http().delete(url),
+        _ => s.http().get(url),
+    };
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.expect("request").status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_and_admin_tokens_guard_http_and_nothing_changes_without_them() {
+    let s = TestServer::spawn(|c| {
+        c.admin_token = Some(ADMIN.into());
+        c.api_token = Some(API.into());
+    })
+    .await;
+    let p = Participant::spawn().await;
+    let body = saga(&p, "tok-1");
+    // SDK calls: no token or a wrong one is 401 and stores nothing.
+    assert_eq!(call(&s, "POST", "/api/dtmsvr/submit", Some(&body), None).await, 401);
+    assert_eq!(call(&s, "POST", "/api/dtmsvr/submit", Some(&body), Some("nope-nope-1")).await, 401);
+    assert_eq!(call(&s, "GET", "/api/dtmsvr/query?gid=tok-1", None, Some(API)).await, 200);
+    let (_, q) = dtx_tests::server::read(
+        s.http()
+            .get(format!("{}/api/dtmsvr/query?gid=tok-1", s.root_url()))
+            .bearer_auth(API)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(q["transaction"], Value::Null, "nothing stored: {q}");
+    for path in ["/api/dtmsvr/newGid", "/api/dtmsvr/query?gid=x", "/api/dtmsvr/queryKV?cat=topics"] {
+        assert_eq!(call(&s, "GET", path, None, None).await, 401, "{path}");
+        assert_eq!(call(&s, "GET", path, None, Some(API)).await, 200, "{path}");
+        assert_eq!(call(&s, "GET", path, None, Some(ADMIN)).await, 200, "admin token works too: {path}");
+    }
+    for path in ["/api/dtmsvr/prepare", "/api/dtmsvr/abort", "/api/dtmsvr/registerBranch"] {
+        assert_eq!(call(&s, "POST", path, Some(&json!({})), None).await, 401, "{path}");
+    }
+    // The API token submits; the admin token does too.
+    assert_eq!(call(&s, "POST", "/api/dtmsvr/submit", Some(&body), Some(API)).await, 200);
+    assert_eq!(call(&s, "POST", "/api/dtmsvr/submit", Some(&saga(&p, "tok-2")), Some(ADMIN)).await, 200);
+    // Operator calls: the API token is not enough.
+    let gid = json!({"gid": "tok-1"});
+    assert_eq!(call(&s, "POST", "/api/dtmsvr/forceStop", Some(&gid), Some(API)).await, 401);
+    let sub = "/api/dtmsvr/subscribe?topic=t&url=http://127.0.0.1:1/x&remark=r";
+    assert_eq!(call(&s, "GET", sub, None, None).await, 401, "a web page cannot subscribe");
+    assert_eq!(call(&s, "GET", sub, None, Some(API)).await, 401);
+    assert_eq!(call(&s, "GET", "/api/dtmsvr/scanKV?cat=topics", None, Some(ADMIN)).await, 200);
+    let (_, kv) = dtx_tests::server::read(
+        s.http()
+            .get(format!("{}/api/dtmsvr/scanKV?cat=topics", s.root_url()))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(kv["kv"], json!([]), "no subscription was stored: {kv}");
+    for path in ["/api/dtmsvr/all", "/api/admin/counts", "/api/dtmsvr/resetCronTime"] {
+        assert_eq!(call(&s, "GET", path, None, Some(API)).await, 401, "{path}");
+        assert_eq!(call(&s, "GET", path, None, Some(ADMIN)).await, 200, "{path}");
+    }
+    assert_eq!(call(&s, "GET", sub, None, Some(ADMIN)).await, 200);
+    // Open: liveness, readiness, metrics, the UI's static page.
+    for path in ["/api/ping", "/api/ready", "/api/metrics", "/admin"] {
+        assert_eq!(call(&s, "GET", path, None, None).await, 200, "{path}");
+    }
+}
+
+/// `msg` as a gRPC request carrying `authorization: Bearer <token>`.
+fn with<T>(token: &str, msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    let v = MetadataValue::try_from(format!("Bearer {token}")).expect("metadata");
+    r.metadata_mut().insert("authorization", v);
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_guard_grpc_through_authorization_metadata() {
+    let s = TestServer::spawn(|c| {
+        c.admin_token = Some(ADMIN.into());
+        c.api_token = Some(API.into());
+    })
+    .await;
+    let p = GrpcParticipant::spawn().await;
+    let mut dtm = dtm_client(&s).await;
+    let req = trans_saga(&p, "gtok-1").wait_result().request();
+    let e = dtm.submit(req.clone()).await.expect_err("no token");
+    assert_eq!(e.code(), Code::Unauthenticated, "{e}");
+    let e = dtm.new_gid(with("wrong-token-9", ())).await.expect_err("wrong token");
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert_eq!(
+        call(&s, "GET", "/api/dtmsvr/query?gid=gtok-1", None, Some(API)).await,
+        200,
+        "query itself works"
+    );
+    dtm.submit(with(API, req)).await.expect("submit with the API token");
+    let topic =
+        DtmTopicRequest { topic: "t".into(), url: "http://127.0.0.1:1/x".into(), remark: String::new() };
+    let e = dtm.subscribe(with(API, topic.clone())).await.expect_err("API token");
+    assert_eq!(e.code(), Code::Unauthenticated);
+    dtm.subscribe(with(ADMIN, topic)).await.expect("admin token subscribes");
+    dtm.new_gid(with(ADMIN, ())).await.expect("admin token is an API token too");
+    // Health stays open.
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let mut health = HealthClient::new(channel(&s).await);
+    health.check(HealthCheckRequest { service: String::new() }).await.expect("health is open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn branch_header_values_never_come_back_from_query_or_all() {
+    let s = TestServer::start().await;
+    let p = Participant::spawn().await;
+    let body = Saga::new("hdr-1")
+        .step(p.url("/TransOut"), p.url("/TransOutRevert"), "{}")
+        .option("branch_headers", json!({"authorization": "Bearer participant-secret"}))
+        .json();
+    let (code, reply) = s.submit(&body).await;
+    assert_eq!(code, 200, "{reply}");
+    s.wait_status("hdr-1", "succeed").await;
+    let calls = p.calls();
+    assert!(calls.iter().all(|c| c.header("authorization") == "Bearer participant-secret"), "still sent");
+    let (_, q) = s.get("/query?gid=hdr-1").await;
+    let (_, all) = s.get("/all").await;
+    for shown in [q.to_string(), all.to_string()] {
+        assert!(!shown.contains("participant-secret") && shown.contains("authorization"), "{shown}");
+    }
+}
