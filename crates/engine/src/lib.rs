@@ -47,13 +47,14 @@ pub use clock::{Clock, ManualClock, StoreClock, SystemClock};
 pub use error::{Error, Result};
 pub use observe::{NoObserver, Observer, RoundInfo};
 pub use options::EngineOptions;
+pub use participant::ParticipantTls;
 pub use register::RegisterBranch;
 pub use request::{Step, Subscriber, TransRequest};
 pub use retention::RetentionOptions;
 pub use round::RoundEnd;
 pub use submit::SubmitReply;
 
-use crate::participant::{Caller, Participants};
+use crate::participant::{Caller, ParticipantOptions, Participants};
 use crate::round::exec::Effects;
 
 /// What the engine reports to observers ([`Engine::events`]): tests wait for these instead of
@@ -95,6 +96,9 @@ pub(crate) struct Inner {
     /// Rounds running in the background (from submits and the scheduler).
     tasks: TaskTracker,
     shutdown: CancellationToken,
+    /// Which participant addresses may be called, checked at submit time too (None: the engine
+    /// calls through a scripted caller, which goes nowhere on the network).
+    policy: Option<Arc<dtx_core::allow::Policy>>,
 }
 
 impl Engine {
@@ -110,9 +114,10 @@ impl Engine {
         clock: Arc<dyn Clock>,
         observer: Arc<dyn Observer>,
     ) -> Result<Engine> {
-        let participants = Participants::observed(observer.clone())
+        let popts = ParticipantOptions::of(&opts);
+        let participants = Participants::observed(observer.clone(), &popts)
             .map_err(|e| Error::InvalidArgument(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Engine::build(store, opts, clock, Arc::new(participants), observer))
+        Ok(Engine::build(store, opts, clock, Arc::new(participants), observer, Some(popts.policy)))
     }
 
     /// Builds an engine that calls participants through `caller` (tests script them).
@@ -122,7 +127,7 @@ impl Engine {
         clock: Arc<dyn Clock>,
         caller: Arc<dyn Caller>,
     ) -> Engine {
-        Engine::build(store, opts, clock, caller, Arc::new(NoObserver))
+        Engine::build(store, opts, clock, caller, Arc::new(NoObserver), None)
     }
 
     fn build(
@@ -131,6 +136,7 @@ impl Engine {
         clock: Arc<dyn Clock>,
         caller: Arc<dyn Caller>,
         observer: Arc<dyn Observer>,
+        policy: Option<Arc<dtx_core::allow::Policy>>,
     ) -> Engine {
         let node = format!("{:08x}", rand::random::<u32>());
         let (events, _) = broadcast::channel(EVENTS_BUFFER);
@@ -146,6 +152,7 @@ impl Engine {
                 seq: AtomicU64::new(0),
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
+                policy,
             }),
         }
     }

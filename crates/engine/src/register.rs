@@ -48,6 +48,12 @@ impl Engine {
         // The transaction's protocol is not known yet here: accept both URL forms.
         check_branch_url(&req.confirm, true).map_err(|m| Error::InvalidArgument(format!("confirm: {m}")))?;
         check_branch_url(&req.cancel, true).map_err(|m| Error::InvalidArgument(format!("cancel: {m}")))?;
+        crate::participant::check_urls(
+            self.inner.policy.as_deref(),
+            [req.confirm.as_str(), req.cancel.as_str()],
+        )
+        .await
+        .map_err(Error::InvalidArgument)?;
 
         let inner = &self.inner;
         let loaded = self.load_same_type(&req.gid, TransType::Tcc).await.map_err(|e| match e {

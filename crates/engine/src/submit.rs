@@ -39,6 +39,7 @@ impl Engine {
     /// applies DTM's rules: a prepared one is submitted, a submitted one reprocessed).
     pub async fn submit(&self, req: TransRequest) -> Result<SubmitReply> {
         req.validate(self.inner.opts.max_steps)?;
+        req.check_policy(&self.inner).await?;
         let inner = &self.inner;
         let now = inner.clock.now();
         let delay =
@@ -163,6 +164,7 @@ impl Engine {
             )));
         }
         req.validate(self.inner.opts.max_steps)?;
+        req.check_policy(&self.inner).await?;
         let inner = &self.inner;
         let now = inner.clock.now();
         let mut global = req.global(inner, GlobalStatus::Prepared, now);

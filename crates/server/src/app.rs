@@ -22,6 +22,7 @@ use crate::auth::{GrpcAuthLayer, Tokens};
 use crate::config::{Backend, Config};
 use crate::grpc::{DtmService, GrpcMetricsLayer};
 use crate::health::{self, Readiness};
+use crate::listen::{self, HttpServe};
 use crate::metrics::{self, Metrics};
 use crate::observed_store::ObservedStore;
 
@@ -55,6 +56,9 @@ pub enum Error {
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Grpc(String),
+    /// The TLS certificate or key of the listeners could not be used.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// A built server: store open, listener bound, not yet serving.
@@ -70,6 +74,9 @@ pub struct Server {
     metrics: Arc<Metrics>,
     retention: dtx_engine::RetentionOptions,
     tokens: Tokens,
+    http_serve: HttpServe,
+    http_body_timeout: std::time::Duration,
+    grpc_tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 /// How often a node re-measures its clock against the store's shared clock: clocks drift by
@@ -128,7 +135,6 @@ impl Server {
     ) -> Result<Server, Error> {
         let metrics = Arc::new(Metrics::new());
         let store: Arc<dyn Store> = Arc::new(ObservedStore::new(store, metrics.clone()));
-        let engine = Engine::observed(store, config.engine.clone(), clock, metrics.clone())?;
         let listener = TcpListener::bind(config.http_listen)
             .await
             .map_err(|source| Error::Bind { addr: config.http_listen, source })?;
@@ -139,6 +145,21 @@ impl Server {
             .map_err(|source| Error::Bind { addr: config.grpc_listen, source })?;
         let grpc_addr =
             grpc_listener.local_addr().map_err(|source| Error::Bind { addr: config.grpc_listen, source })?;
+        // dtx never calls itself as a participant (a loop, or a way around the tokens).
+        let mut engine_opts = config.engine.clone();
+        engine_opts.own_listeners = vec![http_addr, grpc_addr];
+        let engine = Engine::observed(store, engine_opts, clock, metrics.clone())?;
+        let (http_tls, grpc_tls) = match &config.tls {
+            None => (None, None),
+            Some((cert, key)) => {
+                let http = listen::server_tls(cert, key).map_err(|e| Error::Tls(e.to_string()))?;
+                let read = |p: &std::path::Path| {
+                    std::fs::read(p).map_err(|e| Error::Tls(format!("{}: {e}", p.display())))
+                };
+                let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+                (Some(http), Some(tonic::transport::ServerTlsConfig::new().identity(identity)))
+            }
+        };
         let tokens = Tokens::new(
             config.admin_token.as_ref().map(|t| t.expose()),
             config.api_token.as_ref().map(|t| t.expose()),
@@ -155,6 +176,9 @@ impl Server {
             metrics,
             retention: config.retention,
             tokens,
+            http_serve: HttpServe { header_timeout: config.http_header_timeout, tls: http_tls },
+            http_body_timeout: config.http_body_timeout,
+            grpc_tls,
         })
     }
 
@@ -199,6 +223,7 @@ impl Server {
             )
             .merge(admin::router(self.engine.clone()))
             .layer(axum::middleware::from_fn_with_state(self.tokens.clone(), crate::auth::require_http))
+            .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(self.http_body_timeout))
             .layer(axum::middleware::from_fn_with_state(self.metrics.clone(), metrics::track_http));
         info!(http = %self.http_addr, grpc = %self.grpc_addr, "dtx serving");
         let scheduler = {
@@ -221,10 +246,10 @@ impl Server {
             health_service,
             self.metrics.clone(),
             self.tokens.clone(),
+            GrpcLimits { max_message: self.max_body_bytes, tls: self.grpc_tls },
             stop.clone(),
         ));
-        let served =
-            axum::serve(self.listener, app).with_graceful_shutdown(stop.clone().cancelled_owned()).await;
+        let served = listen::serve_http(self.listener, app, self.http_serve, stop.clone()).await;
         // Whichever front door stopped first, stop the other one too.
         stop.cancel();
         info!("shutting down: no new claims, finishing in-flight rounds");
@@ -294,6 +319,14 @@ async fn open(config: &Config) -> Result<Arc<dyn Store>, Error> {
     open_store(config).await.map_err(|source| Error::Store { url: config.database_url.to_string(), source })
 }
 
+/// What bounds the gRPC front door.
+struct GrpcLimits {
+    /// Largest request message (`--max-body-bytes`, as for HTTP).
+    max_message: usize,
+    /// TLS (`--tls-cert`, `--tls-key`).
+    tls: Option<tonic::transport::ServerTlsConfig>,
+}
+
 /// The gRPC front door: `dtmgimp.Dtm`, plus the standard health service and server reflection.
 /// Health follows readiness ([`health::follow`]); every call is counted ([`GrpcMetricsLayer`]).
 async fn serve_grpc(
@@ -304,6 +337,7 @@ async fn serve_grpc(
     >,
     metrics: Arc<Metrics>,
     tokens: Tokens,
+    limits: GrpcLimits,
     stop: CancellationToken,
 ) -> Result<(), Error> {
     let reflection = tonic_reflection::server::Builder::configure()
@@ -311,12 +345,16 @@ async fn serve_grpc(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| Error::Grpc(e.to_string()))?;
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = limits.tls {
+        builder = builder.tls_config(tls).map_err(|e| Error::Tls(e.to_string()))?;
+    }
+    builder
         .layer(GrpcMetricsLayer(metrics))
         .layer(GrpcAuthLayer(tokens))
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(DtmServer::new(DtmService::new(engine)))
+        .add_service(DtmServer::new(DtmService::new(engine)).max_decoding_message_size(limits.max_message))
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), stop.cancelled_owned())
         .await
         .map_err(|e| Error::Grpc(e.to_string()))

@@ -10,6 +10,7 @@
 //! - [`admin`]: the embedded admin web UI (`/admin`) and its JSON endpoints.
 //! - [`auth`]: the admin and API tokens on both front doors.
 //! - [`health`]: readiness (`/api/ready`, gRPC health).
+//! - [`listen`]: the HTTP listener (TLS, header and handshake deadlines).
 //! - [`cli`]: the `dtx` binary's entry point.
 
 pub mod admin;
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod grpc;
 pub mod health;
+pub mod listen;
 pub mod metrics;
 mod observed_store;
 pub mod telemetry;

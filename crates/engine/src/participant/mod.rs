@@ -1,6 +1,11 @@
 //! Calling participants, as DTM does (spec section 4): HTTP (4.2) or gRPC (4.4).
 
 pub mod grpc;
+mod limit;
+mod net;
+
+pub use net::ParticipantTls;
+pub(crate) use net::check_urls;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -49,12 +54,57 @@ impl Caller for Participants {
 /// Bodies are only read to look for the legacy `FAILURE` / `ONGOING` markers.
 const MAX_READ_BODY: usize = 64 * 1024;
 
+/// How participants are called (from [`crate::EngineOptions`]).
+#[derive(Debug, Clone)]
+pub struct ParticipantOptions {
+    /// Calls in flight at once on this node.
+    pub max_calls: usize,
+    /// Calls in flight at once to one `host:port`.
+    pub max_calls_per_host: usize,
+    /// gRPC channels kept open.
+    pub grpc_channels: usize,
+    /// TLS to participants.
+    pub tls: ParticipantTls,
+    /// Which addresses may be called.
+    pub policy: std::sync::Arc<dtx_core::allow::Policy>,
+}
+
+impl ParticipantOptions {
+    /// The participant settings of the engine's options.
+    pub fn of(o: &crate::EngineOptions) -> ParticipantOptions {
+        ParticipantOptions {
+            max_calls: o.max_outbound_calls,
+            max_calls_per_host: o.max_outbound_calls_per_host,
+            grpc_channels: o.grpc_channel_cache,
+            tls: o.participant_tls.clone(),
+            policy: std::sync::Arc::new(policy_of(o)),
+        }
+    }
+}
+
+/// The address policy of the engine's options: the allowlist and dtx's own listeners.
+pub fn policy_of(o: &crate::EngineOptions) -> dtx_core::allow::Policy {
+    let mut p = dtx_core::allow::Policy::new(o.participant_allow.clone());
+    for a in &o.own_listeners {
+        p.deny_own(*a);
+    }
+    p
+}
+
+impl Default for ParticipantOptions {
+    fn default() -> Self {
+        ParticipantOptions::of(&crate::EngineOptions::default())
+    }
+}
+
 /// The participant caller: one shared, connection-pooling HTTP client and a gRPC channel per
-/// target.
+/// target, behind the outbound call caps.
 #[derive(Clone)]
 pub struct Participants {
     http: reqwest::Client,
     grpc: std::sync::Arc<grpc::GrpcCaller>,
+    limits: std::sync::Arc<limit::CallLimits>,
+    policy: std::sync::Arc<dtx_core::allow::Policy>,
     observer: std::sync::Arc<dyn crate::Observer>,
 }
 
@@ -70,22 +120,39 @@ pub fn is_http_url(url: &str) -> bool {
 }
 
 impl Participants {
-    /// Builds the shared client.
+    /// Builds the shared client with the default options.
     pub fn new() -> Result<Participants, reqwest::Error> {
-        Participants::observed(std::sync::Arc::new(crate::NoObserver))
+        Participants::observed(std::sync::Arc::new(crate::NoObserver), &ParticipantOptions::default())
     }
 
-    /// [`Participants::new`] reporting every call to `observer`.
-    pub fn observed(observer: std::sync::Arc<dyn crate::Observer>) -> Result<Participants, reqwest::Error> {
-        let http = reqwest::Client::builder()
+    /// [`Participants::new`] with `opts`, reporting every call to `observer`.
+    pub fn observed(
+        observer: std::sync::Arc<dyn crate::Observer>,
+        opts: &ParticipantOptions,
+    ) -> Result<Participants, reqwest::Error> {
+        let builder = reqwest::Client::builder()
             .pool_max_idle_per_host(512)
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
             // Participants are addressed directly: an HTTP_PROXY meant for outbound traffic
             // must not capture calls to services on this network (or on loopback).
             .no_proxy()
-            .build()?;
-        Ok(Participants { http, grpc: std::sync::Arc::default(), observer })
+            // A redirect would send the call (and its branch_headers) somewhere not checked.
+            .redirect(reqwest::redirect::Policy::none())
+            // Every address a name resolves to passes the policy before a connection is made.
+            .dns_resolver(std::sync::Arc::new(net::CheckedResolver(opts.policy.clone())));
+        let http = net::http_tls(builder, &opts.tls)?.build()?;
+        Ok(Participants {
+            http,
+            grpc: std::sync::Arc::new(grpc::GrpcCaller::new(
+                opts.grpc_channels,
+                net::grpc_tls(&opts.tls),
+                opts.policy.clone(),
+            )),
+            policy: opts.policy.clone(),
+            limits: std::sync::Arc::new(limit::CallLimits::new(opts.max_calls, opts.max_calls_per_host)),
+            observer,
+        })
     }
 
     /// Calls a branch and reads the answer per the result protocol.
@@ -101,7 +168,7 @@ impl Participants {
 
     async fn call_url(&self, req: &CallRequest) -> Outcome {
         if !is_http_url(&req.url) {
-            let outcome = self.grpc.call(req).await;
+            let outcome = self.grpc.call(req, &self.limits).await;
             debug!(gid = %req.gid, branch_id = %req.branch_id, op = %req.op, url = %req.url, ?outcome, "grpc branch call");
             return outcome;
         }
@@ -114,6 +181,23 @@ impl Participants {
             .append_pair("trans_type", req.trans_type.as_str())
             .append_pair("branch_id", &req.branch_id)
             .append_pair("op", req.op.as_str());
+        // A literal IP never reaches the resolver: check it (with its port) here.
+        let port = url.port_or_known_default().unwrap_or(80);
+        let literal = match url.host() {
+            Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+            _ => None,
+        };
+        if let Some(ip) = literal
+            && let Err(e) = self.policy.check(None, std::net::SocketAddr::new(ip, port))
+        {
+            return Outcome::Error(format!("refused: {e}"));
+        }
+        let host = &url[url::Position::BeforeHost..url::Position::AfterPort];
+        let _permit = match self.limits.acquire(host, req.timeout).await {
+            Ok(p) => p,
+            Err(e) => return Outcome::Error(e),
+        };
         // DTM sends a body only when there is one (its SDKs always send at least `null`).
         let builder = if req.payload.is_empty() {
             self.http.get(url)
