@@ -3,7 +3,7 @@
 
 use dtx_tests::grpc::dtmgimp::DtmTopicRequest;
 use dtx_tests::grpc::{GrpcParticipant, dtm_client};
-use dtx_tests::{Participant, Saga, TestServer};
+use dtx_tests::{Participant, Reply, Saga, TestServer};
 use serde_json::{Value, json};
 use tonic::Code;
 use tonic::metadata::MetadataValue;
@@ -154,4 +154,102 @@ async fn branch_header_values_never_come_back_from_query_or_all() {
     for shown in [q.to_string(), all.to_string()] {
         assert!(!shown.contains("participant-secret") && shown.contains("authorization"), "{shown}");
     }
+}
+
+/// The number of transactions stored (via the engine, whatever the tokens).
+async fn stored(s: &TestServer) -> usize {
+    let filter = dtx_store::ListFilter { limit: 1000, ..Default::default() };
+    s.engine().list(&filter).await.expect("list").len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_above_the_server_maxima_are_refused_over_http_and_grpc() {
+    let s = TestServer::spawn(|c| c.engine.limits.retry_limit = 5).await;
+    let p = Participant::spawn().await;
+    let g = GrpcParticipant::spawn().await;
+    for (key, value) in [
+        ("retry_limit", json!(6)),
+        ("retry_interval", json!(86_401)),
+        ("request_timeout", json!(601)),
+        ("timeout_to_fail", json!(31 * 86_400)),
+    ] {
+        let body = Saga::new(&format!("max-{key}"))
+            .step(p.url("/TransOut"), p.url("/TransOutRevert"), "{}")
+            .option(key, value)
+            .json();
+        let (code, reply) = s.submit(&body).await;
+        assert_eq!(code, 400, "{key}: {reply}");
+        assert!(reply.to_string().contains(key) && reply.to_string().contains("maximum"), "{reply}");
+    }
+    let mut msg = dtx_tests::Msg::new("max-delay", p.url("/Check")).step(p.url("/TransIn"), "{}").json();
+    msg["custom_data"] = json!(r#"{"delay":99999999}"#);
+    let (code, reply) = dtx_tests::Client::of(&s).post("prepare", &msg).await;
+    assert_eq!(code, 400, "{reply}");
+    assert!(reply.to_string().contains("delay"), "{reply}");
+    let mut saga = trans_saga(&g, "max-grpc");
+    saga.options.retry_limit = 6;
+    let e = dtm_client(&s).await.submit(saga.request()).await.expect_err("above the maximum");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    assert_eq!(stored(&s).await, 0, "nothing stored");
+    let ok = Saga::new("max-ok")
+        .step(p.url("/TransOut"), p.url("/TransOutRevert"), "{}")
+        .option("retry_limit", json!(5));
+    assert_eq!(s.submit(&ok.json()).await.0, 200, "at the maximum is fine");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_allowlist_refuses_participants_at_submit_over_http_and_grpc() {
+    let s = TestServer::spawn(|c| {
+        c.engine.participant_allow = dtx_core::allow::AllowList::parse("10.0.0.0/8, localhost").unwrap()
+    })
+    .await;
+    let p = Participant::spawn().await;
+    let g = GrpcParticipant::spawn().await;
+    // 127.0.0.1 is not in the list: refused, whether named by address or not.
+    let (code, reply) = s.submit(&saga(&p, "allow-1")).await;
+    assert_eq!(code, 400, "{reply}");
+    assert!(reply.to_string().contains("not in --participant-allow"), "{reply}");
+    let e = dtm_client(&s).await.submit(trans_saga(&g, "allow-2").request()).await.expect_err("refused");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    let sub = format!("/subscribe?topic=t&url={}&remark=", p.url("/Msg"));
+    assert_eq!(s.get(&sub).await.0, 400, "subscribe is checked too");
+    assert_eq!(stored(&s).await, 0, "nothing stored");
+    // A name in the list is allowed: `localhost` resolves to loopback, where the participant is.
+    let named = Saga::new("allow-3")
+        .step(p.url("/TransOut").replace("127.0.0.1", "localhost"), String::new(), "{}")
+        .json();
+    let (code, reply) = s.submit(&named).await;
+    assert_eq!(code, 200, "{reply}");
+    s.wait_status("allow-3", "succeed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_addresses_and_dtx_itself_are_refused_by_default() {
+    let s = TestServer::start().await;
+    let own = s.root_url().replace("http://", "");
+    for (gid, url) in [
+        ("meta-1", "http://169.254.169.254/latest/meta-data/".to_owned()),
+        ("meta-2", "http://[fe80::1]:80/x".to_owned()),
+        ("self-1", format!("http://{own}/api/dtmsvr/forceStop")),
+        ("self-2", format!("http://{}/api/ping", own.replace("127.0.0.1", "localhost"))),
+    ] {
+        let body = Saga::new(gid).step(url.clone(), String::new(), "{}").json();
+        let (code, reply) = s.submit(&body).await;
+        assert_eq!(code, 400, "{url}: {reply}");
+    }
+    assert_eq!(stored(&s).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_error_text_is_capped_and_has_no_control_characters() {
+    let s = TestServer::start().await;
+    let p = Participant::spawn().await;
+    let page = format!("<html>\0\u{1b}[31mboom\r\n{}</html>", "x".repeat(100_000));
+    p.script("/TransOut", [Reply::status(500, page)]);
+    let (code, _) = s.submit(&saga(&p, "errtext")).await;
+    assert_eq!(code, 200);
+    let q = s.wait_idle("errtext").await;
+    let last = q["branches"][1]["last_error"].as_str().unwrap_or_default().to_owned();
+    assert!(last.starts_with("status 500") && last.contains("boom"), "{last}");
+    assert!(last.len() <= 1024 && !last.chars().any(char::is_control), "{last:?}");
 }

@@ -237,11 +237,133 @@ async fn read_bounded(mut resp: reqwest::Response) -> Result<String, reqwest::Er
 }
 
 fn describe(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
+    let mut text = if e.is_timeout() {
         format!("timed out: {e}")
     } else if e.is_connect() {
         format!("connection failed: {e}")
     } else {
         e.to_string()
+    };
+    // The causes say why (refused by the address policy, a TLS certificate error, ...).
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use dtx_core::allow::{AllowList, Policy};
+    use dtx_core::{Op, Outcome, TransType};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A loopback HTTP server answering every request with `reply`; counts connections.
+    async fn server(reply: &'static str) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counted = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = s.read(&mut buf).await;
+                    if reply.is_empty() {
+                        tokio::time::sleep(Duration::from_secs(10)).await;
+                    }
+                    let _ = s.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        (addr, hits)
+    }
+
+    fn call(url: String) -> CallRequest {
+        CallRequest {
+            url,
+            gid: "g".into(),
+            trans_type: TransType::Saga,
+            branch_id: "01".into(),
+            op: Op::Action,
+            payload: bytes::Bytes::new(),
+            headers: BTreeMap::new(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn participants(allow: &str) -> Participants {
+        let opts = ParticipantOptions {
+            policy: Arc::new(Policy::new(AllowList::parse(allow).unwrap())),
+            ..ParticipantOptions::default()
+        };
+        Participants::observed(Arc::new(crate::NoObserver), &opts).unwrap()
+    }
+
+    #[tokio::test]
+    async fn refused_addresses_are_never_connected_to_after_dns_either() {
+        let (addr, hits) = server("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
+        let p = participants("10.0.0.0/8");
+        for url in
+            [format!("http://127.0.0.1:{}/a", addr.port()), format!("http://localhost:{}/a", addr.port())]
+        {
+            let Outcome::Error(e) = p.call(&call(url.clone())).await else { panic!("{url} was called") };
+            assert!(e.contains("not in --participant-allow") || e.contains("refused"), "{url}: {e}");
+        }
+        let Outcome::Error(e) = p.call(&call(format!("localhost:{}/a.B/C", addr.port()))).await else {
+            panic!("gRPC call went through")
+        };
+        assert!(e.contains("not ready") || e.contains("refused"), "{e}");
+        assert_eq!(hits.load(Ordering::SeqCst), 0, "no connection was made");
+        let allowed = participants("localhost, 127.0.0.1");
+        assert_eq!(
+            allowed.call(&call(format!("http://localhost:{}/a", addr.port()))).await,
+            Outcome::Success
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn redirects_are_not_followed() {
+        let (target, target_hits) = server("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
+        let reply: &'static str = Box::leak(
+            format!("HTTP/1.1 302 Found\r\nlocation: http://{target}/x\r\ncontent-length: 0\r\n\r\n")
+                .into_boxed_str(),
+        );
+        let (redirecting, _) = server(reply).await;
+        let p = participants("");
+        let out = p.call(&call(format!("http://{redirecting}/a"))).await;
+        assert!(matches!(&out, Outcome::Error(e) if e.contains("302")), "{out:?}");
+        assert_eq!(target_hits.load(Ordering::SeqCst), 0, "the redirect went nowhere");
+    }
+
+    #[tokio::test]
+    async fn a_call_beyond_the_per_host_cap_waits_then_gives_up() {
+        // Answers nothing: the first call holds its slot until its own timeout.
+        let (addr, hits) = server("").await;
+        let opts = ParticipantOptions { max_calls_per_host: 1, ..ParticipantOptions::default() };
+        let p = Participants::observed(Arc::new(crate::NoObserver), &opts).unwrap();
+        let url = format!("http://{addr}/a");
+        let first = {
+            let (p, mut req) = (p.clone(), call(url.clone()));
+            req.timeout = Duration::from_secs(2);
+            tokio::spawn(async move { p.call(&req).await })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut second = call(url);
+        second.timeout = Duration::from_millis(300);
+        let out = p.call(&second).await;
+        assert!(matches!(&out, Outcome::Error(e) if e.contains("too many calls")), "{out:?}");
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "the second call never connected");
+        let first = first.await.unwrap();
+        assert!(matches!(&first, Outcome::Error(e) if e.contains("timed out")), "{first:?}");
     }
 }
