@@ -25,5 +25,6 @@ mod saga;
 mod saga_options;
 mod security;
 mod tcc;
+mod tls;
 mod topics;
 mod trace;
