@@ -268,23 +268,31 @@ impl Server {
 /// Without tokens anyone who reaches a non-loopback listener may read payloads and force-stop
 /// transactions: say so at start.
 fn warn_if_exposed(tokens: &Tokens, http: SocketAddr, grpc: SocketAddr) {
-    let exposed: Vec<String> =
-        [http, grpc].iter().filter(|a| !a.ip().is_loopback()).map(ToString::to_string).collect();
-    if exposed.is_empty() {
-        return;
+    if let Some(message) = exposure_warning(tokens, &[http, grpc]) {
+        warn!("{message}");
     }
+}
+
+/// The start-up warning for listeners beyond loopback without the tokens that guard them.
+fn exposure_warning(tokens: &Tokens, listeners: &[SocketAddr]) -> Option<String> {
+    let exposed: Vec<String> =
+        listeners.iter().filter(|a| !a.ip().is_loopback()).map(ToString::to_string).collect();
+    if exposed.is_empty() {
+        return None;
+    }
+    let exposed = exposed.join(", ");
     if tokens.is_open() {
-        warn!(
-            listeners = %exposed.join(", "),
-            "no --admin-token or --api-token is set and dtx listens beyond loopback: anyone who \
-             reaches it can read payloads, submit, force-stop and subscribe"
-        );
+        Some(format!(
+            "no --admin-token or --api-token is set and dtx listens beyond loopback ({exposed}): anyone \
+             who reaches it can read payloads, submit, force-stop and subscribe"
+        ))
     } else if !tokens.guards_api() {
-        warn!(
-            listeners = %exposed.join(", "),
-            "no --api-token is set and dtx listens beyond loopback: anyone who reaches it can \
-             submit and read payloads with query"
-        );
+        Some(format!(
+            "no --api-token is set and dtx listens beyond loopback ({exposed}): anyone who reaches it \
+             can submit and read payloads with query"
+        ))
+    } else {
+        None
     }
 }
 
@@ -394,5 +402,22 @@ pub fn redacted(url: &str) -> String {
             u.to_string()
         }
         _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_start_beyond_loopback_without_tokens_warns() {
+        let any: SocketAddr = "0.0.0.0:36789".parse().unwrap();
+        let lo: SocketAddr = "127.0.0.1:36790".parse().unwrap();
+        let open = Tokens::default();
+        assert!(exposure_warning(&open, &[any, lo]).unwrap().contains("0.0.0.0:36789"));
+        assert_eq!(exposure_warning(&open, &[lo]), None, "loopback only: quiet");
+        let admin = Tokens::new(Some("admin-token"), None);
+        assert!(exposure_warning(&admin, &[any]).unwrap().contains("--api-token"));
+        assert_eq!(exposure_warning(&Tokens::new(Some("admin-token"), Some("api-token")), &[any]), None);
     }
 }

@@ -6,3 +6,4 @@ mod bank;
 mod barrier;
 mod db;
 mod flows;
+mod tls;
