@@ -58,6 +58,13 @@ impl CallLimits {
     /// A permit to call `host` (`host:port`), waiting at most `wait`.
     pub(crate) async fn acquire(&self, host: &str, wait: Duration) -> Result<CallPermit<'_>, String> {
         let per_host = self.host(host);
+        // Fast path (the usual case): both slots free, no timer.
+        if let Ok(h) = per_host.clone().try_acquire_owned() {
+            if let Ok(t) = self.total.try_acquire() {
+                return Ok(CallPermit { _total: t, _host: h });
+            }
+            drop(h);
+        }
         let both = async {
             let h = per_host.acquire_owned().await.ok()?;
             let t = self.total.acquire().await.ok()?;
