@@ -253,3 +253,54 @@ async fn stored_error_text_is_capped_and_has_no_control_characters() {
     assert!(last.starts_with("status 500") && last.contains("boom"), "{last}");
     assert!(last.len() <= 1024 && !last.chars().any(char::is_control), "{last:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_are_cut_off_and_a_slow_body_gets_an_answer_in_time() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::spawn(|c| {
+        c.http_header_timeout = Duration::from_millis(300);
+        c.http_body_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let addr = s.root_url().replace("http://", "");
+    // Headers never finished: the connection is closed after the deadline.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    slow.write_all(b"GET /api/ping HTTP/1.1\r\nHost: x\r\n").await.expect("write");
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the connection was closed");
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    // A body announced and never sent: an answer (not a hang), nothing stored.
+    let mut stuck = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    stuck
+        .write_all(b"POST /api/dtmsvr/submit HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"gid\"")
+        .await
+        .expect("write");
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), stuck.read(&mut buf))
+        .await
+        .expect("answered")
+        .expect("read");
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 400") || head.starts_with("HTTP/1.1 408"), "{head}");
+    assert_eq!(stored(&s).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_branch_urls_pass_the_allowlist_too() {
+    let s = TestServer::spawn(|c| {
+        c.engine.participant_allow = dtx_core::allow::AllowList::parse("10.0.0.0/8").unwrap()
+    })
+    .await;
+    let c = dtx_tests::Client::of(&s);
+    let (code, reply) = c.post("prepare", &json!({"gid": "reg-1", "trans_type": "tcc"})).await;
+    assert_eq!(code, 200, "{reply}");
+    let branch = json!({"gid": "reg-1", "trans_type": "tcc", "branch_id": "01", "data": "{}",
+        "confirm": "http://127.0.0.1:9/confirm", "cancel": "http://127.0.0.1:9/cancel"});
+    let (code, reply) = c.post("registerBranch", &branch).await;
+    assert_eq!(code, 400, "{reply}");
+    let stored = s.engine().load("reg-1").await.expect("load").expect("prepared");
+    assert!(stored.branches.is_empty(), "no branch registered");
+}
