@@ -304,3 +304,23 @@ async fn register_branch_urls_pass_the_allowlist_too() {
     let stored = s.engine().load("reg-1").await.expect("load").expect("prepared");
     assert!(stored.branches.is_empty(), "no branch registered");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_requests_are_bounded_like_http_bodies() {
+    let s = TestServer::spawn(|c| c.max_body_bytes = 4096).await;
+    let g = GrpcParticipant::spawn().await;
+    let saga = dtx_tests::grpc::GrpcSaga::new("big-grpc").step(
+        g.url("TransOut"),
+        g.url("TransOutRevert"),
+        vec![7u8; 8192],
+    );
+    let e = dtm_client(&s).await.submit(saga.request()).await.expect_err("too large");
+    assert!(matches!(e.code(), Code::OutOfRange | Code::ResourceExhausted), "{e}");
+    assert_eq!(stored(&s).await, 0);
+    let small = dtx_tests::grpc::GrpcSaga::new("small-grpc").step(
+        g.url("TransOut"),
+        g.url("TransOutRevert"),
+        vec![7u8; 64],
+    );
+    dtm_client(&s).await.submit(small.request()).await.expect("a small one passes");
+}
