@@ -4,7 +4,7 @@ pub mod grpc;
 mod limit;
 mod net;
 
-pub use net::ParticipantTls;
+pub use net::{BuildError, ParticipantTls};
 pub(crate) use net::check_urls;
 
 use std::collections::BTreeMap;
@@ -121,7 +121,7 @@ pub fn is_http_url(url: &str) -> bool {
 
 impl Participants {
     /// Builds the shared client with the default options.
-    pub fn new() -> Result<Participants, reqwest::Error> {
+    pub fn new() -> Result<Participants, BuildError> {
         Participants::observed(std::sync::Arc::new(crate::NoObserver), &ParticipantOptions::default())
     }
 
@@ -129,7 +129,7 @@ impl Participants {
     pub fn observed(
         observer: std::sync::Arc<dyn crate::Observer>,
         opts: &ParticipantOptions,
-    ) -> Result<Participants, reqwest::Error> {
+    ) -> Result<Participants, BuildError> {
         let builder = reqwest::Client::builder()
             .pool_max_idle_per_host(512)
             .pool_idle_timeout(Duration::from_secs(90))

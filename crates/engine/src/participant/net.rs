@@ -178,22 +178,59 @@ impl tower::Service<Uri> for CheckedConnector {
     }
 }
 
-/// The HTTP client's TLS: reqwest's rustls with the platform's roots, plus the configured CA
-/// and client certificate.
+/// Building the participant caller failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// reqwest refused the configuration.
+    #[error("HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    /// A certificate or key could not be used.
+    #[error("participant TLS: {0}")]
+    Tls(String),
+}
+
+/// The HTTP client's TLS, built here rather than by reqwest so that a host without system
+/// roots (a minimal container) still starts and calls http:// participants: rustls with the
+/// system roots (rustls-native-certs) plus `--participant-ca-file`, and the client certificate.
 pub(crate) fn http_tls(
-    mut b: reqwest::ClientBuilder,
+    b: reqwest::ClientBuilder,
     tls: &ParticipantTls,
-) -> Result<reqwest::ClientBuilder, reqwest::Error> {
+) -> Result<reqwest::ClientBuilder, BuildError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &str, e: &dyn std::fmt::Display| BuildError::Tls(format!("{what}: {e}"));
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
     if let Some(ca) = &tls.ca_pem {
-        b = b.tls_certs_merge(reqwest::Certificate::from_pem_bundle(ca)?);
+        for cert in CertificateDer::pem_slice_iter(ca) {
+            roots.add(cert.map_err(|e| bad("CA file", &e))?).map_err(|e| bad("CA file", &e))?;
+        }
     }
-    if let Some((cert, key)) = &tls.identity_pem {
-        let mut pem = key.clone();
-        pem.push(b'\n');
-        pem.extend_from_slice(cert);
-        b = b.identity(reqwest::Identity::from_pem(&pem)?);
+    if roots.is_empty() {
+        tracing::warn!(
+            "no trusted root certificates (no system store, no --participant-ca-file): \
+             https:// participants will be refused"
+        );
     }
-    Ok(b)
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad("protocol versions", &e))?
+        .with_root_certificates(roots);
+    let mut config = match &tls.identity_pem {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_slice_iter(cert)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad("client certificate", &e))?;
+            let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| bad("client key", &e))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| bad("client certificate", &e))?
+        }
+    };
+    // The client speaks HTTP/1.1 only (reqwest without its http2 feature).
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(b.tls_backend_preconfigured(config))
 }
 
 /// The gRPC channels' TLS (native roots, the configured CA and client certificate), when on.
