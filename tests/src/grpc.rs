@@ -207,6 +207,15 @@ impl GrpcParticipant {
 
     /// Starts a participant on `127.0.0.1:<port>` (a participant coming back on its address).
     pub async fn spawn_on(port: u16) -> GrpcParticipant {
+        GrpcParticipant::spawn_with(port, None).await
+    }
+
+    /// Starts a participant on `127.0.0.1:<free port>` serving TLS (`tls`).
+    pub async fn spawn_tls(tls: tonic::transport::ServerTlsConfig) -> GrpcParticipant {
+        GrpcParticipant::spawn_with(0, Some(tls)).await
+    }
+
+    async fn spawn_with(port: u16, tls: Option<tonic::transport::ServerTlsConfig>) -> GrpcParticipant {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind the gRPC participant");
         let addr = listener.local_addr().expect("gRPC participant addr");
         let inner = Arc::new(Inner::default());
@@ -216,7 +225,11 @@ impl GrpcParticipant {
             let stopped = async {
                 let _ = rx.await;
             };
-            let served = tonic::transport::Server::builder()
+            let mut builder = tonic::transport::Server::builder();
+            if let Some(tls) = tls {
+                builder = builder.tls_config(tls).expect("participant TLS");
+            }
+            let served = builder
                 .add_service(service)
                 .serve_with_incoming_shutdown(TcpIncoming::from(listener), stopped)
                 .await;

@@ -10,6 +10,7 @@
 //! - [`saga`]: request bodies as DTM's SDKs send them, and readers of `query` answers.
 //! - [`grpc`]: gRPC on both sides: a scripted gRPC participant ([`grpc::GrpcParticipant`]) and
 //!   the `dtmgimp.Dtm` client side.
+//! - [`tls`]: a throwaway CA with server and client certificates (rcgen), as files.
 
 pub mod binary;
 pub mod client;
@@ -17,6 +18,7 @@ pub mod grpc;
 pub mod participant;
 pub mod saga;
 pub mod server;
+pub mod tls;
 
 pub use binary::{DtxProcess, dtx_binary, free_port, sqlite_url};
 pub use client::{Client, Msg, Tcc, advance_to_due, assert_timeout_reason, due_in_ms};

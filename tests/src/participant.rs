@@ -152,6 +152,7 @@ struct Inner {
 pub struct Participant {
     addr: SocketAddr,
     inner: Arc<Inner>,
+    scheme: &'static str,
 }
 
 impl Participant {
@@ -179,7 +180,23 @@ impl Participant {
                 })
                 .await;
         });
-        Participant { addr, inner }
+        Participant { addr, inner, scheme: "http" }
+    }
+
+    /// Starts an HTTPS participant on `127.0.0.1:<free port>` with the given rustls server
+    /// configuration (served by dtx's own listener code); its URLs are `https://`.
+    pub async fn spawn_tls(tls: Arc<rustls::ServerConfig>) -> Participant {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind participant");
+        let addr = listener.local_addr().expect("participant addr");
+        let inner = Arc::new(Inner::default());
+        let app = Router::new().fallback(handle).with_state(inner.clone());
+        let opts = dtx_server::listen::HttpServe { header_timeout: Duration::from_secs(10), tls: Some(tls) };
+        // Never stopped: it ends with the test's runtime.
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(async move {
+            let _ = dtx_server::listen::serve_http(listener, app, opts, stop).await;
+        });
+        Participant { addr, inner, scheme: "https" }
     }
 
     /// Starts a participant on a free port below the ephemeral range, so that after
@@ -219,7 +236,7 @@ impl Participant {
 
     /// `http://127.0.0.1:PORT<path>`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     /// Appends scripted replies for `path` (served in order, then the default 200).

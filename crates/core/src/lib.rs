@@ -6,6 +6,7 @@
 //! retry) exhaustively testable.
 //!
 //! Layout:
+//! - [`allow`]: which participant addresses may be called (`--participant-allow`).
 //! - [`time`]: [`Timestamp`] (milliseconds since the Unix epoch, UTC).
 //! - [`gid`]: the gid rule every front door applies.
 //! - [`model`]: the global transaction ([`Global`]), its [`Branch`]es, statuses and ops.
@@ -21,6 +22,7 @@
 //! - [`lifecycle`]: what prepare / submit / abort do in each status (idempotency rules).
 //! - [`timeout`]: when a transaction is past its `timeout_to_fail`.
 
+pub mod allow;
 pub mod gid;
 pub mod health;
 pub mod lifecycle;

@@ -1,6 +1,7 @@
 //! Per-transaction options, as DTM's SDKs send them (all durations in whole seconds on the wire).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +55,49 @@ impl TransOptions {
     }
 }
 
+/// The server's maxima of the per-transaction options: a request above one is refused before
+/// anything is stored (one submit with a huge `retry_limit` must not mean calls for ever).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionLimits {
+    /// Most immediate re-executions within a round (`retry_limit`).
+    pub retry_limit: u64,
+    /// Longest base retry interval (`retry_interval`).
+    pub retry_interval: Duration,
+    /// Longest participant call timeout (`request_timeout`).
+    pub request_timeout: Duration,
+    /// Longest `timeout_to_fail`.
+    pub timeout_to_fail: Duration,
+    /// Longest msg delay (`custom_data` `delay`).
+    pub delay: Duration,
+}
+
+impl Default for OptionLimits {
+    fn default() -> Self {
+        const DAY: u64 = 24 * 3600;
+        OptionLimits {
+            retry_limit: 100,
+            retry_interval: Duration::from_secs(DAY),
+            request_timeout: Duration::from_secs(600),
+            timeout_to_fail: Duration::from_secs(30 * DAY),
+            delay: Duration::from_secs(30 * DAY),
+        }
+    }
+}
+
+impl OptionLimits {
+    /// Checks `o` (and a msg's `delay`) against the maxima; the error names the option.
+    pub fn check(&self, o: &TransOptions, delay: Option<Duration>) -> Result<(), String> {
+        let over = |name: &str, v: u64, max: u64| {
+            if v > max { Err(format!("{name} {v} is above the server's maximum {max}")) } else { Ok(()) }
+        };
+        over("retry_limit", o.retry_limit, self.retry_limit)?;
+        over("retry_interval", o.retry_interval, self.retry_interval.as_secs())?;
+        over("request_timeout", o.request_timeout, self.request_timeout.as_secs())?;
+        over("timeout_to_fail", o.timeout_to_fail, self.timeout_to_fail.as_secs())?;
+        over("delay", delay.map_or(0, |d| d.as_secs()), self.delay.as_secs())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +110,23 @@ mod tests {
         o.branch_headers.insert("x-a".into(), "b".into());
         assert_eq!(TransOptions::from_json(&o.to_json()).ok(), Some(o));
         assert_eq!(TransOptions::from_json("").ok(), Some(TransOptions::default()));
+    }
+
+    #[test]
+    fn options_above_the_limits_are_refused_by_name() {
+        let l = OptionLimits::default();
+        let ok = TransOptions { retry_limit: 100, request_timeout: 600, ..Default::default() };
+        assert_eq!(l.check(&ok, Some(Duration::from_secs(3600))), Ok(()));
+        let cases = [
+            (TransOptions { retry_limit: 101, ..Default::default() }, None, "retry_limit"),
+            (TransOptions { retry_interval: 86_401, ..Default::default() }, None, "retry_interval"),
+            (TransOptions { request_timeout: u64::MAX, ..Default::default() }, None, "request_timeout"),
+            (TransOptions { timeout_to_fail: 31 * 86_400, ..Default::default() }, None, "timeout_to_fail"),
+            (TransOptions::default(), Some(Duration::from_secs(31 * 86_400)), "delay"),
+        ];
+        for (o, delay, name) in cases {
+            let e = l.check(&o, delay).unwrap_err();
+            assert!(e.starts_with(name) && e.contains("maximum"), "{e}");
+        }
     }
 }

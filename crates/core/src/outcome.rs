@@ -44,13 +44,26 @@ impl Outcome {
 /// Participants' bodies can be large; the recorded text is bounded.
 const MAX_BODY_TEXT: usize = 512;
 
+/// The most bytes of error text stored for a branch (`last_error`).
+pub const MAX_STORED_TEXT: usize = 1024;
+
 fn describe_body(status: u16, body: &str) -> String {
-    let body = body.trim();
-    let mut end = body.len().min(MAX_BODY_TEXT);
-    while !body.is_char_boundary(end) {
+    format!("status {status}: {}", bounded(body.trim(), MAX_BODY_TEXT))
+}
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+fn bounded(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
         end -= 1;
     }
-    format!("status {status}: {}", &body[..end])
+    &s[..end]
+}
+
+/// Error text as stored and shown by `query`: at most [`MAX_STORED_TEXT`] bytes, NUL and other
+/// control characters replaced by spaces (a participant's error page is not trusted text).
+pub fn stored_text(text: &str) -> String {
+    bounded(text, MAX_STORED_TEXT).chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
 #[cfg(test)]
@@ -74,6 +87,12 @@ mod tests {
         assert!(matches!(Outcome::from_http(200, r#"{"dtm_result":"FAILURE"}"#), Outcome::Failure(_)));
         assert!(matches!(Outcome::from_http(500, "FAILURE here"), Outcome::Failure(_)));
         assert_eq!(Outcome::from_http(409, "ONGOING"), Outcome::Ongoing);
+    }
+
+    #[test]
+    fn stored_text_has_no_control_characters_and_is_bounded() {
+        assert_eq!(stored_text("a\0b\r\n\x1b[31mc"), "a b   [31mc");
+        assert_eq!(stored_text(&"é".repeat(2000)).len(), MAX_STORED_TEXT);
     }
 
     #[test]

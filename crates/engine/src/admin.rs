@@ -61,6 +61,9 @@ impl Engine {
         // An http URL or a gRPC `host:port/package.Service/Method`: the message being fanned out
         // may be a gRPC one (DTM does not check the URL at all).
         check_branch_url(url, true).map_err(|m| Error::InvalidArgument(format!("url: {m}")))?;
+        crate::participant::check_urls(self.inner.policy.as_deref(), [url])
+            .await
+            .map_err(Error::InvalidArgument)?;
         self.update_topic(topic, |list| {
             if list.iter().any(|s| s.url == url) {
                 return Err(Error::Conflict(format!("{url} is already subscribed to {topic}")));

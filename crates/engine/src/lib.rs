@@ -50,6 +50,7 @@ pub use clock::{Clock, ManualClock, StoreClock, SystemClock};
 pub use error::{Error, Result};
 pub use observe::{NoObserver, Observer, RoundInfo};
 pub use options::EngineOptions;
+pub use participant::ParticipantTls;
 pub use register::RegisterBranch;
 pub use request::{Step, Subscriber, TransRequest};
 pub use retention::RetentionOptions;
@@ -57,7 +58,7 @@ pub use round::{RoundEnd, RoundMode};
 pub use submit::SubmitReply;
 pub use workflow::WorkflowState;
 
-use crate::participant::{Caller, Participants};
+use crate::participant::{Caller, ParticipantOptions, Participants};
 use crate::round::exec::Effects;
 
 /// What the engine reports to observers ([`Engine::events`]): tests wait for these instead of
@@ -104,6 +105,9 @@ pub(crate) struct Inner {
     /// Rounds running in the background (from submits and the scheduler).
     tasks: TaskTracker,
     shutdown: CancellationToken,
+    /// Which participant addresses may be called, checked at submit time too (None: the engine
+    /// calls through a scripted caller, which goes nowhere on the network).
+    policy: Option<Arc<dtx_core::allow::Policy>>,
 }
 
 impl Engine {
@@ -131,12 +135,14 @@ impl Engine {
         observer: Arc<dyn Observer>,
         export: Option<Arc<dyn trace_context::SpanExport>>,
     ) -> Result<Engine> {
-        let mut participants = Participants::observed(observer.clone())
+        let popts = ParticipantOptions::of(&opts);
+        let mut participants = Participants::observed(observer.clone(), &popts)
             .map_err(|e| Error::InvalidArgument(format!("cannot build the HTTP client: {e}")))?;
         if let Some(e) = &export {
             participants = participants.with_span_export(e.clone());
         }
-        let mut engine = Engine::build(store, opts, clock, Arc::new(participants), observer);
+        let mut engine =
+            Engine::build(store, opts, clock, Arc::new(participants), observer, Some(popts.policy));
         if let Some(inner) = Arc::get_mut(&mut engine.inner) {
             inner.export = export;
         }
@@ -150,7 +156,7 @@ impl Engine {
         clock: Arc<dyn Clock>,
         caller: Arc<dyn Caller>,
     ) -> Engine {
-        Engine::build(store, opts, clock, caller, Arc::new(NoObserver))
+        Engine::build(store, opts, clock, caller, Arc::new(NoObserver), None)
     }
 
     fn build(
@@ -159,6 +165,7 @@ impl Engine {
         clock: Arc<dyn Clock>,
         caller: Arc<dyn Caller>,
         observer: Arc<dyn Observer>,
+        policy: Option<Arc<dtx_core::allow::Policy>>,
     ) -> Engine {
         let node = format!("{:08x}", rand::random::<u32>());
         let (events, _) = broadcast::channel(EVENTS_BUFFER);
@@ -186,6 +193,7 @@ impl Engine {
                 seq: AtomicU64::new(0),
                 tasks,
                 shutdown,
+                policy,
             }),
         };
         engine.inner.health.bind(Arc::downgrade(&engine.inner));

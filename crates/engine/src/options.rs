@@ -1,8 +1,11 @@
 //! Engine settings (built by the server from its configuration).
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use dtx_core::health::HealthPolicy;
+use dtx_core::allow::AllowList;
+use dtx_core::options::OptionLimits;
 use dtx_core::retry::RetryPolicy;
 
 /// Everything the engine needs to know about its environment.
@@ -31,6 +34,20 @@ pub struct EngineOptions {
     /// Participant host health (hold calls to a down host, probe it, resume fast when it is
     /// back); `None` turns it off.
     pub health: Option<HealthPolicy>,
+    /// Maxima of the per-transaction options (above one: refused, nothing stored).
+    pub limits: OptionLimits,
+    /// Participant calls (HTTP and gRPC) in flight at once on this node; more wait.
+    pub max_outbound_calls: usize,
+    /// Participant calls in flight at once to one `host:port`; more wait.
+    pub max_outbound_calls_per_host: usize,
+    /// gRPC participant channels kept open (the least recently used beyond it is closed).
+    pub grpc_channel_cache: usize,
+    /// TLS to participants.
+    pub participant_tls: crate::ParticipantTls,
+    /// Participants that may be called (empty: any not always refused).
+    pub participant_allow: AllowList,
+    /// dtx's own listeners: never called as participants.
+    pub own_listeners: Vec<SocketAddr>,
 }
 
 impl Default for EngineOptions {
@@ -51,6 +68,13 @@ impl Default for EngineOptions {
             shutdown_grace: Duration::from_secs(5),
             max_steps: 100,
             health: Some(HealthPolicy::default()),
+            limits: OptionLimits::default(),
+            max_outbound_calls: 2048,
+            max_outbound_calls_per_host: 512,
+            grpc_channel_cache: 256,
+            participant_tls: crate::ParticipantTls::default(),
+            participant_allow: AllowList::default(),
+            own_listeners: Vec::new(),
         }
     }
 }

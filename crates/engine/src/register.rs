@@ -93,6 +93,10 @@ impl Engine {
                 vec![row]
             }
         };
+        // Every address these URLs name must pass the participant policy (as at submit).
+        crate::participant::check_urls(inner.policy.as_deref(), rows.iter().map(|b| b.url.as_str()))
+            .await
+            .map_err(Error::InvalidArgument)?;
 
         let loaded = self.load_same_type(&req.gid, trans_type).await.map_err(|e| match e {
             Error::NotFound(_) => Error::Conflict(format!("no prepared transaction with gid {}", req.gid)),

@@ -134,6 +134,21 @@ impl TransRequest {
         Ok(())
     }
 
+    /// Checks the server's policy: option maxima, then every participant address (after DNS
+    /// resolution) against the allowlist.
+    pub(crate) async fn check_policy(&self, inner: &Inner) -> Result<()> {
+        let delay = if self.trans_type == TransType::Msg { self.msg_delay()? } else { None };
+        inner.opts.limits.check(&self.options, delay).map_err(Error::InvalidArgument)?;
+        // Collected first: an iterator with closures held across the await would not be Send.
+        let mut urls: Vec<&str> = Vec::with_capacity(self.steps.len() * 2 + 1);
+        for s in &self.steps {
+            urls.push(&s.action);
+            urls.push(&s.compensate);
+        }
+        urls.push(&self.query_prepared);
+        crate::participant::check_urls(inner.policy.as_deref(), urls).await.map_err(Error::InvalidArgument)
+    }
+
     /// The global row, `status` as given, not owned (the caller sets ownership).
     pub(crate) fn global(&self, inner: &Inner, status: GlobalStatus, now: Timestamp) -> Global {
         Global {
@@ -244,14 +259,14 @@ pub(crate) fn check_branch_url(u: &str, grpc: bool) -> std::result::Result<(), S
     check_url(u)
 }
 
-/// A participant URL must be empty (nothing to call) or an absolute http URL with a host.
+/// A participant URL must be empty (nothing to call) or an absolute http(s) URL with a host.
 pub(crate) fn check_url(u: &str) -> std::result::Result<(), String> {
     if u.is_empty() {
         return Ok(());
     }
     let parsed = url::Url::parse(u).map_err(|e| format!("'{u}' is not a valid URL: {e}"))?;
-    if parsed.scheme() != "http" {
-        return Err(format!("'{u}': unsupported scheme '{}' (only http is supported)", parsed.scheme()));
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("'{u}': unsupported scheme '{}' (use http or https)", parsed.scheme()));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(format!("'{u}' has no host"));

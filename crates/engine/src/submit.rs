@@ -43,6 +43,7 @@ impl Engine {
             return self.finish_workflow(&req).await;
         }
         req.validate(self.inner.opts.max_steps)?;
+        req.check_policy(&self.inner).await?;
         let inner = &self.inner;
         let now = inner.clock.now();
         let delay =
@@ -168,6 +169,7 @@ impl Engine {
             )));
         }
         req.validate(self.inner.opts.max_steps)?;
+        req.check_policy(&self.inner).await?;
         let inner = &self.inner;
         let now = inner.clock.now();
         let mut global = req.global(inner, GlobalStatus::Prepared, now);

@@ -4,22 +4,15 @@
 //!   `crates/server/assets/admin/`, committed) is embedded in the binary: no CDN, works offline,
 //!   `cargo build` needs no Node (ADR 0006).
 //! - `GET /api/admin/counts`: transactions per status and the due backlog.
-//! - The admin token (`--admin-token`): when set, the admin calls (the UI's: `all`,
-//!   `forceStop`, `resetNextCronTime`, `resetCronTime`, `subscribe`, `unsubscribe`, `DELETE
-//!   topic`, `scanKV`, `/api/admin/*`) need `Authorization: Bearer <token>`, compared in constant
-//!   time; otherwise 401 and nothing is done.
-
-use std::sync::Arc;
+//! - The admin token (`--admin-token`) guards the UI's calls: see [`crate::auth`].
 
 use axum::Json;
-use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode, header};
-use axum::middleware::Next;
+use axum::extract::State;
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use dtx_engine::Engine;
 use serde_json::{Map, Value, json};
-use subtle::ConstantTimeEq;
 
 use crate::api::ApiError;
 
@@ -54,59 +47,9 @@ async fn counts(State(engine): State<Engine>) -> Result<Response, ApiError> {
     Ok(Json(json!({"counts": by, "due": c.due})).into_response())
 }
 
-/// The admin token, if one is configured.
-#[derive(Clone)]
-pub struct AdminToken(pub Option<Arc<str>>);
-
-/// Whether a request is an admin call (the token guards it).
-fn is_admin_call(method: &Method, path: &str) -> bool {
-    const DTMSVR: &[&str] =
-        &["all", "forceStop", "resetNextCronTime", "resetCronTime", "subscribe", "unsubscribe", "scanKV"];
-    if path.starts_with("/api/admin/") {
-        return true;
-    }
-    let Some(rest) = path.strip_prefix("/api/dtmsvr/") else {
-        return false;
-    };
-    DTMSVR.contains(&rest) || (method == Method::DELETE && rest.starts_with("topic/"))
-}
-
-/// Axum middleware: refuses admin calls without the configured token (401, nothing done).
-pub async fn require_token(State(token): State<AdminToken>, req: Request, next: Next) -> Response {
-    let Some(expected) = &token.0 else {
-        return next.run(req).await;
-    };
-    if !is_admin_call(req.method(), req.uri().path()) {
-        return next.run(req).await;
-    }
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
-        return next.run(req).await;
-    }
-    let body =
-        json!({"dtm_result": "FAILURE", "message": "admin token required: Authorization: Bearer <token>"});
-    (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], Json(body)).into_response()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn admin_calls_are_the_uis() {
-        for path in ["/api/dtmsvr/all", "/api/dtmsvr/forceStop", "/api/dtmsvr/scanKV", "/api/admin/counts"] {
-            assert!(is_admin_call(&Method::GET, path), "{path}");
-        }
-        assert!(is_admin_call(&Method::DELETE, "/api/dtmsvr/topic/t"));
-        for path in ["/api/dtmsvr/submit", "/api/dtmsvr/query", "/api/ping", "/admin", "/api/dtmsvr/allx"] {
-            assert!(!is_admin_call(&Method::GET, path), "{path}");
-        }
-    }
 
     #[test]
     fn the_embedded_build_is_the_vite_output() {

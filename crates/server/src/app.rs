@@ -16,11 +16,13 @@ use dtx_proto::dtmgimp::dtm_server::DtmServer;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
-use crate::admin::{self, AdminToken};
+use crate::admin;
 use crate::api::{self, AppState};
+use crate::auth::{GrpcAuthLayer, Tokens};
 use crate::config::{Backend, Config};
 use crate::grpc::{DtmService, GrpcMetricsLayer};
 use crate::health::{self, Readiness};
+use crate::listen::{self, HttpServe};
 use crate::metrics::{self, Metrics};
 use crate::observed_store::ObservedStore;
 
@@ -54,6 +56,9 @@ pub enum Error {
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Grpc(String),
+    /// The TLS certificate or key of the listeners could not be used.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// A built server: store open, listener bound, not yet serving.
@@ -68,7 +73,10 @@ pub struct Server {
     clock_sync: Option<(Arc<StoreClock>, Arc<dyn Store>)>,
     metrics: Arc<Metrics>,
     retention: dtx_engine::RetentionOptions,
-    admin_token: AdminToken,
+    tokens: Tokens,
+    http_serve: HttpServe,
+    http_body_timeout: std::time::Duration,
+    grpc_tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 /// How often a node re-measures its clock against the store's shared clock: clocks drift by
@@ -127,12 +135,6 @@ impl Server {
     ) -> Result<Server, Error> {
         let metrics = Arc::new(Metrics::new());
         let store: Arc<dyn Store> = Arc::new(ObservedStore::new(store, metrics.clone()));
-        // Spans are linked to the stored trace context only while they are exported.
-        let export = config
-            .otlp_endpoint
-            .as_ref()
-            .map(|_| Arc::new(crate::telemetry::OtelSpans) as Arc<dyn dtx_engine::trace_context::SpanExport>);
-        let engine = Engine::instrumented(store, config.engine.clone(), clock, metrics.clone(), export)?;
         let listener = TcpListener::bind(config.http_listen)
             .await
             .map_err(|source| Error::Bind { addr: config.http_listen, source })?;
@@ -143,6 +145,31 @@ impl Server {
             .map_err(|source| Error::Bind { addr: config.grpc_listen, source })?;
         let grpc_addr =
             grpc_listener.local_addr().map_err(|source| Error::Bind { addr: config.grpc_listen, source })?;
+        // dtx never calls itself as a participant (a loop, or a way around the tokens).
+        let mut engine_opts = config.engine.clone();
+        engine_opts.own_listeners = vec![http_addr, grpc_addr];
+        // Spans are linked to the stored trace context only while they are exported.
+        let export = config
+            .otlp_endpoint
+            .as_ref()
+            .map(|_| Arc::new(crate::telemetry::OtelSpans) as Arc<dyn dtx_engine::trace_context::SpanExport>);
+        let engine = Engine::instrumented(store, engine_opts, clock, metrics.clone(), export)?;
+        let (http_tls, grpc_tls) = match &config.tls {
+            None => (None, None),
+            Some((cert, key)) => {
+                let http = listen::server_tls(cert, key).map_err(|e| Error::Tls(e.to_string()))?;
+                let read = |p: &std::path::Path| {
+                    std::fs::read(p).map_err(|e| Error::Tls(format!("{}: {e}", p.display())))
+                };
+                let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+                (Some(http), Some(tonic::transport::ServerTlsConfig::new().identity(identity)))
+            }
+        };
+        let tokens = Tokens::new(
+            config.admin_token.as_ref().map(|t| t.expose()),
+            config.api_token.as_ref().map(|t| t.expose()),
+        );
+        warn_if_exposed(&tokens, http_addr, grpc_addr);
         Ok(Server {
             engine,
             listener,
@@ -153,7 +180,10 @@ impl Server {
             clock_sync,
             metrics,
             retention: config.retention,
-            admin_token: AdminToken(config.admin_token.as_ref().map(|t| Arc::from(t.expose()))),
+            tokens,
+            http_serve: HttpServe { header_timeout: config.http_header_timeout, tls: http_tls },
+            http_body_timeout: config.http_body_timeout,
+            grpc_tls,
         })
     }
 
@@ -197,7 +227,8 @@ impl Server {
                     .with_state(readiness.clone()),
             )
             .merge(admin::router(self.engine.clone()))
-            .layer(axum::middleware::from_fn_with_state(self.admin_token.clone(), admin::require_token))
+            .layer(axum::middleware::from_fn_with_state(self.tokens.clone(), crate::auth::require_http))
+            .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(self.http_body_timeout))
             .layer(axum::middleware::from_fn_with_state(self.metrics.clone(), metrics::track_http));
         info!(http = %self.http_addr, grpc = %self.grpc_addr, "dtx serving");
         let scheduler = {
@@ -219,10 +250,11 @@ impl Server {
             self.grpc_listener,
             health_service,
             self.metrics.clone(),
+            self.tokens.clone(),
+            GrpcLimits { max_message: self.max_body_bytes, tls: self.grpc_tls },
             stop.clone(),
         ));
-        let served =
-            axum::serve(self.listener, app).with_graceful_shutdown(stop.clone().cancelled_owned()).await;
+        let served = listen::serve_http(self.listener, app, self.http_serve, stop.clone()).await;
         // Whichever front door stopped first, stop the other one too.
         stop.cancel();
         info!("shutting down: no new claims, finishing in-flight rounds");
@@ -235,6 +267,37 @@ impl Server {
             Ok(result) => result,
             Err(e) => Err(Error::Grpc(e.to_string())),
         }
+    }
+}
+
+/// Without tokens anyone who reaches a non-loopback listener may read payloads and force-stop
+/// transactions: say so at start.
+fn warn_if_exposed(tokens: &Tokens, http: SocketAddr, grpc: SocketAddr) {
+    if let Some(message) = exposure_warning(tokens, &[http, grpc]) {
+        warn!("{message}");
+    }
+}
+
+/// The start-up warning for listeners beyond loopback without the tokens that guard them.
+fn exposure_warning(tokens: &Tokens, listeners: &[SocketAddr]) -> Option<String> {
+    let exposed: Vec<String> =
+        listeners.iter().filter(|a| !a.ip().is_loopback()).map(ToString::to_string).collect();
+    if exposed.is_empty() {
+        return None;
+    }
+    let exposed = exposed.join(", ");
+    if tokens.is_open() {
+        Some(format!(
+            "no --admin-token or --api-token is set and dtx listens beyond loopback ({exposed}): anyone \
+             who reaches it can read payloads, submit, force-stop and subscribe"
+        ))
+    } else if !tokens.guards_api() {
+        Some(format!(
+            "no --api-token is set and dtx listens beyond loopback ({exposed}): anyone who reaches it \
+             can submit and read payloads with query"
+        ))
+    } else {
+        None
     }
 }
 
@@ -269,6 +332,14 @@ async fn open(config: &Config) -> Result<Arc<dyn Store>, Error> {
     open_store(config).await.map_err(|source| Error::Store { url: config.database_url.to_string(), source })
 }
 
+/// What bounds the gRPC front door.
+struct GrpcLimits {
+    /// Largest request message (`--max-body-bytes`, as for HTTP).
+    max_message: usize,
+    /// TLS (`--tls-cert`, `--tls-key`).
+    tls: Option<tonic::transport::ServerTlsConfig>,
+}
+
 /// The gRPC front door: `dtmgimp.Dtm`, plus the standard health service and server reflection.
 /// Health follows readiness ([`health::follow`]); every call is counted ([`GrpcMetricsLayer`]).
 async fn serve_grpc(
@@ -278,6 +349,8 @@ async fn serve_grpc(
         impl tonic_health::pb::health_server::Health,
     >,
     metrics: Arc<Metrics>,
+    tokens: Tokens,
+    limits: GrpcLimits,
     stop: CancellationToken,
 ) -> Result<(), Error> {
     let reflection = tonic_reflection::server::Builder::configure()
@@ -285,11 +358,16 @@ async fn serve_grpc(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| Error::Grpc(e.to_string()))?;
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = limits.tls {
+        builder = builder.tls_config(tls).map_err(|e| Error::Tls(e.to_string()))?;
+    }
+    builder
         .layer(GrpcMetricsLayer(metrics))
+        .layer(GrpcAuthLayer(tokens))
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(DtmServer::new(DtmService::new(engine)))
+        .add_service(DtmServer::new(DtmService::new(engine)).max_decoding_message_size(limits.max_message))
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), stop.cancelled_owned())
         .await
         .map_err(|e| Error::Grpc(e.to_string()))
@@ -329,5 +407,22 @@ pub fn redacted(url: &str) -> String {
             u.to_string()
         }
         _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_start_beyond_loopback_without_tokens_warns() {
+        let any: SocketAddr = "0.0.0.0:36789".parse().unwrap();
+        let lo: SocketAddr = "127.0.0.1:36790".parse().unwrap();
+        let open = Tokens::default();
+        assert!(exposure_warning(&open, &[any, lo]).unwrap().contains("0.0.0.0:36789"));
+        assert_eq!(exposure_warning(&open, &[lo]), None, "loopback only: quiet");
+        let admin = Tokens::new(Some("admin-token"), None);
+        assert!(exposure_warning(&admin, &[any]).unwrap().contains("--api-token"));
+        assert_eq!(exposure_warning(&Tokens::new(Some("admin-token"), Some("api-token")), &[any]), None);
     }
 }

@@ -143,9 +143,11 @@ pub struct Settings {
     /// with their branches, by a background task on every node (default 7d; 0 keeps everything).
     #[arg(long, env = "DTX_RETENTION")]
     pub retention: Option<String>,
-    /// Admin token: when set, the admin calls (`all`, `forceStop`, `resetNextCronTime`,
-    /// `resetCronTime`, `subscribe`, `unsubscribe`, `DELETE topic`, `scanKV`, `/api/admin/*`)
-    /// need `Authorization: Bearer <token>`; the admin UI asks for it once.
+    /// Admin token: when set, the operator calls (`all`, `forceStop`, `resetNextCronTime`,
+    /// `resetCronTime`, `subscribe`, `unsubscribe`, `DELETE topic`, `scanKV`, `/api/admin/*`;
+    /// gRPC `Subscribe`, `Unsubscribe`, `DeleteTopic`) need `Authorization: Bearer <token>`
+    /// (gRPC: `authorization` metadata); the admin UI asks for it once. Also accepted wherever
+    /// the API token is.
     #[arg(long, env = "DTX_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret>,
     /// Participant health (`true` / `false`): after consecutive failures a participant host is
@@ -168,6 +170,68 @@ pub struct Settings {
     /// Transactions released per second after the burst, per host.
     #[arg(long, env = "DTX_HOST_RESUME_RATE")]
     pub host_resume_rate: Option<f64>,
+    /// API token: when set, the SDK calls (`newGid`, `prepare`, `submit`, `abort`,
+    /// `registerBranch`, `query`, `queryKV` and their gRPC equivalents) need
+    /// `Authorization: Bearer <token>` (gRPC: `authorization` metadata). `/api/ping`,
+    /// `/api/ready` and `/api/metrics` stay open.
+    #[arg(long, env = "DTX_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<Secret>,
+    /// Largest `retry_limit` a transaction may ask for (above: 400, nothing stored).
+    #[arg(long, env = "DTX_MAX_RETRY_LIMIT")]
+    pub max_retry_limit: Option<u64>,
+    /// Longest `retry_interval` a transaction may ask for.
+    #[arg(long, env = "DTX_MAX_RETRY_INTERVAL")]
+    pub max_retry_interval: Option<String>,
+    /// Longest `request_timeout` a transaction may ask for.
+    #[arg(long, env = "DTX_MAX_REQUEST_TIMEOUT")]
+    pub max_request_timeout: Option<String>,
+    /// Longest `timeout_to_fail` a transaction may ask for.
+    #[arg(long, env = "DTX_MAX_TIMEOUT_TO_FAIL")]
+    pub max_timeout_to_fail: Option<String>,
+    /// Longest msg `delay` (`custom_data`) a transaction may ask for.
+    #[arg(long, env = "DTX_MAX_DELAY")]
+    pub max_delay: Option<String>,
+    /// Participant calls (HTTP and gRPC) in flight at once on this node; more wait for a slot
+    /// up to their request timeout.
+    #[arg(long, env = "DTX_MAX_OUTBOUND_CALLS")]
+    pub max_outbound_calls: Option<usize>,
+    /// Participant calls in flight at once to one host:port.
+    #[arg(long, env = "DTX_MAX_OUTBOUND_CALLS_PER_HOST")]
+    pub max_outbound_calls_per_host: Option<usize>,
+    /// gRPC participant channels kept open; beyond it the least recently used is closed.
+    #[arg(long, env = "DTX_GRPC_CHANNEL_CACHE")]
+    pub grpc_channel_cache: Option<usize>,
+    /// HTTP API: time a client has to send a request's headers.
+    #[arg(long, env = "DTX_HTTP_HEADER_TIMEOUT")]
+    pub http_header_timeout: Option<String>,
+    /// HTTP API: time a client has to send a request's body.
+    #[arg(long, env = "DTX_HTTP_BODY_TIMEOUT")]
+    pub http_body_timeout: Option<String>,
+    /// PEM certificate chain for TLS on dtx's own HTTP and gRPC listeners (with --tls-key).
+    #[arg(long, env = "DTX_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "DTX_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle trusted for https:// and TLS gRPC participants, besides the system roots.
+    #[arg(long, env = "DTX_PARTICIPANT_CA_FILE")]
+    pub participant_ca_file: Option<PathBuf>,
+    /// PEM client certificate dtx presents to TLS participants (mutual TLS; with
+    /// --participant-client-key).
+    #[arg(long, env = "DTX_PARTICIPANT_CLIENT_CERT")]
+    pub participant_client_cert: Option<PathBuf>,
+    /// PEM private key of --participant-client-cert.
+    #[arg(long, env = "DTX_PARTICIPANT_CLIENT_KEY")]
+    pub participant_client_key: Option<PathBuf>,
+    /// Call gRPC participants over TLS (their URLs have no scheme, so this is per node).
+    #[arg(long, env = "DTX_PARTICIPANT_GRPC_TLS")]
+    pub participant_grpc_tls: Option<bool>,
+    /// Participants dtx may call: comma-separated hosts (`svc.internal`, `*.example.com`), IP
+    /// addresses or CIDR ranges (`10.0.0.0/8`), each optionally with `:port` (`[::1]:8080`).
+    /// Empty: any, except link-local / cloud metadata addresses and dtx's own listeners, which
+    /// are always refused. Checked at submit (400) and on the address connected to.
+    #[arg(long, env = "DTX_PARTICIPANT_ALLOW")]
+    pub participant_allow: Option<String>,
 }
 
 /// A database URL. It may hold a password: `Debug` and `Display` mask it, so a config printed
@@ -310,6 +374,14 @@ pub struct Config {
     pub retention: dtx_engine::RetentionOptions,
     /// The admin token (`None`: admin calls are open, as in DTM).
     pub admin_token: Option<Secret>,
+    /// The API token (`None`: SDK calls are open, as in DTM).
+    pub api_token: Option<Secret>,
+    /// Time a client has to send a request's headers.
+    pub http_header_timeout: Duration,
+    /// Time a client has to send a request's body.
+    pub http_body_timeout: Duration,
+    /// TLS on dtx's own listeners: certificate chain and key files.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// Server defaults that are not engine settings (those come from [`EngineOptions::default`]).
@@ -320,6 +392,8 @@ const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 const DEFAULT_POSTGRES_POOL_SIZE: u32 = 10;
 const DEFAULT_MYSQL_POOL_SIZE: u32 = 10;
 const DEFAULT_RETENTION: &str = "7d";
+const DEFAULT_HTTP_HEADER_TIMEOUT: &str = "10s";
+const DEFAULT_HTTP_BODY_TIMEOUT: &str = "30s";
 
 /// The defaults as a TOML document (`dtx print-default-config`), made from
 /// [`Settings::defaults`], so the printed file and the running defaults cannot drift apart.
@@ -380,6 +454,24 @@ impl Settings {
             host_probe_cap: Some(duration_text(h.probe_cap)),
             host_resume_burst: Some(h.resume_burst),
             host_resume_rate: Some(h.resume_rate),
+            api_token: None,
+            max_retry_limit: Some(e.limits.retry_limit),
+            max_retry_interval: Some(duration_text(e.limits.retry_interval)),
+            max_request_timeout: Some(duration_text(e.limits.request_timeout)),
+            max_timeout_to_fail: Some(duration_text(e.limits.timeout_to_fail)),
+            max_delay: Some(duration_text(e.limits.delay)),
+            max_outbound_calls: Some(e.max_outbound_calls),
+            max_outbound_calls_per_host: Some(e.max_outbound_calls_per_host),
+            grpc_channel_cache: Some(e.grpc_channel_cache),
+            http_header_timeout: Some(DEFAULT_HTTP_HEADER_TIMEOUT.into()),
+            http_body_timeout: Some(DEFAULT_HTTP_BODY_TIMEOUT.into()),
+            tls_cert: None,
+            tls_key: None,
+            participant_ca_file: None,
+            participant_client_cert: None,
+            participant_client_key: None,
+            participant_grpc_tls: Some(false),
+            participant_allow: Some(String::new()),
         }
     }
 
@@ -413,6 +505,26 @@ impl Settings {
             host_probe_cap: self.host_probe_cap.or(lower.host_probe_cap),
             host_resume_burst: self.host_resume_burst.or(lower.host_resume_burst),
             host_resume_rate: self.host_resume_rate.or(lower.host_resume_rate),
+            api_token: self.api_token.or(lower.api_token),
+            max_retry_limit: self.max_retry_limit.or(lower.max_retry_limit),
+            max_retry_interval: self.max_retry_interval.or(lower.max_retry_interval),
+            max_request_timeout: self.max_request_timeout.or(lower.max_request_timeout),
+            max_timeout_to_fail: self.max_timeout_to_fail.or(lower.max_timeout_to_fail),
+            max_delay: self.max_delay.or(lower.max_delay),
+            max_outbound_calls: self.max_outbound_calls.or(lower.max_outbound_calls),
+            max_outbound_calls_per_host: self
+                .max_outbound_calls_per_host
+                .or(lower.max_outbound_calls_per_host),
+            grpc_channel_cache: self.grpc_channel_cache.or(lower.grpc_channel_cache),
+            http_header_timeout: self.http_header_timeout.or(lower.http_header_timeout),
+            http_body_timeout: self.http_body_timeout.or(lower.http_body_timeout),
+            tls_cert: self.tls_cert.or(lower.tls_cert),
+            tls_key: self.tls_key.or(lower.tls_key),
+            participant_ca_file: self.participant_ca_file.or(lower.participant_ca_file),
+            participant_client_cert: self.participant_client_cert.or(lower.participant_client_cert),
+            participant_client_key: self.participant_client_key.or(lower.participant_client_key),
+            participant_grpc_tls: self.participant_grpc_tls.or(lower.participant_grpc_tls),
+            participant_allow: self.participant_allow.or(lower.participant_allow),
         }
     }
 
@@ -489,16 +601,23 @@ impl Settings {
         };
         let keep = parse_duration(&req(s.retention, "--retention")?)
             .map_err(|message| Error::Invalid { setting: "--retention", message })?;
-        let admin_token = match s.admin_token {
-            None => None,
-            Some(t) if t.expose().is_empty() => None,
-            Some(t) if t.expose().trim() != t.expose() || t.expose().len() < 8 => {
-                return Err(Error::Invalid {
-                    setting: "--admin-token",
-                    message: "must be at least 8 characters, without surrounding spaces".into(),
-                });
-            }
-            Some(t) => Some(t),
+        let admin_token = token(s.admin_token, "--admin-token")?;
+        let api_token = token(s.api_token, "--api-token")?;
+        let limits = dtx_core::options::OptionLimits {
+            retry_limit: req(s.max_retry_limit, "--max-retry-limit")?,
+            retry_interval: positive(
+                &req(s.max_retry_interval, "--max-retry-interval")?,
+                "--max-retry-interval",
+            )?,
+            request_timeout: positive(
+                &req(s.max_request_timeout, "--max-request-timeout")?,
+                "--max-request-timeout",
+            )?,
+            timeout_to_fail: positive(
+                &req(s.max_timeout_to_fail, "--max-timeout-to-fail")?,
+                "--max-timeout-to-fail",
+            )?,
+            delay: positive(&req(s.max_delay, "--max-delay")?, "--max-delay")?,
         };
         let health = health_policy(
             HostHealth {
@@ -511,6 +630,41 @@ impl Settings {
             },
             backoff_cap,
         )?;
+        let max_outbound_calls =
+            at_least(req(s.max_outbound_calls, "--max-outbound-calls")?, 1, "--max-outbound-calls")?;
+        let max_outbound_calls_per_host = at_least(
+            req(s.max_outbound_calls_per_host, "--max-outbound-calls-per-host")?,
+            1,
+            "--max-outbound-calls-per-host",
+        )?;
+        let grpc_channel_cache =
+            at_least(req(s.grpc_channel_cache, "--grpc-channel-cache")?, 1, "--grpc-channel-cache")?;
+        let http_header_timeout =
+            positive(&req(s.http_header_timeout, "--http-header-timeout")?, "--http-header-timeout")?;
+        let http_body_timeout =
+            positive(&req(s.http_body_timeout, "--http-body-timeout")?, "--http-body-timeout")?;
+        let tls = pair(s.tls_cert, s.tls_key, "--tls-cert", "--tls-key")?;
+        let client_identity = pair(
+            s.participant_client_cert,
+            s.participant_client_key,
+            "--participant-client-cert",
+            "--participant-client-key",
+        )?;
+        let participant_tls = dtx_engine::ParticipantTls {
+            ca_pem: s.participant_ca_file.map(|p| read_pem(&p, "--participant-ca-file")).transpose()?,
+            identity_pem: client_identity
+                .map(|(c, k)| {
+                    Ok::<_, Error>((
+                        read_pem(&c, "--participant-client-cert")?,
+                        read_pem(&k, "--participant-client-key")?,
+                    ))
+                })
+                .transpose()?,
+            grpc_tls: req(s.participant_grpc_tls, "--participant-grpc-tls")?,
+        };
+        let participant_allow =
+            dtx_core::allow::AllowList::parse(&req(s.participant_allow, "--participant-allow")?)
+                .map_err(|message| Error::Invalid { setting: "--participant-allow", message })?;
         // A pass a minute; more often only when the retention itself is that short (tests).
         let every = keep.clamp(Duration::from_secs(1), Duration::from_secs(60));
         let retention = dtx_engine::RetentionOptions { keep, every, ..Default::default() };
@@ -528,6 +682,12 @@ impl Settings {
             poll_interval,
             max_steps,
             health,
+            limits,
+            max_outbound_calls,
+            max_outbound_calls_per_host,
+            grpc_channel_cache,
+            participant_tls,
+            participant_allow,
             ..EngineOptions::default()
         };
         Ok(Config {
@@ -543,6 +703,10 @@ impl Settings {
             mysql_pool_size,
             retention,
             admin_token,
+            api_token,
+            http_header_timeout,
+            http_body_timeout,
+            tls,
         })
     }
 }
@@ -553,6 +717,44 @@ impl Default for Config {
         #[allow(clippy::expect_used)]
         Settings::default().resolve().expect("invariant: the default configuration is valid")
     }
+}
+
+/// A token setting: empty means none; otherwise at least 8 characters, no surrounding spaces.
+fn token(t: Option<Secret>, setting: &'static str) -> Result<Option<Secret>, Error> {
+    match t {
+        None => Ok(None),
+        Some(t) if t.expose().is_empty() => Ok(None),
+        Some(t) if t.expose().trim() != t.expose() || t.expose().len() < 8 => Err(Error::Invalid {
+            setting,
+            message: "must be at least 8 characters, without surrounding spaces".into(),
+        }),
+        Some(t) => Ok(Some(t)),
+    }
+}
+
+/// Two settings that go together (a certificate and its key): both or neither.
+fn pair(
+    a: Option<PathBuf>,
+    b: Option<PathBuf>,
+    a_name: &'static str,
+    b_name: &'static str,
+) -> Result<Option<(PathBuf, PathBuf)>, Error> {
+    match (a, b) {
+        (None, None) => Ok(None),
+        (Some(a), Some(b)) => Ok(Some((a, b))),
+        (Some(_), None) => Err(Error::Invalid { setting: b_name, message: format!("needed with {a_name}") }),
+        (None, Some(_)) => Err(Error::Invalid { setting: a_name, message: format!("needed with {b_name}") }),
+    }
+}
+
+/// A PEM file's bytes, read at start so that a wrong path fails there, naming the setting.
+fn read_pem(path: &std::path::Path, setting: &'static str) -> Result<Vec<u8>, Error> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::Invalid { setting, message: format!("{}: {e}", path.display()) })?;
+    if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+        return Err(Error::Invalid { setting, message: format!("{}: not a PEM file", path.display()) });
+    }
+    Ok(bytes)
 }
 
 fn addr(v: &str, setting: &'static str) -> Result<SocketAddr, Error> {
@@ -666,6 +868,11 @@ mod tests {
             (e.claim_batch, e.max_concurrent_rounds, e.max_steps)
         );
         assert_eq!(c.engine.health, e.health);
+        assert_eq!(c.engine.limits, e.limits);
+        assert_eq!(
+            (c.engine.max_outbound_calls, c.engine.max_outbound_calls_per_host, c.engine.grpc_channel_cache),
+            (e.max_outbound_calls, e.max_outbound_calls_per_host, e.grpc_channel_cache)
+        );
         // The printed default file is those defaults, and reads back to the same configuration.
         let text = default_toml();
         assert!(text.contains("retry_interval = \"10s\"") && text.contains("backoff_cap = \"1h\""), "{text}");
@@ -758,6 +965,9 @@ mod tests {
             Settings { http_listen: Some("nowhere".into()), ..Default::default() },
             Settings { database_url: Some("oracle://x".into()), ..Default::default() },
             Settings { claim_batch: Some(0), ..Default::default() },
+            Settings { max_request_timeout: Some("0s".into()), ..Default::default() },
+            Settings { max_outbound_calls_per_host: Some(0), ..Default::default() },
+            Settings { http_header_timeout: Some("never".into()), ..Default::default() },
         ];
         let names = [
             "--retry-interval",
@@ -766,6 +976,9 @@ mod tests {
             "--http-listen",
             "--database-url",
             "--claim-batch",
+            "--max-request-timeout",
+            "--max-outbound-calls-per-host",
+            "--http-header-timeout",
         ];
         for (s, name) in cases.into_iter().zip(names) {
             let e = s.resolve().unwrap_err().to_string();

@@ -7,17 +7,21 @@
 //! - [`telemetry`]: log output.
 //! - [`metrics`]: Prometheus metrics (`/api/metrics`), the engine's observer; `observed_store`:
 //!   store write latency and queue depth.
-//! - [`admin`]: the embedded admin web UI (`/admin`), its JSON endpoints and the admin token.
+//! - [`admin`]: the embedded admin web UI (`/admin`) and its JSON endpoints.
+//! - [`auth`]: the admin and API tokens on both front doors.
 //! - [`health`]: readiness (`/api/ready`, gRPC health).
+//! - [`listen`]: the HTTP listener (TLS, header and handshake deadlines).
 //! - [`cli`]: the `dtx` binary's entry point.
 
 pub mod admin;
 pub mod api;
 mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod grpc;
 pub mod health;
+pub mod listen;
 pub mod metrics;
 mod observed_store;
 pub mod telemetry;

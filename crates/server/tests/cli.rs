@@ -77,6 +77,15 @@ fn help_lists_the_settings() {
         assert!(help.contains(flag), "--help should mention {flag}: {help}");
     }
     assert!(help.contains("print-default-config"), "{help}");
+    // Every setting is in README's configuration table.
+    let readme = include_str!("../../../README.md");
+    for flag in help.split_whitespace().filter(|w| w.starts_with("--") && w.len() > 2) {
+        let flag = flag.trim_end_matches([',', '.', ')', '`']);
+        if matches!(flag, "--help" | "--version") || flag.contains('=') {
+            continue;
+        }
+        assert!(readme.contains(&format!("| `{flag}`")), "README's configuration table lacks {flag}");
+    }
 }
 
 #[test]

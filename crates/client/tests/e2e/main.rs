@@ -8,3 +8,4 @@ mod barrier;
 mod db;
 mod flows;
 mod xa;
+mod tls;

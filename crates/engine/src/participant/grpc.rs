@@ -64,29 +64,80 @@ pub fn outcome_of(status: &Status) -> Outcome {
 /// The longest deadline `grpc-timeout` can carry: 99999999 hours.
 const MAX_GRPC_TIMEOUT: Duration = Duration::from_secs(99_999_999 * 3600);
 
-/// Channels are cached per target: one HTTP/2 connection serves every call to it.
-#[derive(Debug, Default)]
+/// Channels are cached per target: one HTTP/2 connection serves every call to it. The cache is
+/// bounded: beyond `cap` targets the least recently used channel is dropped (closed once its
+/// calls in flight end).
 pub(crate) struct GrpcCaller {
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Mutex<ChannelCache>,
+    cap: usize,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+    policy: std::sync::Arc<dtx_core::allow::Policy>,
+}
+
+#[derive(Debug, Default)]
+struct ChannelCache {
+    map: HashMap<String, (Channel, u64)>,
+    tick: u64,
 }
 
 impl GrpcCaller {
+    pub(crate) fn new(
+        cap: usize,
+        tls: Option<tonic::transport::ClientTlsConfig>,
+        policy: std::sync::Arc<dtx_core::allow::Policy>,
+    ) -> GrpcCaller {
+        GrpcCaller { channels: Mutex::default(), cap: cap.max(1), tls, policy }
+    }
+
+    /// Targets with a cached channel (tests).
+    #[cfg(test)]
+    fn cached(&self) -> Vec<String> {
+        let cache = self.channels.lock().map(|c| c.map.keys().cloned().collect());
+        let mut v: Vec<String> = cache.unwrap_or_default();
+        v.sort();
+        v
+    }
+
     fn channel(&self, target: &str) -> Result<Channel, String> {
-        let mut map = self.channels.lock().map_err(|_| "grpc channel cache poisoned".to_owned())?;
-        if let Some(c) = map.get(target) {
+        let mut cache = self.channels.lock().map_err(|_| "grpc channel cache poisoned".to_owned())?;
+        cache.tick += 1;
+        let tick = cache.tick;
+        if let Some((c, used)) = cache.map.get_mut(target) {
+            *used = tick;
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{target}"))
+        if cache.map.len() >= self.cap {
+            // A scan only when a new target arrives at a full cache.
+            let oldest = cache.map.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                cache.map.remove(&k);
+            }
+        }
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{target}"))
             .map_err(|e| format!("bad grpc target {target}: {e}"))?
             .tcp_nodelay(true);
-        let channel = endpoint.connect_lazy();
-        map.insert(target.to_owned(), channel.clone());
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(|e| format!("grpc TLS for {target}: {e}"))?;
+        }
+        // Our connector: the address connected to passes the policy after DNS resolution.
+        let channel = endpoint.connect_with_connector_lazy(super::net::CheckedConnector(self.policy.clone()));
+        cache.map.insert(target.to_owned(), (channel.clone(), tick));
         Ok(channel)
     }
 
-    pub(crate) async fn call(&self, req: &CallRequest, exported: Option<&str>) -> Outcome {
+    pub(crate) async fn call(
+        &self,
+        req: &CallRequest,
+        limits: &super::limit::CallLimits,
+        exported: Option<&str>,
+    ) -> Outcome {
         let url = match parse_grpc_url(&req.url) {
             Ok(u) => u,
+            Err(e) => return Outcome::Error(e),
+        };
+        let _permit = match limits.acquire(&url.target, req.timeout).await {
+            Ok(p) => p,
             Err(e) => return Outcome::Error(e),
         };
         let channel = match self.channel(&url.target) {
@@ -200,6 +251,16 @@ mod tests {
         ] {
             assert!(parse_grpc_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[tokio::test]
+    async fn the_channel_cache_evicts_the_least_recently_used() {
+        let c = GrpcCaller::new(2, None, std::sync::Arc::default());
+        c.channel("a:1").unwrap();
+        c.channel("b:1").unwrap();
+        c.channel("a:1").unwrap();
+        c.channel("c:1").unwrap();
+        assert_eq!(c.cached(), ["a:1", "c:1"], "b was the least recently used");
     }
 
     #[test]

@@ -63,7 +63,7 @@ pub(crate) fn outcome_of(status: u16, body: &str) -> Outcome {
     }
 }
 
-pub(crate) async fn call(http: &reqwest::Client, req: &CallRequest) -> Outcome {
+pub(crate) async fn call(http: &reqwest::Client, req: &CallRequest, exported: Option<&str>) -> Outcome {
     let id = format!("{:032x}", rand::random::<u128>());
     let body = match request_body(req, &id) {
         Ok(b) => b,
@@ -75,7 +75,7 @@ pub(crate) async fn call(http: &reqwest::Client, req: &CallRequest) -> Outcome {
         .body(body.to_string())
         .timeout(req.timeout);
     for (k, v) in &req.headers {
-        builder = builder.header(k.as_str(), crate::trace_context::outgoing(k, v).as_ref());
+        builder = builder.header(k.as_str(), crate::trace_context::outgoing_as(k, v, exported).as_ref());
     }
     match builder.send().await {
         Err(e) => Outcome::Error(describe(&e)),

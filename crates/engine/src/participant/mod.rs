@@ -2,6 +2,11 @@
 
 pub mod grpc;
 mod json_rpc;
+mod limit;
+mod net;
+
+pub use net::{BuildError, ParticipantTls};
+pub(crate) use net::check_urls;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -55,12 +60,57 @@ impl Caller for Participants {
 /// Bodies are only read to look for the legacy `FAILURE` / `ONGOING` markers.
 const MAX_READ_BODY: usize = 64 * 1024;
 
+/// How participants are called (from [`crate::EngineOptions`]).
+#[derive(Debug, Clone)]
+pub struct ParticipantOptions {
+    /// Calls in flight at once on this node.
+    pub max_calls: usize,
+    /// Calls in flight at once to one `host:port`.
+    pub max_calls_per_host: usize,
+    /// gRPC channels kept open.
+    pub grpc_channels: usize,
+    /// TLS to participants.
+    pub tls: ParticipantTls,
+    /// Which addresses may be called.
+    pub policy: std::sync::Arc<dtx_core::allow::Policy>,
+}
+
+impl ParticipantOptions {
+    /// The participant settings of the engine's options.
+    pub fn of(o: &crate::EngineOptions) -> ParticipantOptions {
+        ParticipantOptions {
+            max_calls: o.max_outbound_calls,
+            max_calls_per_host: o.max_outbound_calls_per_host,
+            grpc_channels: o.grpc_channel_cache,
+            tls: o.participant_tls.clone(),
+            policy: std::sync::Arc::new(policy_of(o)),
+        }
+    }
+}
+
+/// The address policy of the engine's options: the allowlist and dtx's own listeners.
+pub fn policy_of(o: &crate::EngineOptions) -> dtx_core::allow::Policy {
+    let mut p = dtx_core::allow::Policy::new(o.participant_allow.clone());
+    for a in &o.own_listeners {
+        p.deny_own(*a);
+    }
+    p
+}
+
+impl Default for ParticipantOptions {
+    fn default() -> Self {
+        ParticipantOptions::of(&crate::EngineOptions::default())
+    }
+}
+
 /// The participant caller: one shared, connection-pooling HTTP client and a gRPC channel per
-/// target.
+/// target, behind the outbound call caps.
 #[derive(Clone)]
 pub struct Participants {
     http: reqwest::Client,
     grpc: std::sync::Arc<grpc::GrpcCaller>,
+    limits: std::sync::Arc<limit::CallLimits>,
+    policy: std::sync::Arc<dtx_core::allow::Policy>,
     observer: std::sync::Arc<dyn crate::Observer>,
     /// Span export (`None`: no call span at all, the default).
     export: Option<std::sync::Arc<dyn crate::trace_context::SpanExport>>,
@@ -85,22 +135,40 @@ impl CallRequest {
 }
 
 impl Participants {
-    /// Builds the shared client.
-    pub fn new() -> Result<Participants, reqwest::Error> {
-        Participants::observed(std::sync::Arc::new(crate::NoObserver))
+    /// Builds the shared client with the default options.
+    pub fn new() -> Result<Participants, BuildError> {
+        Participants::observed(std::sync::Arc::new(crate::NoObserver), &ParticipantOptions::default())
     }
 
-    /// [`Participants::new`] reporting every call to `observer`.
-    pub fn observed(observer: std::sync::Arc<dyn crate::Observer>) -> Result<Participants, reqwest::Error> {
-        let http = reqwest::Client::builder()
+    /// [`Participants::new`] with `opts`, reporting every call to `observer`.
+    pub fn observed(
+        observer: std::sync::Arc<dyn crate::Observer>,
+        opts: &ParticipantOptions,
+    ) -> Result<Participants, BuildError> {
+        let builder = reqwest::Client::builder()
             .pool_max_idle_per_host(512)
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
             // Participants are addressed directly: an HTTP_PROXY meant for outbound traffic
             // must not capture calls to services on this network (or on loopback).
             .no_proxy()
-            .build()?;
-        Ok(Participants { http, grpc: std::sync::Arc::default(), observer, export: None })
+            // A redirect would send the call (and its branch_headers) somewhere not checked.
+            .redirect(reqwest::redirect::Policy::none())
+            // Every address a name resolves to passes the policy before a connection is made.
+            .dns_resolver(std::sync::Arc::new(net::CheckedResolver(opts.policy.clone())));
+        let http = net::http_tls(builder, &opts.tls)?.build()?;
+        Ok(Participants {
+            http,
+            grpc: std::sync::Arc::new(grpc::GrpcCaller::new(
+                opts.grpc_channels,
+                net::grpc_tls(&opts.tls),
+                opts.policy.clone(),
+            )),
+            policy: opts.policy.clone(),
+            limits: std::sync::Arc::new(limit::CallLimits::new(opts.max_calls, opts.max_calls_per_host)),
+            observer,
+            export: None,
+        })
     }
 
     /// Gives every call a `participant_call` span linked for export (crate::trace_context).
@@ -136,13 +204,8 @@ impl Participants {
 
     async fn call_url(&self, req: &CallRequest, exported: Option<&str>) -> Outcome {
         if !is_http_url(&req.url) {
-            let outcome = self.grpc.call(req, exported).await;
+            let outcome = self.grpc.call(req, &self.limits, exported).await;
             debug!(gid = %req.gid, branch_id = %req.branch_id, op = %req.op_text(), url = %req.url, ?outcome, "grpc branch call");
-            return outcome;
-        }
-        if req.json_rpc && req.url.contains("method") {
-            let outcome = json_rpc::call(&self.http, req).await;
-            debug!(gid = %req.gid, branch_id = %req.branch_id, op = %req.op_text(), url = %req.url, ?outcome, "json-rpc branch call");
             return outcome;
         }
         let mut url = match url::Url::parse(&req.url) {
@@ -154,6 +217,28 @@ impl Participants {
             .append_pair("trans_type", req.trans_type.as_str())
             .append_pair("branch_id", &req.branch_id)
             .append_pair("op", req.op_text());
+        // A literal IP never reaches the resolver: check it (with its port) here.
+        let port = url.port_or_known_default().unwrap_or(80);
+        let literal = match url.host() {
+            Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+            _ => None,
+        };
+        if let Some(ip) = literal
+            && let Err(e) = self.policy.check(None, std::net::SocketAddr::new(ip, port))
+        {
+            return Outcome::Error(format!("refused: {e}"));
+        }
+        let host = &url[url::Position::BeforeHost..url::Position::AfterPort];
+        let _permit = match self.limits.acquire(host, req.timeout).await {
+            Ok(p) => p,
+            Err(e) => return Outcome::Error(e),
+        };
+        if req.json_rpc && req.url.contains("method") {
+            let outcome = json_rpc::call(&self.http, req, exported).await;
+            debug!(gid = %req.gid, branch_id = %req.branch_id, op = %req.op_text(), url = %req.url, ?outcome, "json-rpc branch call");
+            return outcome;
+        }
         // DTM sends a body only when there is one (its SDKs always send at least `null`); XA
         // phase two is always a POST, with an empty body.
         let builder = if req.payload.is_empty() && req.trans_type != TransType::Xa {
@@ -203,11 +288,133 @@ pub(crate) async fn read_bounded(mut resp: reqwest::Response) -> Result<String, 
 }
 
 pub(crate) fn describe(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
+    let mut text = if e.is_timeout() {
         format!("timed out: {e}")
     } else if e.is_connect() {
         format!("connection failed: {e}")
     } else {
         e.to_string()
+    };
+    // The causes say why (refused by the address policy, a TLS certificate error, ...).
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use dtx_core::allow::{AllowList, Policy};
+    use dtx_core::{Op, Outcome, TransType};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A loopback HTTP server answering every request with `reply`; counts connections.
+    async fn server(reply: &'static str) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counted = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = s.read(&mut buf).await;
+                    if reply.is_empty() {
+                        tokio::time::sleep(Duration::from_secs(10)).await;
+                    }
+                    let _ = s.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        (addr, hits)
+    }
+
+    fn call(url: String) -> CallRequest {
+        CallRequest {
+            url,
+            gid: "g".into(),
+            trans_type: TransType::Saga,
+            branch_id: "01".into(),
+            op: Op::Action,
+            payload: bytes::Bytes::new(),
+            headers: BTreeMap::new(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn participants(allow: &str) -> Participants {
+        let opts = ParticipantOptions {
+            policy: Arc::new(Policy::new(AllowList::parse(allow).unwrap())),
+            ..ParticipantOptions::default()
+        };
+        Participants::observed(Arc::new(crate::NoObserver), &opts).unwrap()
+    }
+
+    #[tokio::test]
+    async fn refused_addresses_are_never_connected_to_after_dns_either() {
+        let (addr, hits) = server("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
+        let p = participants("10.0.0.0/8");
+        for url in
+            [format!("http://127.0.0.1:{}/a", addr.port()), format!("http://localhost:{}/a", addr.port())]
+        {
+            let Outcome::Error(e) = p.call(&call(url.clone())).await else { panic!("{url} was called") };
+            assert!(e.contains("not in --participant-allow") || e.contains("refused"), "{url}: {e}");
+        }
+        let Outcome::Error(e) = p.call(&call(format!("localhost:{}/a.B/C", addr.port()))).await else {
+            panic!("gRPC call went through")
+        };
+        assert!(e.contains("not ready") || e.contains("refused"), "{e}");
+        assert_eq!(hits.load(Ordering::SeqCst), 0, "no connection was made");
+        let allowed = participants("localhost, 127.0.0.1");
+        assert_eq!(
+            allowed.call(&call(format!("http://localhost:{}/a", addr.port()))).await,
+            Outcome::Success
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn redirects_are_not_followed() {
+        let (target, target_hits) = server("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
+        let reply: &'static str = Box::leak(
+            format!("HTTP/1.1 302 Found\r\nlocation: http://{target}/x\r\ncontent-length: 0\r\n\r\n")
+                .into_boxed_str(),
+        );
+        let (redirecting, _) = server(reply).await;
+        let p = participants("");
+        let out = p.call(&call(format!("http://{redirecting}/a"))).await;
+        assert!(matches!(&out, Outcome::Error(e) if e.contains("302")), "{out:?}");
+        assert_eq!(target_hits.load(Ordering::SeqCst), 0, "the redirect went nowhere");
+    }
+
+    #[tokio::test]
+    async fn a_call_beyond_the_per_host_cap_waits_then_gives_up() {
+        // Answers nothing: the first call holds its slot until its own timeout.
+        let (addr, hits) = server("").await;
+        let opts = ParticipantOptions { max_calls_per_host: 1, ..ParticipantOptions::default() };
+        let p = Participants::observed(Arc::new(crate::NoObserver), &opts).unwrap();
+        let url = format!("http://{addr}/a");
+        let first = {
+            let (p, mut req) = (p.clone(), call(url.clone()));
+            req.timeout = Duration::from_secs(2);
+            tokio::spawn(async move { p.call(&req).await })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut second = call(url);
+        second.timeout = Duration::from_millis(300);
+        let out = p.call(&second).await;
+        assert!(matches!(&out, Outcome::Error(e) if e.contains("too many calls")), "{out:?}");
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "the second call never connected");
+        let first = first.await.unwrap();
+        assert!(matches!(&first, Outcome::Error(e) if e.contains("timed out")), "{first:?}");
     }
 }

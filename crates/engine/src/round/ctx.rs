@@ -155,7 +155,7 @@ impl<'a> Ctx<'a> {
         }
         let now = self.now();
         let b = &mut self.branches[row];
-        b.last_error = outcome.error_text().unwrap_or_default().to_owned();
+        b.last_error = outcome.error_text().map(dtx_core::outcome::stored_text).unwrap_or_default();
         b.update_time = now;
         if let Some(s) = final_status {
             b.status = s;

@@ -40,11 +40,21 @@ pub fn new_gid_text() -> String {
     (0..22).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
 }
 
+/// Reads a request body up to the configured size (and within `--http-body-timeout`, a layer).
+async fn read_body(state: &AppState, body: Body) -> Result<axum::body::Bytes, ApiError> {
+    to_bytes(body, state.max_body_bytes).await.map_err(|e| {
+        let cause = std::error::Error::source(&e).map(ToString::to_string).unwrap_or_else(|| e.to_string());
+        if cause.contains("length limit") {
+            ApiError::BadRequest(format!("request body exceeds the limit of {} bytes", state.max_body_bytes))
+        } else {
+            ApiError::BadRequest(format!("request body not received: {cause}"))
+        }
+    })
+}
+
 /// Reads and decodes a global request body, bounded by the configured size.
 async fn read_global(state: &AppState, body: Body) -> Result<GlobalRequest, ApiError> {
-    let bytes = to_bytes(body, state.max_body_bytes).await.map_err(|_| {
-        ApiError::BadRequest(format!("request body exceeds the limit of {} bytes", state.max_body_bytes))
-    })?;
+    let bytes = read_body(state, body).await?;
     serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))
 }
 
@@ -146,9 +156,7 @@ pub(super) async fn abort_request(state: &AppState, req: TransRequest) -> Result
 /// `POST /api/dtmsvr/registerBranch` (and the legacy `registerTccBranch` / `registerXaBranch`):
 /// a flat JSON object of strings.
 pub async fn register_branch(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
-    let bytes = to_bytes(body, state.max_body_bytes).await.map_err(|_| {
-        ApiError::BadRequest(format!("request body exceeds the limit of {} bytes", state.max_body_bytes))
-    })?;
+    let bytes = read_body(&state, body).await?;
     let m: HashMap<String, String> = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::BadRequest(format!("malformed registerBranch body (a JSON object of strings): {e}"))
     })?;

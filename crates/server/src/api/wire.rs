@@ -165,7 +165,7 @@ pub fn global_json(g: &Global, forward_only: bool) -> Value {
     put_time(&mut m, "rollback_time", g.rollback_time);
     put_nonempty(&mut m, "result", &g.result);
     put_nonempty(&mut m, "rollback_reason", &g.rollback_reason);
-    m.insert("options".into(), json!(g.options.to_json()));
+    m.insert("options".into(), json!(redacted_options(&g.options)));
     put_nonempty(&mut m, "custom_data", &g.custom_data);
     m.insert("next_cron_interval".into(), json!(g.next_cron_interval.as_secs()));
     if !g.status.is_final() {
@@ -184,6 +184,22 @@ pub fn global_json(g: &Global, forward_only: bool) -> Value {
     }
     Value::Object(m)
 }
+
+/// The options as stored, `branch_headers` values replaced by `***`: they often carry
+/// participant credentials, and a reader of `query` / `all` only needs to see which were set.
+fn redacted_options(o: &TransOptions) -> String {
+    if o.branch_headers.is_empty() {
+        return o.to_json();
+    }
+    let mut shown = o.clone();
+    for v in shown.branch_headers.values_mut() {
+        *v = REDACTED.to_owned();
+    }
+    shown.to_json()
+}
+
+/// What a redacted value shows.
+pub const REDACTED: &str = "***";
 
 /// A branch row as `query` returns it (`bin_data` is base64), plus `attempts` and `last_error`.
 pub fn branch_json(gid: &str, b: &Branch) -> Value {
@@ -227,6 +243,34 @@ mod tests {
         let saga = r.into_request("g".into(), TransType::Saga).unwrap();
         assert_eq!(saga.payloads, vec![br#"{"x":1}"#.to_vec()]);
         assert_eq!(saga.steps[0].compensate, "http://h/c");
+    }
+
+    #[test]
+    fn branch_header_values_are_never_shown() {
+        let mut options = TransOptions::default();
+        options.branch_headers.insert("authorization".into(), "Bearer hunter2".into());
+        let g = Global {
+            id: 1,
+            gid: "g".into(),
+            trans_type: TransType::Saga,
+            status: dtx_core::GlobalStatus::Submitted,
+            protocol: "http".into(),
+            query_prepared: String::new(),
+            custom_data: String::new(),
+            options,
+            rollback_reason: String::new(),
+            result: String::new(),
+            create_time: Timestamp(0),
+            update_time: Timestamp(0),
+            finish_time: None,
+            rollback_time: None,
+            next_cron_time: Timestamp(0),
+            next_cron_interval: std::time::Duration::from_secs(10),
+            owner: None,
+            lease_until: None,
+        };
+        let shown = global_json(&g, false).to_string();
+        assert!(shown.contains("authorization") && !shown.contains("hunter2"), "{shown}");
     }
 
     #[test]

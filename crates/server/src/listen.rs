@@ -1,0 +1,152 @@
+//! The HTTP listener: HTTP/1.1 over TCP or TLS (`--tls-cert`, `--tls-key`), with a deadline on
+//! the request headers (`--http-header-timeout`) and on the TLS handshake, so a client that
+//! opens connections and sends nothing cannot hold them for ever. Body read deadlines are a
+//! layer on the router ([`tower_http::timeout::RequestBodyTimeoutLayer`], set in `app.rs`).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::debug;
+
+/// A TLS certificate chain and key could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} {path}: {message}")]
+pub struct TlsFileError {
+    /// Which file (`certificate`, `key`, `CA`).
+    pub what: &'static str,
+    /// The path.
+    pub path: String,
+    /// Why.
+    pub message: String,
+}
+
+/// The PEM certificates of `path` (a chain or a CA bundle).
+pub fn load_certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsFileError> {
+    let err = |message: String| TlsFileError { what, path: path.display().to_string(), message };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| err(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(err("no PEM certificate in the file".into()));
+    }
+    Ok(certs)
+}
+
+/// The PEM private key of `path` (PKCS#8, PKCS#1 or SEC1).
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsFileError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsFileError {
+        what: "key",
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// A rustls server configuration for dtx's HTTP listener (HTTP/1.1).
+pub fn server_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsFileError> {
+    let chain = load_certs(cert, "certificate")?;
+    let key_der = load_key(key)?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let bad = |e: rustls::Error| TlsFileError {
+        what: "key",
+        path: key.display().to_string(),
+        message: e.to_string(),
+    };
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(bad)?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(bad)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// How the HTTP listener serves.
+#[derive(Clone)]
+pub struct HttpServe {
+    /// Deadline for a request's headers (and for a TLS handshake).
+    pub header_timeout: Duration,
+    /// TLS, if configured.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Serves `app` on `listener` until `stop`, then lets open connections finish their requests.
+pub async fn serve_http(
+    listener: TcpListener,
+    app: axum::Router,
+    opts: HttpServe,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(opts.header_timeout);
+    let builder = Arc::new(builder);
+    let tls = opts.tls.map(TlsAcceptor::from);
+    let connections = TaskTracker::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    debug!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let (app, builder, tls, stop) = (app.clone(), builder.clone(), tls.clone(), stop.clone());
+        let header_timeout = opts.header_timeout;
+        connections.spawn(async move {
+            let service = TowerToHyperService::new(app);
+            let result = match tls {
+                None => serve_one(&builder, TokioIo::new(tcp), service, stop).await,
+                Some(acceptor) => match tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => serve_one(&builder, TokioIo::new(stream), service, stop).await,
+                    Ok(Err(e)) => Err(e.into()),
+                    Err(_) => Err("TLS handshake timed out".into()),
+                },
+            };
+            if let Err(e) = result {
+                debug!(%peer, error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+    connections.close();
+    connections.wait().await;
+    Ok(())
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn serve_one<I>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: TokioIo<I>,
+    service: TowerToHyperService<axum::Router>,
+    stop: CancellationToken,
+) -> Result<(), BoxError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    }
+}
