@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dtx_core::{Global, Timestamp};
 use dtx_store::{ListFilter, Loaded, Store};
-use tokio::sync::broadcast;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -94,6 +94,8 @@ pub(crate) struct Inner {
     seq: AtomicU64,
     /// Rounds running in the background (from submits and the scheduler).
     tasks: TaskTracker,
+    /// One permit per running round, whoever started it (the cap of in-flight rounds).
+    rounds: Arc<Semaphore>,
     shutdown: CancellationToken,
 }
 
@@ -134,6 +136,7 @@ impl Engine {
     ) -> Engine {
         let node = format!("{:08x}", rand::random::<u32>());
         let (events, _) = broadcast::channel(EVENTS_BUFFER);
+        let rounds = Arc::new(Semaphore::new(opts.max_concurrent_rounds.max(1)));
         Engine {
             inner: Arc::new(Inner {
                 store,
@@ -145,6 +148,7 @@ impl Engine {
                 node,
                 seq: AtomicU64::new(0),
                 tasks: TaskTracker::new(),
+                rounds,
                 shutdown: CancellationToken::new(),
             }),
         }
@@ -191,10 +195,46 @@ impl Engine {
             .unwrap_or(false)
     }
 
+    /// The first step of a shutdown: stops claiming work and starting rounds (requests that
+    /// would start one get `Unavailable`); in-flight rounds start no new calls and release what
+    /// they own. [`Engine::shutdown`] then waits for them.
+    pub fn stop_claiming(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    /// Rounds running now (submits', aborts' and the scheduler's).
+    pub fn rounds_in_flight(&self) -> usize {
+        self.inner.opts.max_concurrent_rounds.max(1).saturating_sub(self.inner.rounds.available_permits())
+    }
+
+    /// A slot for one more round, waiting up to `shed_after` for one to free up. `Unavailable`
+    /// (the caller has stored nothing yet) when the node is saturated or shutting down.
+    pub(crate) async fn round_slot(&self) -> Result<OwnedSemaphorePermit> {
+        let inner = &self.inner;
+        if inner.shutdown.is_cancelled() {
+            return Err(Error::Unavailable("this node is shutting down; retry on another node".into()));
+        }
+        // The common case takes no timer (the engine's property tests run without one).
+        if let Ok(permit) = inner.rounds.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        let wait = inner.rounds.clone().acquire_owned();
+        match tokio::time::timeout(inner.opts.shed_after, wait).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => {
+                tracing::debug!("round cap saturated: request shed");
+                Err(Error::Unavailable(format!(
+                    "overloaded: {} rounds in flight and none ended within {:?}; retry later",
+                    inner.opts.max_concurrent_rounds, inner.opts.shed_after
+                )))
+            }
+        }
+    }
+
     /// Stops claiming work, lets in-flight rounds finish (they start no new calls and release
     /// what they own), and waits for them up to the configured grace period.
     pub async fn shutdown(&self) {
-        self.inner.shutdown.cancel();
+        self.stop_claiming();
         self.inner.tasks.close();
         if tokio::time::timeout(self.inner.opts.shutdown_grace, self.inner.tasks.wait()).await.is_err() {
             tracing::warn!("shutdown grace period over; unfinished rounds stay leased until they expire");

@@ -6,7 +6,8 @@
 //! - [`Server`]: wiring (store, engine, listener), serving and graceful shutdown.
 //! - [`telemetry`]: log output.
 //! - [`metrics`]: Prometheus metrics (`/api/metrics`), the engine's observer; `observed_store`:
-//!   store write latency and queue depth.
+//!   store write latency and queue depth; `guarded_store`: store deadlines and write-queue
+//!   admission (load shedding).
 //! - [`admin`]: the embedded admin web UI (`/admin`), its JSON endpoints and the admin token.
 //! - [`health`]: readiness (`/api/ready`, gRPC health).
 //! - [`cli`]: the `dtx` binary's entry point.
@@ -17,6 +18,7 @@ mod app;
 pub mod cli;
 pub mod config;
 pub mod grpc;
+mod guarded_store;
 pub mod health;
 pub mod metrics;
 mod observed_store;

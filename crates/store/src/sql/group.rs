@@ -122,7 +122,7 @@ pub async fn run<P: Pool>(pool: P, queue: Queue, max_batch: usize, id: usize) {
 }
 
 async fn run_batch<P: Pool>(pool: &P, jobs: Vec<Job>) {
-    let mut jobs: Vec<Job> = jobs.into_iter().filter(|j| !j.abandoned_claim()).collect();
+    let mut jobs: Vec<Job> = jobs.into_iter().filter(|j| !j.abandoned()).collect();
     if jobs.is_empty() {
         return;
     }
@@ -135,15 +135,21 @@ async fn run_batch<P: Pool>(pool: &P, jobs: Vec<Job>) {
         }
     };
     if jobs.len() == 1 {
-        if let Some(job) = jobs.pop()
-            && !run_alone(pool, &mut conn, job).await
-        {
-            conn.discard();
+        if let Some(job) = jobs.pop() {
+            match tokio::time::timeout(BATCH_DEADLINE, run_alone(pool, &mut conn, job)).await {
+                Ok(true) => {}
+                Ok(false) => conn.discard(),
+                Err(_) => hung(pool, conn, 1),
+            }
         }
         return;
     }
     let size = jobs.len();
-    let retry = match run_together(&mut conn, jobs).await {
+    let together = match tokio::time::timeout(BATCH_DEADLINE, run_together(&mut conn, jobs)).await {
+        Ok(result) => result,
+        Err(_) => return hung(pool, conn, size),
+    };
+    let retry = match together {
         Ok(retry) => retry,
         Err(err) => {
             // Usually the connection is gone (the server shut down or restarted).
@@ -163,6 +169,23 @@ async fn run_batch<P: Pool>(pool: &P, jobs: Vec<Job>) {
             return;
         }
     }
+}
+
+/// The longest a batch may take on its connection. A database that is stopped (not down: its
+/// sockets stay open, nothing answers) would otherwise hold the writer for ever. Past it the
+/// batch's callers have long had their `Unavailable` (the server's store deadline is shorter),
+/// the connection is closed, and the database rolls back the open transaction when it notices,
+/// so nothing of the batch is half-applied; only a COMMIT already sent may still take effect,
+/// as after any connection lost mid-commit.
+pub const BATCH_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A batch outlived [`BATCH_DEADLINE`]: its requests were dropped unanswered (their callers see
+/// `Unavailable`); the connection is discarded, and the database marked down.
+fn hung<P: Pool>(pool: &P, conn: P::Conn, size: usize) {
+    let err = Error::Unavailable(format!("a write batch got no answer within {BATCH_DEADLINE:?}"));
+    warn!(size, "write batch timed out; its connection is closed");
+    pool.mark_down(&err);
+    conn.discard();
 }
 
 /// Runs one request in a transaction of its own. `false`: the connection's state is unknown
