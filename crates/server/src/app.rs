@@ -19,7 +19,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::admin::{self, AdminToken};
 use crate::api::{self, AppState};
 use crate::config::{Backend, Config};
-use crate::grpc::{DtmService, GrpcMetricsLayer};
+use crate::grpc::{BadBodyLayer, DtmService, GrpcMetricsLayer};
 use crate::guarded_store::{Guard, GuardedStore};
 use crate::health::{self, Readiness};
 use crate::metrics::{self, Metrics};
@@ -328,6 +328,7 @@ async fn serve_grpc(
         .map_err(|e| Error::Grpc(e.to_string()))?;
     tonic::transport::Server::builder()
         .layer(GrpcMetricsLayer(metrics))
+        .layer(BadBodyLayer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(DtmServer::new(DtmService::new(engine)))

@@ -12,7 +12,9 @@ use tonic::{Request, Response, Status};
 
 use crate::api::new_gid_text;
 
+mod bad_body;
 mod observe;
+pub use bad_body::BadBodyLayer;
 pub use observe::GrpcMetricsLayer;
 
 /// `traceparent` / `tracestate` metadata of a request (W3C trace context).
