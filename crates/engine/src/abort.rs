@@ -13,6 +13,7 @@ impl Engine {
     /// Aborts a transaction. `wait_result` comes from the stored options, as in DTM.
     pub async fn abort(&self, gid: &str, reason: &str) -> Result<SubmitReply> {
         crate::request::check_gid(gid)?;
+        crate::request::check_text("rollback_reason", reason)?;
         let inner = &self.inner;
         let existing = inner
             .store
