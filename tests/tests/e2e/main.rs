@@ -20,6 +20,7 @@ mod ops_health;
 mod ops_metrics;
 mod postgres_nodes;
 mod postgres_outage;
+mod reliability;
 mod retention_load;
 mod saga;
 mod saga_options;
