@@ -197,6 +197,9 @@ async fn run_alone<P: Pool>(pool: &P, conn: &mut P::Conn, job: Job) -> bool {
         return false;
     }
     let result = super::run(conn, &job.op).await;
+    // A caller that gave up meanwhile (the database hung past its deadline) was told
+    // `Unavailable`: its write must not land after all.
+    let result = if job.abandoned() { Err(gone()) } else { result };
     let end = if result.is_ok() { conn.control("COMMIT").await } else { conn.control("ROLLBACK").await };
     match (result, end) {
         (Ok(output), Ok(())) => {
@@ -241,6 +244,8 @@ async fn run_together<C: Conn>(conn: &mut C, jobs: Vec<Job>) -> Result<Vec<Job>>
             return Err(err);
         }
         let result = super::run(conn, &job.op).await;
+        // As in `run_alone`: the write of a caller that gave up is rolled back to its savepoint.
+        let result = if job.abandoned() { Err(gone()) } else { result };
         let end = if result.is_ok() {
             conn.control("RELEASE SAVEPOINT request").await
         } else {
@@ -257,7 +262,7 @@ async fn run_together<C: Conn>(conn: &mut C, jobs: Vec<Job>) -> Result<Vec<Job>>
         match result {
             // The transaction survived the failure (its savepoint rolled back fine), so this was
             // contention, not a lost connection: worth one more try on its own.
-            Err(Error::Unavailable(_)) => retry.push(job),
+            Err(Error::Unavailable(_)) if !job.abandoned() => retry.push(job),
             result => done.push((job, result)),
         }
     }
@@ -269,6 +274,11 @@ async fn run_together<C: Conn>(conn: &mut C, jobs: Vec<Job>) -> Result<Vec<Job>>
     debug!(size = done.len(), "write batch committed");
     done.into_iter().for_each(|(job, result)| job.answer(result));
     Ok(retry)
+}
+
+/// The answer (nobody reads it) for a request whose caller stopped waiting while it ran.
+fn gone() -> Error {
+    Error::Unavailable("the caller stopped waiting; the write was rolled back".into())
 }
 
 /// Best-effort ROLLBACK after a failure (usually the connection is already gone).
