@@ -6,6 +6,12 @@
 
 mod fuzz;
 mod fuzz_grpc;
+mod hung_db;
+mod kill;
+mod outage;
+mod overload;
+mod shutdown;
+mod soak;
 
 use std::time::Duration;
 
