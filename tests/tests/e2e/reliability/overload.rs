@@ -10,6 +10,10 @@ use futures::StreamExt;
 
 use super::{rss_kib, size, unfinished};
 
+/// A submit's gid, its answer (status, whether `Retry-After` came) or the client's error, and
+/// how long it took.
+type Outcome = (String, Result<(u16, bool), String>, Duration);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_is_shed_quickly_within_the_caps_and_loses_nothing_acknowledged() {
     let submits: usize = size(300, 20_000);
@@ -48,7 +52,7 @@ async fn overload_is_shed_quickly_within_the_caps_and_loses_nothing_acknowledged
         peak
     });
     let started = Instant::now();
-    let results: Vec<(String, Result<(u16, bool), String>, Duration)> = futures::stream::iter(0..submits)
+    let results: Vec<Outcome> = futures::stream::iter(0..submits)
         .map(|i| {
             let gid = format!("ovl-{i}");
             let body = Saga::new(&gid).step(p.url("/A1"), p.url("/C1"), "{}").json();
