@@ -172,11 +172,19 @@ impl Engine {
     /// Loads a transaction and its branches (`None` for a gid that is unknown, or invalid and
     /// so never stored).
     pub async fn load(&self, gid: &str) -> Result<Option<Loaded>> {
+        // No stored gid has a NUL (check_gid), and PostgreSQL refuses one as a parameter.
+        if gid.contains('\0') {
+            return Ok(None);
+        }
         Ok(self.inner.store.load(gid).await?)
     }
 
     /// Lists transactions, newest first.
     pub async fn list(&self, filter: &ListFilter) -> Result<Vec<Global>> {
+        // As in `load`: such a prefix matches nothing (and PostgreSQL refuses it).
+        if filter.gid_prefix.as_deref().is_some_and(|p| p.contains('\0')) {
+            return Ok(Vec::new());
+        }
         Ok(self.inner.store.list(filter).await?)
     }
 
