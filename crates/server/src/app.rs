@@ -129,6 +129,11 @@ impl Server {
         let metrics = Arc::new(Metrics::new());
         let store: Arc<dyn Store> = Arc::new(ObservedStore::new(store, metrics.clone()));
         let guard = Guard {
+            name: match crate::config::backend_of(config.database_url.expose()) {
+                Some(Backend::Postgres) => "PostgreSQL",
+                Some(Backend::MySql) => "MySQL",
+                _ => "SQLite",
+            },
             deadline: config.store_timeout,
             max_queued_writes: config.max_queued_writes,
             shed_after: config.engine.shed_after,

@@ -26,6 +26,8 @@ use tokio::sync::Semaphore;
 /// Limits of a [`GuardedStore`].
 #[derive(Debug, Clone, Copy)]
 pub struct Guard {
+    /// The database, as messages name it (`PostgreSQL`).
+    pub name: &'static str,
     /// The deadline of one store operation (queue wait included).
     pub deadline: Duration,
     /// How many writes (saves excepted) may be outstanding at once.
@@ -52,8 +54,8 @@ impl GuardedStore {
         match tokio::time::timeout(self.guard.deadline, fut).await {
             Ok(result) => result,
             Err(_) => Err(Error::Unavailable(format!(
-                "the store did not complete {what} within {:?}; retry later",
-                self.guard.deadline
+                "{} did not complete {what} within {:?}; retry later",
+                self.guard.name, self.guard.deadline
             ))),
         }
     }
