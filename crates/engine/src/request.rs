@@ -69,6 +69,10 @@ impl TransRequest {
         check_text("custom_data", &self.custom_data)?;
         check_text("query_prepared", &self.query_prepared)?;
         check_text("rollback_reason", &self.rollback_reason)?;
+        for s in &self.steps {
+            check_text("a step's url", &s.action)?;
+            check_text("a step's url", &s.compensate)?;
+        }
         if !matches!(self.protocol.as_str(), "" | "http" | "grpc") {
             return bad(format!("protocol '{}' is not supported (use http or grpc)", self.protocol));
         }
