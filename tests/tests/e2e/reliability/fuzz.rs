@@ -243,6 +243,12 @@ impl World<'_> {
         }
     }
 
+    /// Transactions stored since `after` (the highest id seen): the database is this test's.
+    async fn stored_since(&self, after: i64) -> Vec<(i64, String)> {
+        let page = self.s.engine().list(&ListFilter { limit: 20, ..Default::default() }).await.expect("list");
+        page.into_iter().filter(|g| g.id > after).map(|g| (g.id, g.gid)).collect()
+    }
+
     async fn snapshot(&self, gid: Option<&str>) -> String {
         match gid {
             Some(g) => format!("{:?}", self.s.engine().load(g).await.ok().flatten()),
@@ -256,7 +262,7 @@ fn gid_of(bytes: &[u8]) -> Option<String> {
 }
 
 async fn fuzz_http(s: &TestServer, backend: &str) {
-    let per_route = size(60, 100_000);
+    let per_route = super::fuzz_bodies().unwrap_or_else(|| size(60, 100_000));
     let mut rng = Rng::seeded(&format!("http fuzz on {backend}"));
     let prefix = format!("fz{}-", rng.next() % 1_000_000);
     let mut w =
@@ -276,6 +282,7 @@ async fn fuzz_http(s: &TestServer, backend: &str) {
     }
     let http = s.http().clone();
     let (mut sent, mut refused) = (0u64, 0u64);
+    let mut last_id = w.stored_since(0).await.iter().map(|r| r.0).max().unwrap_or(0);
     for route in POSTS {
         for _ in 0..per_route {
             let mut v = w.seed(&mut rng, route);
@@ -301,12 +308,18 @@ async fn fuzz_http(s: &TestServer, backend: &str) {
             let (code, reply) = read(resp).await;
             sent += 1;
             assert!(code < 500, "{route} answered {code} {reply} to {}", String::from_utf8_lossy(&bytes));
+            // Whatever the body said: a refused request stored no transaction, an accepted
+            // one at most its own.
+            let new = w.stored_since(last_id).await;
+            if code >= 400 {
+                assert!(new.is_empty(), "{route} answered {code} {reply} but stored {new:?}");
+            }
+            for (id, g) in new {
+                last_id = last_id.max(id);
+                w.known.insert(g);
+            }
             let Some(gid) = gid else { continue };
-            if (200..300).contains(&code) {
-                if matches!(*route, "submit" | "prepare") {
-                    w.known.insert(gid);
-                }
-            } else if code >= 400 {
+            if code >= 400 {
                 refused += 1;
                 if existing {
                     // A refused request changes nothing (a round may still run on a submitted

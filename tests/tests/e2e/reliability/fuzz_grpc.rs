@@ -133,7 +133,7 @@ fn gid_of(method: &str, bytes: &[u8]) -> Option<String> {
 }
 
 async fn fuzz_grpc(s: &TestServer, backend: &str) {
-    let per_method = size(60, 100_000);
+    let per_method = super::fuzz_bodies().unwrap_or_else(|| size(60, 100_000));
     let mut rng = Rng::seeded(&format!("grpc fuzz on {backend}"));
     let p = Participant::spawn().await;
     let channel = Channel::from_shared(format!("http://{}", s.grpc_addr()))

@@ -25,6 +25,11 @@ pub(crate) fn size<T>(bounded: T, long_form: T) -> T {
     if long() { long_form } else { bounded }
 }
 
+/// `DTX_FUZZ_BODIES=<n>`: bodies per route / method, overriding the bounded or long count.
+pub(crate) fn fuzz_bodies() -> Option<usize> {
+    std::env::var("DTX_FUZZ_BODIES").ok()?.parse().ok()
+}
+
 /// A small deterministic generator (xorshift64*): a failing run prints its seed, and
 /// `DTX_FUZZ_SEED` replays it.
 pub(crate) struct Rng(u64);
