@@ -166,6 +166,35 @@ impl DtxProcess {
         }
     }
 
+    /// Sends SIGTERM without waiting (the drain is then observable from outside).
+    pub fn signal_term(&self) {
+        let pid = self.pid().expect("dtx is running");
+        let sent = Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("run kill -TERM");
+        assert!(sent.success(), "kill -TERM failed");
+    }
+
+    /// Waits up to `within` for the process to exit (after [`DtxProcess::signal_term`]).
+    pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("dtx is running");
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("dtx did not exit within {within:?}; log:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The child's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// True while the process has not exited (it was never killed, nor crashed).
     pub fn is_running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))

@@ -13,6 +13,7 @@ impl Engine {
     /// Aborts a transaction. `wait_result` comes from the stored options, as in DTM.
     pub async fn abort(&self, gid: &str, reason: &str) -> Result<SubmitReply> {
         crate::request::check_gid(gid)?;
+        crate::request::check_text("rollback_reason", reason)?;
         let inner = &self.inner;
         let existing = inner
             .store
@@ -26,6 +27,7 @@ impl Engine {
         if lifecycle::on_abort(g.trans_type, g.status) == OnAbort::Refuse {
             return Err(refuse(g.trans_type, g.status));
         }
+        let slot = self.round_slot().await?;
         let now = inner.clock.now();
         let owner = inner.fresh_owner();
         let Some(mut loaded) = inner.store.claim(gid, &owner, now, now.add(inner.opts.lease)).await? else {
@@ -87,9 +89,9 @@ impl Engine {
                 if let Some(r) = reason {
                     loaded.global.rollback_reason = r;
                 }
-                Ok(self.process(loaded, owner, Premarks::new(), wait).await)
+                Ok(self.process(loaded, owner, Premarks::new(), wait, Some(slot)).await)
             }
-            OnAbort::Reprocess => Ok(self.process(loaded, owner, Premarks::new(), wait).await),
+            OnAbort::Reprocess => Ok(self.process(loaded, owner, Premarks::new(), wait, Some(slot)).await),
             OnAbort::Refuse => {
                 let (t, s) = (loaded.global.trans_type, loaded.global.status);
                 self.release_now(&loaded, &owner).await;

@@ -6,7 +6,7 @@ use backon::{ExponentialBuilder, Retryable};
 use dtx_store::{Error as StoreError, KvRow};
 use tracing::info;
 
-use crate::request::{Subscriber, TOPICS, check_branch_url, check_gid};
+use crate::request::{Subscriber, TOPICS, check_branch_url, check_gid, check_text};
 use crate::{Engine, Error, Result};
 
 /// Concurrent subscribers of one topic race on its version; this many retries settle it.
@@ -58,6 +58,7 @@ impl Engine {
     /// `url` is an http URL or a gRPC branch URL.
     pub async fn subscribe(&self, topic: &str, url: &str, remark: &str) -> Result<()> {
         check_topic_and_url(topic, url)?;
+        check_text("remark", remark)?;
         // An http URL or a gRPC `host:port/package.Service/Method`: the message being fanned out
         // may be a gRPC one (DTM does not check the URL at all).
         check_branch_url(url, true).map_err(|m| Error::InvalidArgument(format!("url: {m}")))?;
@@ -93,6 +94,7 @@ impl Engine {
 
     /// Deletes a topic and its subscriptions.
     pub async fn delete_topic(&self, topic: &str) -> Result<()> {
+        check_text("topic", topic)?;
         match self.inner.store.kv_delete(TOPICS, topic).await {
             Err(StoreError::NotFound(_)) => Err(Error::NotFound(format!("no topic {topic}"))),
             other => Ok(other?),
@@ -101,11 +103,14 @@ impl Engine {
 
     /// Key-value rows of a category, newest first (`scanKV`).
     pub async fn kv_scan(&self, cat: &str, before_id: Option<i64>, limit: u32) -> Result<Vec<KvRow>> {
+        check_text("cat", cat)?;
         Ok(self.inner.store.kv_scan(cat, before_id, limit).await?)
     }
 
     /// One key-value row (`queryKV`).
     pub async fn kv_get(&self, cat: &str, key: &str) -> Result<Option<KvRow>> {
+        check_text("cat", cat)?;
+        check_text("key", key)?;
         Ok(self.inner.store.kv_get(cat, key).await?)
     }
 
@@ -166,5 +171,6 @@ fn check_topic_and_url(topic: &str, url: &str) -> Result<()> {
     if url.is_empty() {
         return Err(Error::InvalidArgument("empty url".into()));
     }
-    Ok(())
+    check_text("topic", topic)?;
+    check_text("url", url)
 }

@@ -42,7 +42,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dtx_core::{Global, Timestamp};
 use dtx_store::{ListFilter, Loaded, Store};
-use tokio::sync::broadcast;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -104,6 +104,8 @@ pub(crate) struct Inner {
     seq: AtomicU64,
     /// Rounds running in the background (from submits and the scheduler).
     tasks: TaskTracker,
+    /// One permit per running round, whoever started it (the cap of in-flight rounds).
+    rounds: Arc<Semaphore>,
     shutdown: CancellationToken,
     /// Which participant addresses may be called, checked at submit time too (None: the engine
     /// calls through a scripted caller, which goes nowhere on the network).
@@ -179,6 +181,7 @@ impl Engine {
             tasks.clone(),
             shutdown.clone(),
         ));
+        let rounds = Arc::new(Semaphore::new(opts.max_concurrent_rounds.max(1)));
         let engine = Engine {
             inner: Arc::new(Inner {
                 store,
@@ -194,6 +197,7 @@ impl Engine {
                 tasks,
                 shutdown,
                 policy,
+                rounds,
             }),
         };
         engine.inner.health.bind(Arc::downgrade(&engine.inner));
@@ -218,11 +222,19 @@ impl Engine {
     /// Loads a transaction and its branches (`None` for a gid that is unknown, or invalid and
     /// so never stored).
     pub async fn load(&self, gid: &str) -> Result<Option<Loaded>> {
+        // No stored gid has a NUL (check_gid), and PostgreSQL refuses one as a parameter.
+        if gid.contains('\0') {
+            return Ok(None);
+        }
         Ok(self.inner.store.load(gid).await?)
     }
 
     /// Lists transactions, newest first.
     pub async fn list(&self, filter: &ListFilter) -> Result<Vec<Global>> {
+        // As in `load`: such a prefix matches nothing (and PostgreSQL refuses it).
+        if filter.gid_prefix.as_deref().is_some_and(|p| p.contains('\0')) {
+            return Ok(Vec::new());
+        }
         Ok(self.inner.store.list(filter).await?)
     }
 
@@ -241,10 +253,46 @@ impl Engine {
             .unwrap_or(false)
     }
 
+    /// The first step of a shutdown: stops claiming work and starting rounds (requests that
+    /// would start one get `Unavailable`); in-flight rounds start no new calls and release what
+    /// they own. [`Engine::shutdown`] then waits for them.
+    pub fn stop_claiming(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    /// Rounds running now (submits', aborts' and the scheduler's).
+    pub fn rounds_in_flight(&self) -> usize {
+        self.inner.opts.max_concurrent_rounds.max(1).saturating_sub(self.inner.rounds.available_permits())
+    }
+
+    /// A slot for one more round, waiting up to `shed_after` for one to free up. `Unavailable`
+    /// (the caller has stored nothing yet) when the node is saturated or shutting down.
+    pub(crate) async fn round_slot(&self) -> Result<OwnedSemaphorePermit> {
+        let inner = &self.inner;
+        if inner.shutdown.is_cancelled() {
+            return Err(Error::Unavailable("this node is shutting down; retry on another node".into()));
+        }
+        // The common case takes no timer (the engine's property tests run without one).
+        if let Ok(permit) = inner.rounds.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        let wait = inner.rounds.clone().acquire_owned();
+        match tokio::time::timeout(inner.opts.shed_after, wait).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => {
+                tracing::debug!("round cap saturated: request shed");
+                Err(Error::Unavailable(format!(
+                    "overloaded: {} rounds in flight and none ended within {:?}; retry later",
+                    inner.opts.max_concurrent_rounds, inner.opts.shed_after
+                )))
+            }
+        }
+    }
+
     /// Stops claiming work, lets in-flight rounds finish (they start no new calls and release
     /// what they own), and waits for them up to the configured grace period.
     pub async fn shutdown(&self) {
-        self.inner.shutdown.cancel();
+        self.stop_claiming();
         self.inner.tasks.close();
         if tokio::time::timeout(self.inner.opts.shutdown_grace, self.inner.tasks.wait()).await.is_err() {
             tracing::warn!("shutdown grace period over; unfinished rounds stay leased until they expire");

@@ -21,8 +21,13 @@ pub struct EngineOptions {
     pub lease: Duration,
     /// How many due transactions one claim takes at most.
     pub claim_batch: u32,
-    /// How many transactions the scheduler processes at once.
+    /// How many rounds run at once on this node: the scheduler's and those a submit, a
+    /// `wait_result` submit or an abort starts (load shedding: beyond it, requests wait up to
+    /// `shed_after`, then get `Unavailable`).
     pub max_concurrent_rounds: usize,
+    /// How long a request that would start a round waits for a free round slot before it is
+    /// refused `Unavailable` (503 with `Retry-After`), having stored nothing.
+    pub shed_after: Duration,
     /// How long the scheduler sleeps when nothing is due.
     pub poll_interval: Duration,
     /// Whether [`crate::Engine::run`] claims work (tests turn it off and call `run_once`).
@@ -63,6 +68,7 @@ impl Default for EngineOptions {
             lease: Duration::from_secs(10),
             claim_batch: 64,
             max_concurrent_rounds: 256,
+            shed_after: Duration::from_secs(2),
             poll_interval: Duration::from_secs(1),
             scheduler_enabled: true,
             shutdown_grace: Duration::from_secs(5),

@@ -49,6 +49,9 @@ impl Engine {
             other => return bad(format!("registerBranch: unknown or unsupported trans_type '{other}'")),
         };
         crate::request::check_gid(&req.gid)?;
+        crate::request::check_text("branch_id", &req.branch_id)?;
+        crate::request::check_text("confirm", &req.confirm)?;
+        crate::request::check_text("cancel", &req.cancel)?;
         if req.branch_id.is_empty() || req.branch_id.len() > MAX_BRANCH_ID_LEN {
             return bad(format!("branch_id must have 1 to {MAX_BRANCH_ID_LEN} characters"));
         }

@@ -68,6 +68,13 @@ impl TransRequest {
     pub(crate) fn validate(&self, max_steps: usize) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidArgument(m));
         check_gid(&self.gid)?;
+        check_text("custom_data", &self.custom_data)?;
+        check_text("query_prepared", &self.query_prepared)?;
+        check_text("rollback_reason", &self.rollback_reason)?;
+        for s in &self.steps {
+            check_text("a step's url", &s.action)?;
+            check_text("a step's url", &s.compensate)?;
+        }
         if !matches!(self.protocol.as_str(), "" | "http" | "grpc" | "json-rpc") {
             return bad(format!(
                 "protocol '{}' is not supported (use http, grpc or json-rpc)",
@@ -230,6 +237,15 @@ fn saga_rollbackable(steps: &[Step]) -> Vec<bool> {
 }
 
 /// The gid rule of every front door (`dtx_core::gid`), as an engine error.
+/// Text a database cannot hold (PostgreSQL refuses NUL characters in text columns and
+/// parameters) is bad input on every backend alike, not a store failure.
+pub(crate) fn check_text(field: &str, v: &str) -> Result<()> {
+    if v.contains('\0') {
+        return Err(Error::InvalidArgument(format!("{field} must not contain NUL characters")));
+    }
+    Ok(())
+}
+
 pub(crate) fn check_gid(gid: &str) -> Result<()> {
     dtx_core::gid::check_gid(gid).map_err(|e| Error::InvalidArgument(e.to_string()))
 }

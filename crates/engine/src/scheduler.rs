@@ -37,7 +37,8 @@ impl Engine {
             self.inner.shutdown.cancelled().await;
             return;
         }
-        let slots = Arc::new(Semaphore::new(self.inner.opts.max_concurrent_rounds.max(1)));
+        // The round cap is shared with the rounds requests start (submit, abort).
+        let slots = self.inner.rounds.clone();
         let poll = self.inner.opts.poll_interval;
         // The pause after a failed claim: doubles while the store stays down, so a node does
         // not hammer a database that is restarting (nor fill its log), and starts over once it

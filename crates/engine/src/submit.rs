@@ -1,11 +1,13 @@
 //! `submit` and `prepare`: creating transactions (owned by this node when they are processed at
 //! once) and DTM's idempotency rules for gids that already exist.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use dtx_core::lifecycle::{self, OnPrepare, OnSubmit};
 use dtx_core::{GlobalStatus, Timestamp, TransType, timeout};
 use dtx_store::{Error as StoreError, LeaseChange, Loaded, NewTransaction, Save, StatusChange};
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::info;
 
 use crate::request::TransRequest;
@@ -59,6 +61,9 @@ impl Engine {
         } else {
             global.next_cron_time = now.add(std::time::Duration::from_secs(delay));
         }
+        // A round slot before anything is stored: a saturated node refuses (503) with nothing
+        // kept, rather than store work it cannot start.
+        let slot = if owned { Some(self.round_slot().await?) } else { None };
         let premarks = if owned && req.trans_type == TransType::Saga {
             round::saga::premark_first_actions(&global, &mut branches, now)
         } else {
@@ -75,7 +80,7 @@ impl Engine {
             return Ok(SubmitReply::Accepted);
         }
         let loaded = Loaded { global: tx.global, branches: tx.branches, taken_over: false };
-        Ok(self.process(loaded, owner, premarks, req.options.wait_result).await)
+        Ok(self.process(loaded, owner, premarks, req.options.wait_result, slot).await)
     }
 
     /// `submit` of a gid that exists.
@@ -88,6 +93,7 @@ impl Engine {
                 Err(Error::Conflict(format!("current status '{status}', cannot submit")))
             }
             OnSubmit::Reprocess | OnSubmit::FromPrepared => {
+                let slot = self.round_slot().await?;
                 let now = inner.clock.now();
                 let owner = inner.fresh_owner();
                 let Some(loaded) =
@@ -155,7 +161,7 @@ impl Engine {
                 }
                 // The submit request's options apply to this answer (DTM: wait_result of the
                 // request), the stored ones to the processing.
-                Ok(self.process(loaded, owner, Premarks::new(), req.options.wait_result).await)
+                Ok(self.process(loaded, owner, Premarks::new(), req.options.wait_result, Some(slot)).await)
             }
         }
     }
@@ -250,22 +256,40 @@ impl Engine {
             .await;
     }
 
-    /// Runs a round inline (`wait`) or in the background.
+    /// Runs a round inline (`wait`) or in the background, holding `slot` (a round-cap permit)
+    /// until it ends. Front doors run a `wait_result` request in a task of its own
+    /// ([`Engine::detached`]), so a client that disconnects does not cancel its round.
     pub(crate) async fn process(
         &self,
         loaded: Loaded,
         owner: String,
         premarks: Premarks,
         wait: bool,
+        slot: Option<OwnedSemaphorePermit>,
     ) -> SubmitReply {
         if wait {
-            return reply_of(round::run(&self.inner, loaded, owner, premarks, RoundMode::Submit).await);
+            let end = round::run(&self.inner, loaded, owner, premarks, RoundMode::Submit).await;
+            drop(slot);
+            return reply_of(end);
         }
         let inner: Arc<Inner> = self.inner.clone();
         self.inner.tasks.spawn(async move {
             round::run(&inner, loaded, owner, premarks, RoundMode::Submit).await;
+            drop(slot);
         });
         SubmitReply::Accepted
+    }
+
+    /// Runs a request (a submit, an abort) as a task of its own, tracked like the rounds (the
+    /// shutdown drains it): the caller may go away (an HTTP client disconnecting drops its
+    /// handler) without cancelling the request half-way or the round it runs.
+    pub fn detached<F>(&self, fut: F) -> impl Future<Output = Result<F::Output>> + Send + 'static
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let handle = self.inner.tasks.spawn(fut);
+        async move { handle.await.map_err(|e| Error::Unavailable(format!("the request's task failed: {e}"))) }
     }
 }
 

@@ -20,7 +20,8 @@ use crate::admin;
 use crate::api::{self, AppState};
 use crate::auth::{GrpcAuthLayer, Tokens};
 use crate::config::{Backend, Config};
-use crate::grpc::{DtmService, GrpcMetricsLayer};
+use crate::grpc::{BadBodyLayer, DtmService, GrpcMetricsLayer};
+use crate::guarded_store::{Guard, GuardedStore};
 use crate::health::{self, Readiness};
 use crate::listen::{self, HttpServe};
 use crate::metrics::{self, Metrics};
@@ -135,6 +136,17 @@ impl Server {
     ) -> Result<Server, Error> {
         let metrics = Arc::new(Metrics::new());
         let store: Arc<dyn Store> = Arc::new(ObservedStore::new(store, metrics.clone()));
+        let guard = Guard {
+            name: match crate::config::backend_of(config.database_url.expose()) {
+                Some(Backend::Postgres) => "PostgreSQL",
+                Some(Backend::MySql) => "MySQL",
+                _ => "SQLite",
+            },
+            deadline: config.store_timeout,
+            max_queued_writes: config.max_queued_writes,
+            shed_after: config.engine.shed_after,
+        };
+        let store: Arc<dyn Store> = Arc::new(GuardedStore::new(store, guard));
         let listener = TcpListener::bind(config.http_listen)
             .await
             .map_err(|source| Error::Bind { addr: config.http_listen, source })?;
@@ -245,24 +257,60 @@ impl Server {
         };
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         tokio::spawn(health::follow(readiness, health_reporter, stop.clone()));
-        let grpc = tokio::spawn(serve_grpc(
-            self.engine.clone(),
-            self.grpc_listener,
-            health_service,
-            self.metrics.clone(),
-            self.tokens.clone(),
-            GrpcLimits { max_message: self.max_body_bytes, tls: self.grpc_tls },
-            stop.clone(),
-        ));
-        let served = listen::serve_http(self.listener, app, self.http_serve, stop.clone()).await;
-        // Whichever front door stopped first, stop the other one too.
-        stop.cancel();
-        info!("shutting down: no new claims, finishing in-flight rounds");
-        let grpc_served = grpc.await;
+        // The listeners close only after the drain, so that wait_result clients get their
+        // answers and health checkers see NOT_SERVING meanwhile.
+        let listeners = CancellationToken::new();
+        let grpc = tokio::spawn({
+            let stop = stop.clone();
+            let serving = serve_grpc(
+                self.engine.clone(),
+                self.grpc_listener,
+                health_service,
+                self.metrics.clone(),
+                self.tokens.clone(),
+                GrpcLimits { max_message: self.max_body_bytes, tls: self.grpc_tls },
+                listeners.clone(),
+            );
+            async move {
+                let result = serving.await;
+                // A front door that fails takes the node down.
+                stop.cancel();
+                result
+            }
+        });
+        let http = tokio::spawn({
+            let stop = stop.clone();
+            let serving = listen::serve_http(self.listener, app, self.http_serve, listeners.clone());
+            async move {
+                let result = serving.await;
+                stop.cancel();
+                result
+            }
+        });
+        stop.cancelled().await;
+        // Shutdown, in order: no new claims (and requests that would start a round get 503),
+        // NOT_SERVING (health::follow), in-flight rounds drained within the grace period, then
+        // the listeners close.
+        info!("shutting down: no new claims, draining in-flight rounds");
+        self.engine.stop_claiming();
         self.engine.shutdown().await;
+        listeners.cancel();
         let _ = scheduler.await;
         let _ = retention.await;
-        served.map_err(Error::Serve)?;
+        // Connections still open (a client waiting on a round the grace period gave up on)
+        // get a moment, not for ever.
+        let (served, grpc_served) =
+            match tokio::time::timeout(CLOSE_LISTENERS, async { (http.await, grpc.await) }).await {
+                Ok(both) => both,
+                Err(_) => {
+                    warn!("connections still open after the drain; closing them");
+                    return Ok(());
+                }
+            };
+        match served {
+            Ok(result) => result.map_err(Error::Serve)?,
+            Err(e) => return Err(Error::Serve(std::io::Error::other(e.to_string()))),
+        }
         match grpc_served {
             Ok(result) => result,
             Err(e) => Err(Error::Grpc(e.to_string())),
@@ -300,6 +348,9 @@ fn exposure_warning(tokens: &Tokens, listeners: &[SocketAddr]) -> Option<String>
         None
     }
 }
+
+/// How long open connections may take to finish once the listeners close.
+const CLOSE_LISTENERS: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// An engine over the configured store, on the store-corrected system clock, with no
 /// listener and no scheduler (`dtx purge`).
@@ -365,6 +416,7 @@ async fn serve_grpc(
     builder
         .layer(GrpcMetricsLayer(metrics))
         .layer(GrpcAuthLayer(tokens))
+        .layer(BadBodyLayer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(DtmServer::new(DtmService::new(engine)).max_decoding_message_size(limits.max_message))

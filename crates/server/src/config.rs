@@ -119,9 +119,26 @@ pub struct Settings {
     /// How many due transactions one claim takes.
     #[arg(long, env = "DTX_CLAIM_BATCH")]
     pub claim_batch: Option<u32>,
-    /// How many transactions the scheduler processes at once.
+    /// How many rounds run at once on this node: the scheduler's and those submits (with or
+    /// without wait_result) and aborts start. A request finding no free slot within
+    /// --shed-after gets 503 with Retry-After (gRPC UNAVAILABLE) and nothing is stored.
     #[arg(long, env = "DTX_MAX_CONCURRENT_ROUNDS")]
     pub max_concurrent_rounds: Option<usize>,
+    /// How long a request waits for a free round slot or room in the store's write queue
+    /// before it is refused with 503 / UNAVAILABLE (load shedding).
+    #[arg(long, env = "DTX_SHED_AFTER")]
+    pub shed_after: Option<String>,
+    /// How many store writes (lease renewals and round progress excepted) may be outstanding
+    /// at once; beyond it writes wait up to --shed-after, then are refused.
+    #[arg(long, env = "DTX_MAX_QUEUED_WRITES")]
+    pub max_queued_writes: Option<usize>,
+    /// Deadline of one store operation (a hung database answers 503 after it, not never).
+    #[arg(long, env = "DTX_STORE_TIMEOUT")]
+    pub store_timeout: Option<String>,
+    /// On SIGTERM: how long in-flight rounds may take to finish or hand their work over before
+    /// the process exits (their leases then expire and another node takes over).
+    #[arg(long, env = "DTX_SHUTDOWN_GRACE")]
+    pub shutdown_grace: Option<String>,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "DTX_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
@@ -372,6 +389,10 @@ pub struct Config {
     pub mysql_pool_size: u32,
     /// Retention of finished transactions (`keep` zero: never deleted).
     pub retention: dtx_engine::RetentionOptions,
+    /// Deadline of one store operation.
+    pub store_timeout: Duration,
+    /// Most outstanding store writes (saves excepted).
+    pub max_queued_writes: usize,
     /// The admin token (`None`: admin calls are open, as in DTM).
     pub admin_token: Option<Secret>,
     /// The API token (`None`: SDK calls are open, as in DTM).
@@ -394,6 +415,8 @@ const DEFAULT_MYSQL_POOL_SIZE: u32 = 10;
 const DEFAULT_RETENTION: &str = "7d";
 const DEFAULT_HTTP_HEADER_TIMEOUT: &str = "10s";
 const DEFAULT_HTTP_BODY_TIMEOUT: &str = "30s";
+const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_MAX_QUEUED_WRITES: usize = 256;
 
 /// The defaults as a TOML document (`dtx print-default-config`), made from
 /// [`Settings::defaults`], so the printed file and the running defaults cannot drift apart.
@@ -441,6 +464,10 @@ impl Settings {
             poll_interval: Some(duration_text(e.poll_interval)),
             claim_batch: Some(e.claim_batch),
             max_concurrent_rounds: Some(e.max_concurrent_rounds),
+            shed_after: Some(duration_text(e.shed_after)),
+            max_queued_writes: Some(DEFAULT_MAX_QUEUED_WRITES),
+            store_timeout: Some(duration_text(DEFAULT_STORE_TIMEOUT)),
+            shutdown_grace: Some(duration_text(e.shutdown_grace)),
             max_body_bytes: Some(DEFAULT_MAX_BODY_BYTES),
             max_steps: Some(e.max_steps),
             sqlite_synchronous: Some("full".into()),
@@ -492,6 +519,10 @@ impl Settings {
             poll_interval: self.poll_interval.or(lower.poll_interval),
             claim_batch: self.claim_batch.or(lower.claim_batch),
             max_concurrent_rounds: self.max_concurrent_rounds.or(lower.max_concurrent_rounds),
+            shed_after: self.shed_after.or(lower.shed_after),
+            max_queued_writes: self.max_queued_writes.or(lower.max_queued_writes),
+            store_timeout: self.store_timeout.or(lower.store_timeout),
+            shutdown_grace: self.shutdown_grace.or(lower.shutdown_grace),
             max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),
             max_steps: self.max_steps.or(lower.max_steps),
             sqlite_synchronous: self.sqlite_synchronous.or(lower.sqlite_synchronous),
@@ -578,6 +609,11 @@ impl Settings {
         let claim_batch = at_least(req(s.claim_batch, "--claim-batch")? as usize, 1, "--claim-batch")? as u32;
         let max_concurrent_rounds =
             at_least(req(s.max_concurrent_rounds, "--max-concurrent-rounds")?, 1, "--max-concurrent-rounds")?;
+        let shed_after = positive(&req(s.shed_after, "--shed-after")?, "--shed-after")?;
+        let max_queued_writes =
+            at_least(req(s.max_queued_writes, "--max-queued-writes")?, 1, "--max-queued-writes")?;
+        let store_timeout = positive(&req(s.store_timeout, "--store-timeout")?, "--store-timeout")?;
+        let shutdown_grace = positive(&req(s.shutdown_grace, "--shutdown-grace")?, "--shutdown-grace")?;
         let max_body_bytes = at_least(req(s.max_body_bytes, "--max-body-bytes")?, 1024, "--max-body-bytes")?;
         let max_steps = at_least(req(s.max_steps, "--max-steps")?, 1, "--max-steps")?;
         let sqlite_full_sync = match req(s.sqlite_synchronous, "--sqlite-synchronous")?.as_str() {
@@ -679,6 +715,8 @@ impl Settings {
             lease,
             claim_batch,
             max_concurrent_rounds,
+            shed_after,
+            shutdown_grace,
             poll_interval,
             max_steps,
             health,
@@ -702,6 +740,8 @@ impl Settings {
             postgres_pool_size,
             mysql_pool_size,
             retention,
+            store_timeout,
+            max_queued_writes,
             admin_token,
             api_token,
             http_header_timeout,
@@ -873,6 +913,7 @@ mod tests {
             (c.engine.max_outbound_calls, c.engine.max_outbound_calls_per_host, c.engine.grpc_channel_cache),
             (e.max_outbound_calls, e.max_outbound_calls_per_host, e.grpc_channel_cache)
         );
+        assert_eq!((c.engine.shed_after, c.engine.shutdown_grace), (e.shed_after, e.shutdown_grace));
         // The printed default file is those defaults, and reads back to the same configuration.
         let text = default_toml();
         assert!(text.contains("retry_interval = \"10s\"") && text.contains("backoff_cap = \"1h\""), "{text}");
@@ -968,6 +1009,10 @@ mod tests {
             Settings { max_request_timeout: Some("0s".into()), ..Default::default() },
             Settings { max_outbound_calls_per_host: Some(0), ..Default::default() },
             Settings { http_header_timeout: Some("never".into()), ..Default::default() },
+            Settings { shed_after: Some("0s".into()), ..Default::default() },
+            Settings { store_timeout: Some("never".into()), ..Default::default() },
+            Settings { max_queued_writes: Some(0), ..Default::default() },
+            Settings { shutdown_grace: Some("0".into()), ..Default::default() },
         ];
         let names = [
             "--retry-interval",
@@ -979,6 +1024,10 @@ mod tests {
             "--max-request-timeout",
             "--max-outbound-calls-per-host",
             "--http-header-timeout",
+            "--shed-after",
+            "--store-timeout",
+            "--max-queued-writes",
+            "--shutdown-grace",
         ];
         for (s, name) in cases.into_iter().zip(names) {
             let e = s.resolve().unwrap_err().to_string();

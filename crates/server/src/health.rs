@@ -68,11 +68,15 @@ pub async fn ready(State(readiness): State<Arc<Readiness>>) -> Response {
     }
 }
 
-/// Keeps the gRPC health service in step with readiness until `stop`.
+/// Keeps the gRPC health service in step with readiness until `stop`, then reports
+/// NOT_SERVING (the node is draining: load balancers send new work elsewhere).
 pub async fn follow(readiness: Arc<Readiness>, reporter: HealthReporter, stop: CancellationToken) {
     let mut last = None;
     loop {
-        let ok = readiness.probe().await;
+        let ok = tokio::select! {
+            _ = stop.cancelled() => break,
+            ok = readiness.probe() => ok,
+        };
         if last != Some(ok) {
             let status = if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
             for name in GRPC_SERVICES {
@@ -81,8 +85,11 @@ pub async fn follow(readiness: Arc<Readiness>, reporter: HealthReporter, stop: C
             last = Some(ok);
         }
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => break,
             _ = tokio::time::sleep(PROBE_EVERY) => {}
         }
+    }
+    for name in GRPC_SERVICES {
+        reporter.set_service_status(name, ServingStatus::NotServing).await;
     }
 }

@@ -6,7 +6,8 @@
 //! - [`Server`]: wiring (store, engine, listener), serving and graceful shutdown.
 //! - [`telemetry`]: log output.
 //! - [`metrics`]: Prometheus metrics (`/api/metrics`), the engine's observer; `observed_store`:
-//!   store write latency and queue depth.
+//!   store write latency and queue depth; `guarded_store`: store deadlines and write-queue
+//!   admission (load shedding).
 //! - [`admin`]: the embedded admin web UI (`/admin`) and its JSON endpoints.
 //! - [`auth`]: the admin and API tokens on both front doors.
 //! - [`health`]: readiness (`/api/ready`, gRPC health).
@@ -20,6 +21,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod grpc;
+mod guarded_store;
 pub mod health;
 pub mod listen;
 pub mod metrics;

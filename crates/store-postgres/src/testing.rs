@@ -243,6 +243,32 @@ impl Cluster {
             .await
     }
 
+    /// The server's processes: the postmaster (first line of `postmaster.pid`) and its
+    /// children (backends, checkpointer, ...), from /proc. A test stops them all to make the
+    /// database hang (SIGSTOP) rather than go away.
+    pub fn pids(&self) -> Vec<u32> {
+        let pid_file = self.dir.path().join("data").join("postmaster.pid");
+        let Some(main) = std::fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
+        else {
+            return Vec::new();
+        };
+        let mut pids = vec![main];
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            // /proc/PID/stat: "pid (comm) state ppid ...": the comm may hold spaces, so split after ')'.
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+            if ppid == Some(main) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
     fn data(&self) -> String {
         self.dir.path().join("data").to_string_lossy().into_owned()
     }

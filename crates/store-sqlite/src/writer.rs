@@ -54,8 +54,8 @@ fn run_batch(conn: &mut Connection, mut batch: impl ExactSizeIterator<Item = Job
     }
 
     while let Some(job) = batch.next() {
-        // A claimer that gave up would leave its rows leased to nobody until expiry.
-        if job.abandoned_claim() {
+        // Its caller gave up (deadline): not run, so a refused request never lands later.
+        if job.abandoned() {
             continue;
         }
         if let Err(err) = run_one(conn, job, done) {

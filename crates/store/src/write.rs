@@ -41,13 +41,6 @@ pub enum WriteOp {
     PurgeFinished { before: Timestamp, limit: u32 },
 }
 
-impl WriteOp {
-    /// A claim: not worth running once its caller has stopped waiting.
-    pub fn is_claim(&self) -> bool {
-        matches!(self, WriteOp::ClaimDue { .. } | WriteOp::Claim { .. })
-    }
-}
-
 /// What a write produced; each store method expects one kind ([`FromOutput`]).
 #[derive(Debug)]
 pub enum Output {
@@ -130,9 +123,12 @@ impl Job {
         self.answer(Err(err.replicate()));
     }
 
-    /// A claim whose caller has given up: running it would lease rows to nobody until expiry.
-    pub fn abandoned_claim(&self) -> bool {
-        self.op.is_claim() && self.reply.is_closed()
+    /// A request whose caller has given up before it ran (its deadline passed, or it was
+    /// cancelled): it is not run. A caller that got `Unavailable` must not find its write applied
+    /// later (a refused submit stored after all), and a claim would lease rows to nobody.
+    /// Saves are no exception: a round that gave up on its write has stopped calling anyone.
+    pub fn abandoned(&self) -> bool {
+        self.reply.is_closed()
     }
 }
 

@@ -23,6 +23,7 @@ mod otlp;
 mod participant_health;
 mod postgres_nodes;
 mod postgres_outage;
+mod reliability;
 mod retention_load;
 mod saga;
 mod saga_options;

@@ -70,9 +70,20 @@ impl IntoResponse for ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, json!({"code": "internal", "message": message}))
             }
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // Overloaded, shutting down or the store not answering: all passing conditions.
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        response
     }
 }
+
+/// The `Retry-After` of every 503, in seconds.
+pub const RETRY_AFTER_SECS: &str = "1";
 
 /// `{"dtm_result":"SUCCESS"}`.
 pub fn success() -> Response {

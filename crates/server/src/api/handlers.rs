@@ -84,7 +84,9 @@ pub async fn submit(
 ) -> Result<Response, ApiError> {
     let mut req = read_request(&state, body).await?;
     attach_trace(&mut req, &headers);
-    reply(state.engine.submit(req).await?)
+    // Detached: a wait_result client that disconnects does not cancel the submit or its round.
+    let engine = state.engine.clone();
+    reply(state.engine.detached(async move { engine.submit(req).await }).await??)
 }
 
 /// Keeps a W3C trace context sent with the request (dtx_engine::trace_context).
@@ -145,7 +147,9 @@ pub async fn abort(State(state): State<AppState>, body: Body) -> Result<Response
 
 /// An abort, decoded.
 pub(super) async fn abort_request(state: &AppState, req: TransRequest) -> Result<Response, ApiError> {
-    match state.engine.abort(&req.gid, &req.rollback_reason).await? {
+    let engine = state.engine.clone();
+    let aborted = state.engine.detached(async move { engine.abort(&req.gid, &req.rollback_reason).await });
+    match aborted.await?? {
         SubmitReply::Accepted | SubmitReply::Finished { .. } => Ok(success()),
         SubmitReply::InProgress { status, .. } => Err(ApiError::Ongoing(format!(
             "the transaction is still {status}; dtx keeps cancelling it in the background"

@@ -15,7 +15,9 @@ use tonic::{Request, Response, Status};
 
 use crate::api::new_gid_text;
 
+mod bad_body;
 mod observe;
+pub use bad_body::BadBodyLayer;
 pub use observe::GrpcMetricsLayer;
 
 /// `traceparent` / `tracestate` metadata of a request (W3C trace context).
@@ -140,7 +142,10 @@ impl Dtm for DtmService {
         let trace = trace_of(&request);
         let mut req = request_of(request.into_inner())?;
         dtx_engine::trace_context::attach(&mut req, trace.0.as_deref(), trace.1.as_deref());
-        reply_of_submit(self.engine.submit(req).await.map_err(status_of)?)
+        // Detached: a caller that goes away does not cancel the submit or its round.
+        let engine = self.engine.clone();
+        let submitted = self.engine.detached(async move { engine.submit(req).await });
+        reply_of_submit(submitted.await.map_err(status_of)?.map_err(status_of)?)
     }
 
     async fn prepare(&self, request: Request<DtmRequest>) -> Result<Response<()>, Status> {
@@ -153,7 +158,9 @@ impl Dtm for DtmService {
 
     async fn abort(&self, request: Request<DtmRequest>) -> Result<Response<()>, Status> {
         let req = request_of(request.into_inner())?;
-        match self.engine.abort(&req.gid, &req.rollback_reason).await.map_err(status_of)? {
+        let engine = self.engine.clone();
+        let aborted = self.engine.detached(async move { engine.abort(&req.gid, &req.rollback_reason).await });
+        match aborted.await.map_err(status_of)?.map_err(status_of)? {
             SubmitReply::Accepted | SubmitReply::Finished { .. } => Ok(Response::new(())),
             SubmitReply::InProgress { status, .. } => Err(Status::failed_precondition(format!(
                 "the transaction is still {status}; dtx keeps cancelling it in the background"

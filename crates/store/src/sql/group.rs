@@ -122,7 +122,7 @@ pub async fn run<P: Pool>(pool: P, queue: Queue, max_batch: usize, id: usize) {
 }
 
 async fn run_batch<P: Pool>(pool: &P, jobs: Vec<Job>) {
-    let mut jobs: Vec<Job> = jobs.into_iter().filter(|j| !j.abandoned_claim()).collect();
+    let mut jobs: Vec<Job> = jobs.into_iter().filter(|j| !j.abandoned()).collect();
     if jobs.is_empty() {
         return;
     }
@@ -135,15 +135,21 @@ async fn run_batch<P: Pool>(pool: &P, jobs: Vec<Job>) {
         }
     };
     if jobs.len() == 1 {
-        if let Some(job) = jobs.pop()
-            && !run_alone(pool, &mut conn, job).await
-        {
-            conn.discard();
+        if let Some(job) = jobs.pop() {
+            match tokio::time::timeout(BATCH_DEADLINE, run_alone(pool, &mut conn, job)).await {
+                Ok(true) => {}
+                Ok(false) => conn.discard(),
+                Err(_) => hung(pool, conn, 1),
+            }
         }
         return;
     }
     let size = jobs.len();
-    let retry = match run_together(&mut conn, jobs).await {
+    let together = match tokio::time::timeout(BATCH_DEADLINE, run_together(&mut conn, jobs)).await {
+        Ok(result) => result,
+        Err(_) => return hung(pool, conn, size),
+    };
+    let retry = match together {
         Ok(retry) => retry,
         Err(err) => {
             // Usually the connection is gone (the server shut down or restarted).
@@ -165,6 +171,23 @@ async fn run_batch<P: Pool>(pool: &P, jobs: Vec<Job>) {
     }
 }
 
+/// The longest a batch may take on its connection. A database that is stopped (not down: its
+/// sockets stay open, nothing answers) would otherwise hold the writer for ever. Past it the
+/// batch's callers have long had their `Unavailable` (the server's store deadline is shorter),
+/// the connection is closed, and the database rolls back the open transaction when it notices,
+/// so nothing of the batch is half-applied; only a COMMIT already sent may still take effect,
+/// as after any connection lost mid-commit.
+pub const BATCH_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A batch outlived [`BATCH_DEADLINE`]: its requests were dropped unanswered (their callers see
+/// `Unavailable`); the connection is discarded, and the database marked down.
+fn hung<P: Pool>(pool: &P, conn: P::Conn, size: usize) {
+    let err = Error::Unavailable(format!("a write batch got no answer within {BATCH_DEADLINE:?}"));
+    warn!(size, "write batch timed out; its connection is closed");
+    pool.mark_down(&err);
+    conn.discard();
+}
+
 /// Runs one request in a transaction of its own. `false`: the connection's state is unknown
 /// (a failed BEGIN, COMMIT or ROLLBACK) and it must be discarded.
 async fn run_alone<P: Pool>(pool: &P, conn: &mut P::Conn, job: Job) -> bool {
@@ -174,6 +197,9 @@ async fn run_alone<P: Pool>(pool: &P, conn: &mut P::Conn, job: Job) -> bool {
         return false;
     }
     let result = super::run(conn, &job.op).await;
+    // A caller that gave up meanwhile (the database hung past its deadline) was told
+    // `Unavailable`: its write must not land after all.
+    let result = if job.abandoned() { Err(gone()) } else { result };
     let end = if result.is_ok() { conn.control("COMMIT").await } else { conn.control("ROLLBACK").await };
     match (result, end) {
         (Ok(output), Ok(())) => {
@@ -218,6 +244,8 @@ async fn run_together<C: Conn>(conn: &mut C, jobs: Vec<Job>) -> Result<Vec<Job>>
             return Err(err);
         }
         let result = super::run(conn, &job.op).await;
+        // As in `run_alone`: the write of a caller that gave up is rolled back to its savepoint.
+        let result = if job.abandoned() { Err(gone()) } else { result };
         let end = if result.is_ok() {
             conn.control("RELEASE SAVEPOINT request").await
         } else {
@@ -234,7 +262,7 @@ async fn run_together<C: Conn>(conn: &mut C, jobs: Vec<Job>) -> Result<Vec<Job>>
         match result {
             // The transaction survived the failure (its savepoint rolled back fine), so this was
             // contention, not a lost connection: worth one more try on its own.
-            Err(Error::Unavailable(_)) => retry.push(job),
+            Err(Error::Unavailable(_)) if !job.abandoned() => retry.push(job),
             result => done.push((job, result)),
         }
     }
@@ -246,6 +274,11 @@ async fn run_together<C: Conn>(conn: &mut C, jobs: Vec<Job>) -> Result<Vec<Job>>
     debug!(size = done.len(), "write batch committed");
     done.into_iter().for_each(|(job, result)| job.answer(result));
     Ok(retry)
+}
+
+/// The answer (nobody reads it) for a request whose caller stopped waiting while it ran.
+fn gone() -> Error {
+    Error::Unavailable("the caller stopped waiting; the write was rolled back".into())
 }
 
 /// Best-effort ROLLBACK after a failure (usually the connection is already gone).
