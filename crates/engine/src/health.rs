@@ -24,7 +24,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::round::exec::no_premarks;
-use crate::{Clock, Inner, Observer, round};
+use crate::{Clock, Inner, Observer, RoundMode, round};
 
 /// What the executor does with one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -340,11 +340,17 @@ impl Health {
                 self.pause(interval).await;
                 continue;
             };
+            // The probe's round counts against the node's round cap like any other.
+            let Ok(slot) = inner.rounds.clone().acquire_owned().await else {
+                break;
+            };
             let owner = inner.fresh_owner();
             let now = self.clock.now();
             match self.store.claim(&gid, &owner, now, now.add(inner.opts.lease)).await {
                 Ok(Some(loaded)) => {
-                    round::run(&inner, loaded, owner, no_premarks()).await;
+                    let mode = if loaded.taken_over { RoundMode::Takeover } else { RoundMode::Scheduled };
+                    round::run(&inner, loaded, owner, no_premarks(), mode).await;
+                    drop(slot);
                 }
                 // Finished, or being processed: try another candidate.
                 Ok(None) => {}

@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use dtx_core::health::HealthPolicy;
 use dtx_core::allow::AllowList;
+use dtx_core::health::HealthPolicy;
 use dtx_core::options::OptionLimits;
 use dtx_core::retry::RetryPolicy;
 

@@ -97,7 +97,8 @@ impl Engine {
             }
         };
         // Every address these URLs name must pass the participant policy (as at submit).
-        crate::participant::check_urls(inner.policy.as_deref(), rows.iter().map(|b| b.url.as_str()))
+        let urls: Vec<&str> = rows.iter().map(|b| b.url.as_str()).collect();
+        crate::participant::check_urls(inner.policy.as_deref(), urls)
             .await
             .map_err(Error::InvalidArgument)?;
 

@@ -132,6 +132,10 @@ impl Store for GuardedStore {
         self.admitted("reset_cron_time", self.inner.reset_cron_time(later_than, limit, now)).await
     }
 
+    async fn resume_held(&self, host: &str, limit: u32, now: Timestamp) -> Result<u64> {
+        self.admitted("resume_held", self.inner.resume_held(host, limit, now)).await
+    }
+
     async fn kv_get(&self, cat: &str, k: &str) -> Result<Option<KvRow>> {
         self.bounded("kv_get", self.inner.kv_get(cat, k)).await
     }

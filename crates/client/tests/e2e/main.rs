@@ -7,5 +7,5 @@ mod bank;
 mod barrier;
 mod db;
 mod flows;
-mod xa;
 mod tls;
+mod xa;

@@ -5,8 +5,8 @@ mod json_rpc;
 mod limit;
 mod net;
 
-pub use net::{BuildError, ParticipantTls};
 pub(crate) use net::check_urls;
+pub use net::{BuildError, ParticipantTls};
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -348,6 +348,8 @@ mod tests {
             payload: bytes::Bytes::new(),
             headers: BTreeMap::new(),
             timeout: Duration::from_secs(5),
+            json_rpc: false,
+            op_name: None,
         }
     }
 

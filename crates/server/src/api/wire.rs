@@ -268,6 +268,7 @@ mod tests {
             next_cron_interval: std::time::Duration::from_secs(10),
             owner: None,
             lease_until: None,
+            held_host: None,
         };
         let shown = global_json(&g, false).to_string();
         assert!(shown.contains("authorization") && !shown.contains("hunter2"), "{shown}");
