@@ -143,12 +143,7 @@ impl Engine {
         if let Some(e) = &export {
             participants = participants.with_span_export(e.clone());
         }
-        let mut engine =
-            Engine::build(store, opts, clock, Arc::new(participants), observer, Some(popts.policy));
-        if let Some(inner) = Arc::get_mut(&mut engine.inner) {
-            inner.export = export;
-        }
-        Ok(engine)
+        Ok(Engine::build(store, opts, clock, Arc::new(participants), observer, Some(popts.policy), export))
     }
 
     /// Builds an engine that calls participants through `caller` (tests script them).
@@ -158,7 +153,7 @@ impl Engine {
         clock: Arc<dyn Clock>,
         caller: Arc<dyn Caller>,
     ) -> Engine {
-        Engine::build(store, opts, clock, caller, Arc::new(NoObserver), None)
+        Engine::build(store, opts, clock, caller, Arc::new(NoObserver), None, None)
     }
 
     fn build(
@@ -168,6 +163,7 @@ impl Engine {
         caller: Arc<dyn Caller>,
         observer: Arc<dyn Observer>,
         policy: Option<Arc<dtx_core::allow::Policy>>,
+        export: Option<Arc<dyn trace_context::SpanExport>>,
     ) -> Engine {
         let node = format!("{:08x}", rand::random::<u32>());
         let (events, _) = broadcast::channel(EVENTS_BUFFER);
@@ -191,7 +187,7 @@ impl Engine {
                 events,
                 observer,
                 health,
-                export: None,
+                export,
                 node,
                 seq: AtomicU64::new(0),
                 tasks,

@@ -847,12 +847,10 @@ fn health_policy(s: HostHealth, backoff_cap: Duration) -> Result<Option<HealthPo
             message: "must not be below --host-probe-interval".into(),
         });
     }
-    if probe_cap > backoff_cap {
-        return Err(Error::Invalid {
-            setting: "--host-probe-cap",
-            message: "must not exceed --backoff-cap".into(),
-        });
-    }
+    // A probe never waits longer than a retry would: a short --backoff-cap shortens the probe
+    // spacing too, rather than refusing the defaults.
+    let probe_cap = probe_cap.min(backoff_cap);
+    let probe_interval = probe_interval.min(probe_cap);
     let resume_burst =
         at_least(req(s.burst, "--host-resume-burst")? as usize, 1, "--host-resume-burst")? as u32;
     let resume_rate = req(s.rate, "--host-resume-rate")?;
@@ -957,14 +955,17 @@ mod tests {
             bad(Settings { host_probe_cap: Some("500ms".into()), ..Default::default() })
                 .contains("--host-probe-cap")
         );
-        assert!(
-            bad(Settings {
-                host_probe_cap: Some("2h".into()),
-                host_probe_interval: Some("1s".into()),
-                ..Default::default()
-            })
-            .contains("--backoff-cap")
-        );
+        // Probe spacing is clamped to the backoff cap (a short cap does not refuse the defaults).
+        let clamped = |s: Settings| s.resolve().unwrap().engine.health.unwrap();
+        let h = clamped(Settings {
+            host_probe_cap: Some("2h".into()),
+            host_probe_interval: Some("1s".into()),
+            backoff_cap: Some("10m".into()),
+            ..Default::default()
+        });
+        assert_eq!((h.probe_interval, h.probe_cap), (Duration::from_secs(1), Duration::from_secs(600)));
+        let h = clamped(Settings { backoff_cap: Some("500ms".into()), ..Default::default() });
+        assert_eq!((h.probe_interval, h.probe_cap), (Duration::from_millis(500), Duration::from_millis(500)));
         assert!(
             bad(Settings { host_resume_rate: Some(0.0), ..Default::default() })
                 .contains("--host-resume-rate")
