@@ -147,13 +147,11 @@ impl Server {
             shed_after: config.engine.shed_after,
         };
         let store: Arc<dyn Store> = Arc::new(GuardedStore::new(store, guard));
-        let listener = TcpListener::bind(config.http_listen)
-            .await
+        let listener = listen::bind(config.http_listen)
             .map_err(|source| Error::Bind { addr: config.http_listen, source })?;
         let http_addr =
             listener.local_addr().map_err(|source| Error::Bind { addr: config.http_listen, source })?;
-        let grpc_listener = TcpListener::bind(config.grpc_listen)
-            .await
+        let grpc_listener = listen::bind(config.grpc_listen)
             .map_err(|source| Error::Bind { addr: config.grpc_listen, source })?;
         let grpc_addr =
             grpc_listener.local_addr().map_err(|source| Error::Bind { addr: config.grpc_listen, source })?;
@@ -193,7 +191,11 @@ impl Server {
             metrics,
             retention: config.retention,
             tokens,
-            http_serve: HttpServe { header_timeout: config.http_header_timeout, tls: http_tls },
+            http_serve: HttpServe {
+                header_timeout: config.http_header_timeout,
+                tls: http_tls,
+                max_connections: config.max_connections,
+            },
             http_body_timeout: config.http_body_timeout,
             grpc_tls,
         })

@@ -224,6 +224,10 @@ pub struct Settings {
     /// HTTP API: time a client has to send a request's body.
     #[arg(long, env = "DTX_HTTP_BODY_TIMEOUT")]
     pub http_body_timeout: Option<String>,
+    /// HTTP API: connections open at once; one more is answered 503 (Retry-After) and closed
+    /// before its request is read.
+    #[arg(long, env = "DTX_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
     /// PEM certificate chain for TLS on dtx's own HTTP and gRPC listeners (with --tls-key).
     #[arg(long, env = "DTX_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -401,6 +405,8 @@ pub struct Config {
     pub http_header_timeout: Duration,
     /// Time a client has to send a request's body.
     pub http_body_timeout: Duration,
+    /// HTTP connections open at once (more are refused with 503).
+    pub max_connections: usize,
     /// TLS on dtx's own listeners: certificate chain and key files.
     pub tls: Option<(PathBuf, PathBuf)>,
 }
@@ -415,6 +421,9 @@ const DEFAULT_MYSQL_POOL_SIZE: u32 = 10;
 const DEFAULT_RETENTION: &str = "7d";
 const DEFAULT_HTTP_HEADER_TIMEOUT: &str = "10s";
 const DEFAULT_HTTP_BODY_TIMEOUT: &str = "30s";
+/// The kernel's usual accept-queue limit (`net.core.somaxconn`): as many connections open as
+/// can wait to be accepted.
+const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_MAX_QUEUED_WRITES: usize = 256;
 
@@ -492,6 +501,7 @@ impl Settings {
             grpc_channel_cache: Some(e.grpc_channel_cache),
             http_header_timeout: Some(DEFAULT_HTTP_HEADER_TIMEOUT.into()),
             http_body_timeout: Some(DEFAULT_HTTP_BODY_TIMEOUT.into()),
+            max_connections: Some(DEFAULT_MAX_CONNECTIONS),
             tls_cert: None,
             tls_key: None,
             participant_ca_file: None,
@@ -549,6 +559,7 @@ impl Settings {
             grpc_channel_cache: self.grpc_channel_cache.or(lower.grpc_channel_cache),
             http_header_timeout: self.http_header_timeout.or(lower.http_header_timeout),
             http_body_timeout: self.http_body_timeout.or(lower.http_body_timeout),
+            max_connections: self.max_connections.or(lower.max_connections),
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
             participant_ca_file: self.participant_ca_file.or(lower.participant_ca_file),
@@ -679,6 +690,7 @@ impl Settings {
             positive(&req(s.http_header_timeout, "--http-header-timeout")?, "--http-header-timeout")?;
         let http_body_timeout =
             positive(&req(s.http_body_timeout, "--http-body-timeout")?, "--http-body-timeout")?;
+        let max_connections = at_least(req(s.max_connections, "--max-connections")?, 1, "--max-connections")?;
         let tls = pair(s.tls_cert, s.tls_key, "--tls-cert", "--tls-key")?;
         let client_identity = pair(
             s.participant_client_cert,
@@ -746,6 +758,7 @@ impl Settings {
             api_token,
             http_header_timeout,
             http_body_timeout,
+            max_connections,
             tls,
         })
     }
@@ -1013,6 +1026,7 @@ mod tests {
             Settings { shed_after: Some("0s".into()), ..Default::default() },
             Settings { store_timeout: Some("never".into()), ..Default::default() },
             Settings { max_queued_writes: Some(0), ..Default::default() },
+            Settings { max_connections: Some(0), ..Default::default() },
             Settings { shutdown_grace: Some("0".into()), ..Default::default() },
         ];
         let names = [
@@ -1028,6 +1042,7 @@ mod tests {
             "--shed-after",
             "--store-timeout",
             "--max-queued-writes",
+            "--max-connections",
             "--shutdown-grace",
         ];
         for (s, name) in cases.into_iter().zip(names) {

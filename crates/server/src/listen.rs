@@ -79,7 +79,32 @@ pub struct HttpServe {
     pub header_timeout: Duration,
     /// TLS, if configured.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Connections served at once; one more gets [`OVERLOADED`] and is closed.
+    pub max_connections: usize,
 }
+
+/// The accept queue asked of the kernel (it caps it at `net.core.somaxconn`). Tokio's default
+/// is 1,024: a burst of connects beyond the queue has its SYNs dropped and the clients retry
+/// after 1, 3, 7, 15 s... which is how an overload turns into minute-long waits.
+const LISTEN_BACKLOG: u32 = 65_535;
+
+/// Binds a listener with [`LISTEN_BACKLOG`].
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket =
+        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    // As std's bind: a restarted node can listen again while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// The answer to a connection beyond `--max-connections`, sent before its request is read.
+pub const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: application/json\r\n\
+retry-after: 1\r\n\
+connection: close\r\n\
+content-length: 85\r\n\r\n\
+{\"code\":\"unavailable\",\"message\":\"overloaded: too many open connections; retry later\"}";
 
 /// Serves `app` on `listener` until `stop`, then lets open connections finish their requests.
 pub async fn serve_http(
@@ -93,6 +118,7 @@ pub async fn serve_http(
     let builder = Arc::new(builder);
     let tls = opts.tls.map(TlsAcceptor::from);
     let connections = TaskTracker::new();
+    let open = Arc::new(tokio::sync::Semaphore::new(opts.max_connections.max(1)));
     loop {
         let (tcp, peer) = tokio::select! {
             _ = stop.cancelled() => break,
@@ -107,9 +133,14 @@ pub async fn serve_http(
             },
         };
         let _ = tcp.set_nodelay(true);
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            connections.spawn(refuse(tcp, tls.is_some()));
+            continue;
+        };
         let (app, builder, tls, stop) = (app.clone(), builder.clone(), tls.clone(), stop.clone());
         let header_timeout = opts.header_timeout;
         connections.spawn(async move {
+            let _permit = permit;
             let service = TowerToHyperService::new(app);
             let result = match tls {
                 None => serve_one(&builder, TokioIo::new(tcp), service, stop).await,
@@ -127,6 +158,25 @@ pub async fn serve_http(
     connections.close();
     connections.wait().await;
     Ok(())
+}
+
+/// Answers a connection over the cap with [`OVERLOADED`] at once (plain HTTP; a TLS one is just
+/// closed: a handshake is the expensive part), then reads what the client sent until it
+/// closes, briefly, so that closing does not reset the connection before the client read the
+/// answer.
+async fn refuse(mut tcp: tokio::net::TcpStream, tls: bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if tls {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        tcp.write_all(OVERLOADED).await?;
+        tcp.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while tcp.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -148,5 +198,52 @@ where
             conn.as_mut().graceful_shutdown();
             conn.await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[test]
+    fn the_overloaded_answer_is_well_formed_http() {
+        let text = std::str::from_utf8(OVERLOADED).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 503 "));
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        assert_eq!(length, body.len());
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["code"], "unavailable");
+    }
+
+    /// With one connection allowed, a second is answered 503 before it sends anything, and
+    /// the first is still served.
+    #[tokio::test]
+    async fn a_connection_over_the_cap_gets_503_at_once() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let opts = HttpServe { header_timeout: Duration::from_secs(5), tls: None, max_connections: 1 };
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve_http(listener, app, opts, stop.clone()));
+        let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // The first connection holds the only slot while it is open.
+        first.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        let mut buf = vec![0u8; 1024];
+        let n = first.read(&mut buf).await.unwrap();
+        assert!(std::str::from_utf8(&buf[..n]).unwrap().starts_with("HTTP/1.1 200"));
+        let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), second.read_to_end(&mut answer)).await.unwrap().unwrap();
+        assert_eq!(answer, OVERLOADED);
+        drop((first, second));
+        stop.cancel();
+        server.await.unwrap().unwrap();
     }
 }
