@@ -190,7 +190,11 @@ impl Participant {
         let addr = listener.local_addr().expect("participant addr");
         let inner = Arc::new(Inner::default());
         let app = Router::new().fallback(handle).with_state(inner.clone());
-        let opts = dtx_server::listen::HttpServe { header_timeout: Duration::from_secs(10), tls: Some(tls) };
+        let opts = dtx_server::listen::HttpServe {
+            header_timeout: Duration::from_secs(10),
+            tls: Some(tls),
+            max_connections: 4096,
+        };
         // Never stopped: it ends with the test's runtime.
         let stop = tokio_util::sync::CancellationToken::new();
         tokio::spawn(async move {

@@ -224,8 +224,8 @@ pub struct Settings {
     /// HTTP API: time a client has to send a request's body.
     #[arg(long, env = "DTX_HTTP_BODY_TIMEOUT")]
     pub http_body_timeout: Option<String>,
-    /// HTTP API: connections open at once; one more is answered 503 (Retry-After) and closed
-    /// before its request is read.
+    /// HTTP API: connections open at once; one more is answered 503 (Retry-After) as soon as
+    /// its request head arrived, and closed.
     #[arg(long, env = "DTX_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
     /// PEM certificate chain for TLS on dtx's own HTTP and gRPC listeners (with --tls-key).

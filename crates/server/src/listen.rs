@@ -98,7 +98,7 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// The answer to a connection beyond `--max-connections`, sent before its request is read.
+/// The answer to a connection beyond `--max-connections`, sent after its request head, before any body is read or any work is done.
 pub const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 content-type: application/json\r\n\
 retry-after: 1\r\n\
@@ -160,20 +160,29 @@ pub async fn serve_http(
     Ok(())
 }
 
-/// Answers a connection over the cap with [`OVERLOADED`] at once (plain HTTP; a TLS one is just
-/// closed: a handshake is the expensive part), then reads what the client sent until it
-/// closes, briefly, so that closing does not reset the connection before the client read the
-/// answer.
+/// Answers a connection over the cap with [`OVERLOADED`] (plain HTTP; a TLS one is just
+/// closed: the handshake is the expensive part). The request head is read first, because
+/// clients treat an answer that comes before their request as a broken connection, not as a
+/// 503; then, after the answer, what the client still sends is read until it closes, briefly,
+/// so that closing does not reset the connection before the client read the answer.
 async fn refuse(mut tcp: tokio::net::TcpStream, tls: bool) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     if tls {
         return;
     }
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut head = Vec::with_capacity(1024);
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+            let n = tcp.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
         tcp.write_all(OVERLOADED).await?;
         tcp.shutdown().await?;
-        let mut sink = [0u8; 4096];
-        while tcp.read(&mut sink).await? > 0 {}
+        while tcp.read(&mut buf).await? > 0 {}
         Ok::<_, std::io::Error>(())
     })
     .await;
@@ -222,7 +231,7 @@ mod tests {
         assert_eq!(v["code"], "unavailable");
     }
 
-    /// With one connection allowed, a second is answered 503 before it sends anything, and
+    /// With one connection allowed, a second is answered 503 once it sent its request head, and
     /// the first is still served.
     #[tokio::test]
     async fn a_connection_over_the_cap_gets_503_at_once() {
@@ -239,6 +248,10 @@ mod tests {
         let n = first.read(&mut buf).await.unwrap();
         assert!(std::str::from_utf8(&buf[..n]).unwrap().starts_with("HTTP/1.1 200"));
         let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
+        second
+            .write_all(b"POST /api/dtmsvr/submit HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}")
+            .await
+            .unwrap();
         let mut answer = Vec::new();
         tokio::time::timeout(Duration::from_secs(5), second.read_to_end(&mut answer)).await.unwrap().unwrap();
         assert_eq!(answer, OVERLOADED);
