@@ -52,6 +52,7 @@ impl Engine {
         crate::request::check_text("branch_id", &req.branch_id)?;
         crate::request::check_text("confirm", &req.confirm)?;
         crate::request::check_text("cancel", &req.cancel)?;
+        crate::request::check_text("url", &req.url)?;
         if req.branch_id.is_empty() || req.branch_id.len() > MAX_BRANCH_ID_LEN {
             return bad(format!("branch_id must have 1 to {MAX_BRANCH_ID_LEN} characters"));
         }

@@ -33,6 +33,7 @@ impl Engine {
             )));
         }
         req.validate(self.inner.opts.max_steps)?;
+        req.check_policy(&self.inner).await?;
         let now = self.inner.clock.now();
         let mut global = req.global(&self.inner, GlobalStatus::Prepared, now);
         global.next_cron_time = now.add(global.next_cron_interval);
@@ -57,6 +58,8 @@ impl Engine {
         let extra = |k: &str| req.req_extra.get(k).cloned().unwrap_or_default();
         let to = workflow::finish_status(&extra("status")).map_err(|e| Error::InvalidArgument(e.0))?;
         let (reason, result) = (extra("rollback_reason"), extra("result"));
+        crate::request::check_text("req_extra.rollback_reason", &reason)?;
+        crate::request::check_text("req_extra.result", &result)?;
         let existing = self.load_same_type(&req.gid, TransType::Workflow).await.map_err(|e| match e {
             Error::NotFound(_) => Error::Conflict(format!("no prepared workflow with gid {}", req.gid)),
             other => other,
