@@ -18,6 +18,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The outcome's kind, as metrics label it and spans record it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure(_) => "failure",
+            Outcome::Ongoing => "ongoing",
+            Outcome::Error(_) => "error",
+        }
+    }
+
     /// Reads an HTTP answer: the status code and the response body.
     pub fn from_http(status: u16, body: &str) -> Outcome {
         if status == 425 || body.contains("ONGOING") {

@@ -368,15 +368,6 @@ fn host_of(url: &str) -> &str {
     rest.split('/').next().unwrap_or(rest)
 }
 
-fn outcome_name(outcome: &Outcome) -> &'static str {
-    match outcome {
-        Outcome::Success => "success",
-        Outcome::Failure(_) => "failure",
-        Outcome::Ongoing => "ongoing",
-        Outcome::Error(_) => "error",
-    }
-}
-
 impl Observer for Metrics {
     fn round_started(&self, _round: &RoundInfo) {
         self.rounds_in_flight.inc();
@@ -410,10 +401,7 @@ impl Observer for Metrics {
             })
             .inc();
         self.participant_calls
-            .get_or_create(&HostOutcome {
-                host: host_of(&call.url).to_owned(),
-                outcome: outcome_name(outcome),
-            })
+            .get_or_create(&HostOutcome { host: host_of(&call.url).to_owned(), outcome: outcome.name() })
             .inc();
     }
 

@@ -13,25 +13,7 @@ use dtx_store::ListFilter;
 use dtx_store_postgres::testing;
 use dtx_tests::{Participant, Reply, Saga, TestServer};
 
-/// The sum of the samples of `name` whose labels include every pair of `labels`.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
-            (metric == name).then_some((rest, value))
-        })
-        .filter(|(rest, _)| labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
-        .map(|(_, v)| v.parse::<f64>().unwrap_or_else(|_| panic!("{name}: bad value {v}")))
-        .sum()
-}
-
-async fn scrape(s: &TestServer) -> String {
-    let resp = s.http().get(format!("{}/api/metrics", s.root_url())).send().await.expect("scrape");
-    assert_eq!(resp.status(), 200);
-    resp.text().await.expect("body")
-}
+use crate::ops_metrics::{sample, scrape};
 
 /// Calls this node made to `host` (`127.0.0.1:PORT`) that errored, so far.
 async fn errored_calls(s: &TestServer, host: &str) -> f64 {

@@ -194,7 +194,7 @@ impl Participants {
                     op = %req.op_text(), url = %req.url, outcome = tracing::field::Empty);
                 let exported = export.traceparent_of(&span);
                 let outcome = self.call_url(req, exported.as_deref()).instrument(span.clone()).await;
-                span.record("outcome", outcome_name(&outcome));
+                span.record("outcome", outcome.name());
                 outcome
             }
         };
@@ -263,15 +263,6 @@ impl Participants {
         };
         debug!(gid = %req.gid, branch_id = %req.branch_id, op = %req.op_text(), url = %req.url, ?outcome, "branch call");
         outcome
-    }
-}
-
-fn outcome_name(outcome: &Outcome) -> &'static str {
-    match outcome {
-        Outcome::Success => "success",
-        Outcome::Failure(_) => "failure",
-        Outcome::Ongoing => "ongoing",
-        Outcome::Error(_) => "error",
     }
 }
 
