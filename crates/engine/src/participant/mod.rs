@@ -212,11 +212,6 @@ impl Participants {
             Ok(u) => u,
             Err(e) => return Outcome::Error(format!("bad participant url {}: {e}", req.url)),
         };
-        url.query_pairs_mut()
-            .append_pair("gid", &req.gid)
-            .append_pair("trans_type", req.trans_type.as_str())
-            .append_pair("branch_id", &req.branch_id)
-            .append_pair("op", req.op_text());
         // A literal IP never reaches the resolver: check it (with its port) here.
         let port = url.port_or_known_default().unwrap_or(80);
         let literal = match url.host() {
@@ -239,6 +234,12 @@ impl Participants {
             debug!(gid = %req.gid, branch_id = %req.branch_id, op = %req.op_text(), url = %req.url, ?outcome, "json-rpc branch call");
             return outcome;
         }
+        // DTM's query parameters: the branch's identity (a JSON-RPC call carries it in params).
+        url.query_pairs_mut()
+            .append_pair("gid", &req.gid)
+            .append_pair("trans_type", req.trans_type.as_str())
+            .append_pair("branch_id", &req.branch_id)
+            .append_pair("op", req.op_text());
         // DTM sends a body only when there is one (its SDKs always send at least `null`); XA
         // phase two is always a POST, with an empty body.
         let builder = if req.payload.is_empty() && req.trans_type != TransType::Xa {

@@ -82,17 +82,22 @@ pub async fn submit(
     headers: axum::http::HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let mut req = read_request(&state, body).await?;
-    attach_trace(&mut req, &headers);
+    let req = read_traced(&state, &headers, body).await?;
     // Detached: a wait_result client that disconnects does not cancel the submit or its round.
     let engine = state.engine.clone();
     reply(state.engine.detached(async move { engine.submit(req).await }).await??)
 }
 
-/// Keeps a W3C trace context sent with the request (dtx_engine::trace_context).
-fn attach_trace(req: &mut dtx_engine::TransRequest, headers: &axum::http::HeaderMap) {
+/// A transaction request with the W3C trace context sent along (dtx_engine::trace_context).
+async fn read_traced(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    body: Body,
+) -> Result<dtx_engine::TransRequest, ApiError> {
+    let mut req = read_request(state, body).await?;
     let get = |name| headers.get(name).and_then(|v| v.to_str().ok());
-    dtx_engine::trace_context::attach(req, get("traceparent"), get("tracestate"));
+    dtx_engine::trace_context::attach(&mut req, get("traceparent"), get("tracestate"));
+    Ok(req)
 }
 
 /// The answer to a submit, per DTM's `wait_result` rules (spec 5.3).
@@ -118,8 +123,7 @@ pub async fn prepare(
     headers: axum::http::HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let mut req = read_request(&state, body).await?;
-    attach_trace(&mut req, &headers);
+    let req = read_traced(&state, &headers, body).await?;
     state.engine.prepare(req).await?;
     Ok(success())
 }
@@ -131,8 +135,7 @@ pub async fn prepare_workflow(
     headers: axum::http::HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let mut req = read_request(&state, body).await?;
-    attach_trace(&mut req, &headers);
+    let req = read_traced(&state, &headers, body).await?;
     let wf = state.engine.prepare_workflow(req).await?;
     let progresses: Vec<Value> = wf.progresses.iter().map(|b| wire::branch_json(&wf.global.gid, b)).collect();
     Ok(Json(json!({"transaction": wire::global_json(&wf.global, false), "progresses": progresses}))
