@@ -1,8 +1,8 @@
 //! `registerBranch`: a TCC participant's try registers its confirm and cancel with dtx, an XA
 //! participant its phase-two URL, a workflow client the result of a step.
 
-use dtx_core::{Branch, BranchStatus, GlobalStatus, Op, TransType, lifecycle, timeout, workflow};
-use dtx_store::Error as StoreError;
+use dtx_core::{Branch, BranchStatus, Op, TransType, workflow};
+use dtx_store::{Error as StoreError, Expect};
 use tracing::debug;
 
 use crate::request::check_branch_url;
@@ -103,24 +103,9 @@ impl Engine {
             .await
             .map_err(Error::InvalidArgument)?;
 
-        let loaded = self.load_same_type(&req.gid, trans_type).await.map_err(|e| match e {
-            Error::NotFound(_) => Error::Conflict(format!("no prepared transaction with gid {}", req.gid)),
-            other => other,
-        })?;
-        let g = &loaded.global;
-        let t =
-            timeout::effective_timeout(g.trans_type, g.options.timeout_to_fail, inner.opts.timeout_to_fail);
-        if g.status == GlobalStatus::Prepared && timeout::is_timed_out(g.create_time, t, now) {
-            return Err(Error::Conflict(format!(
-                "transaction {} timed out after {} seconds and is being cancelled",
-                req.gid,
-                t.unwrap_or_default().as_secs()
-            )));
-        }
-        if !lifecycle::can_register(g.status) {
-            return Err(Error::Conflict(format!("current status '{}', cannot register a branch", g.status)));
-        }
-        match inner.store.add_branches(&req.gid, rows.clone(), now).await {
+        // The store checks the mode, the timeout, the status and the lease inside the write.
+        let expect = Expect { trans_type, default_timeout: inner.opts.timeout_to_fail };
+        match inner.store.add_branches(&req.gid, expect, rows.clone(), now).await {
             Ok(()) => {
                 debug!(gid = %req.gid, branch_id = %req.branch_id, %trans_type, "branch registered");
                 Ok(())
@@ -139,6 +124,9 @@ impl Engine {
                         req.branch_id, req.gid
                     )))
                 }
+            }
+            Err(StoreError::NotFound(_)) => {
+                Err(Error::Conflict(format!("no prepared transaction with gid {}", req.gid)))
             }
             Err(StoreError::Precondition(m)) => Err(Error::Conflict(m)),
             Err(e) => Err(e.into()),

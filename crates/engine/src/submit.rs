@@ -8,7 +8,7 @@ use dtx_core::lifecycle::{self, OnPrepare, OnSubmit};
 use dtx_core::{GlobalStatus, Timestamp, TransType, timeout};
 use dtx_store::{Error as StoreError, LeaseChange, Loaded, NewTransaction, Save, StatusChange};
 use tokio::sync::OwnedSemaphorePermit;
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::request::TransRequest;
 use crate::round::ctx::Premarks;
@@ -47,9 +47,19 @@ impl Engine {
         req.validate(self.inner.opts.max_steps)?;
         req.check_policy(&self.inner).await?;
         let inner = &self.inner;
-        let now = inner.clock.now();
         let delay =
             if req.trans_type == TransType::Msg { req.msg_delay()?.map_or(0, |d| d.as_secs()) } else { 0 };
+        if matches!(req.trans_type, TransType::Tcc | TransType::Xa | TransType::Msg) {
+            // These are usually prepared first: claim the stored row straight away (one write)
+            // rather than fail an insert, read it and then claim it. Absent, it is created.
+            let slot = self.round_slot().await?;
+            let now = inner.clock.now();
+            let owner = inner.fresh_owner();
+            if let Some(loaded) = inner.store.claim(&req.gid, &owner, now, now.add(inner.opts.lease)).await? {
+                return self.submit_claimed(&req, loaded, owner, slot, delay).await;
+            }
+        }
+        let now = inner.clock.now();
         let mut global = req.global(inner, GlobalStatus::Submitted, now);
         let mut branches = req.branches(inner, now).await?;
         let owner = inner.fresh_owner();
@@ -116,54 +126,85 @@ impl Engine {
                         SubmitReply::Accepted
                     });
                 };
-                let mut loaded = loaded;
-                match lifecycle::on_submit(Some(loaded.global.status)) {
-                    OnSubmit::Reprocess => {}
-                    OnSubmit::FromPrepared => {
-                        // prepared -> submitted, fenced by the claim just made.
-                        let lease = if delay > 0 {
-                            LeaseChange::Release {
-                                next_cron_time: now.add(std::time::Duration::from_secs(delay)),
-                                next_cron_interval: loaded.global.next_cron_interval,
-                            }
-                        } else {
-                            self.renewed_due_now(&loaded, now)
-                        };
-                        inner
-                            .store
-                            .save(Save {
-                                gid: req.gid.clone(),
-                                owner: owner.clone(),
-                                now,
-                                branches: Vec::new(),
-                                status: Some(StatusChange {
-                                    to: GlobalStatus::Submitted,
-                                    rollback_reason: None,
-                                    result: None,
-                                }),
-                                lease,
-                            })
-                            .await?;
-                        info!(gid = %req.gid, "prepared transaction submitted");
-                        if delay > 0 {
-                            return Ok(SubmitReply::Accepted);
-                        }
-                        loaded.global.status = GlobalStatus::Submitted;
-                    }
-                    other => {
-                        // Changed between the load and the claim: give it back untouched.
-                        self.release_now(&loaded, &owner).await;
-                        let s = loaded.global.status;
-                        return Err(Error::Conflict(format!(
-                            "current status '{s}', cannot submit ({other:?})"
-                        )));
-                    }
-                }
-                // The submit request's options apply to this answer (DTM: wait_result of the
-                // request), the stored ones to the processing.
-                Ok(self.process(loaded, owner, Premarks::new(), req.options.wait_result, Some(slot)).await)
+                self.submit_claimed(req, loaded, owner, slot, delay).await
             }
         }
+    }
+
+    /// `submit` of a gid this node has just claimed: a prepared transaction becomes submitted
+    /// (durably, before the answer), with the attempts of the calls its first round will make
+    /// written in the same write; a submitted or aborting one is processed again.
+    async fn submit_claimed(
+        &self,
+        req: &TransRequest,
+        mut loaded: Loaded,
+        owner: String,
+        slot: OwnedSemaphorePermit,
+        delay: u64,
+    ) -> Result<SubmitReply> {
+        let inner = &self.inner;
+        let now = inner.clock.now();
+        if loaded.global.trans_type != req.trans_type {
+            self.release_now(&loaded, &owner).await;
+            return Err(Error::Conflict(format!(
+                "gid {} is used by a {} transaction, not {}",
+                req.gid, loaded.global.trans_type, req.trans_type
+            )));
+        }
+        let mut premarks = Premarks::new();
+        match lifecycle::on_submit(Some(loaded.global.status)) {
+            OnSubmit::Reprocess => {}
+            OnSubmit::FromPrepared => {
+                // prepared -> submitted, fenced by the claim just made.
+                let lease = if delay > 0 {
+                    LeaseChange::Release {
+                        next_cron_time: now.add(std::time::Duration::from_secs(delay)),
+                        next_cron_interval: loaded.global.next_cron_interval,
+                    }
+                } else {
+                    self.renewed_due_now(&loaded, now)
+                };
+                let lease_until = match lease {
+                    LeaseChange::RenewRescheduled { lease_until, .. } => Some(lease_until),
+                    _ => None,
+                };
+                loaded.global.status = GlobalStatus::Submitted;
+                let branches = if delay > 0 {
+                    Vec::new()
+                } else {
+                    round::premark_first_calls(&mut loaded, &mut premarks)
+                };
+                inner
+                    .store
+                    .save(Save {
+                        gid: req.gid.clone(),
+                        owner: owner.clone(),
+                        now,
+                        branches,
+                        status: Some(StatusChange {
+                            to: GlobalStatus::Submitted,
+                            rollback_reason: None,
+                            result: None,
+                        }),
+                        lease,
+                    })
+                    .await?;
+                debug!(gid = %req.gid, "prepared transaction submitted");
+                if delay > 0 {
+                    return Ok(SubmitReply::Accepted);
+                }
+                loaded.global.lease_until = lease_until;
+            }
+            other => {
+                // Changed between the load and the claim: give it back untouched.
+                self.release_now(&loaded, &owner).await;
+                let s = loaded.global.status;
+                return Err(Error::Conflict(format!("current status '{s}', cannot submit ({other:?})")));
+            }
+        }
+        // The submit request's options apply to this answer (DTM: wait_result of the request),
+        // the stored ones to the processing.
+        Ok(self.process(loaded, owner, premarks, req.options.wait_result, Some(slot)).await)
     }
 
     /// `prepare`: stores a tcc, xa or msg `prepared`, not owned, due when it times out.

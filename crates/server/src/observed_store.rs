@@ -77,8 +77,14 @@ impl Store for ObservedStore {
         self.write("save", self.inner.save(save)).await
     }
 
-    async fn add_branches(&self, gid: &str, branches: Vec<Branch>, now: Timestamp) -> Result<()> {
-        self.write("add_branches", self.inner.add_branches(gid, branches, now)).await
+    async fn add_branches(
+        &self,
+        gid: &str,
+        expect: dtx_store::Expect,
+        branches: Vec<Branch>,
+        now: Timestamp,
+    ) -> Result<()> {
+        self.write("add_branches", self.inner.add_branches(gid, expect, branches, now)).await
     }
 
     async fn force_stop(&self, gid: &str, reason: &str, now: Timestamp) -> Result<GlobalStatus> {

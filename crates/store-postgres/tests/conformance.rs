@@ -101,9 +101,15 @@ impl Store for OnDatabaseClock {
         self.at(save.now).await;
         self.store.save(save).await
     }
-    async fn add_branches(&self, gid: &str, branches: Vec<Branch>, now: Timestamp) -> Result<()> {
+    async fn add_branches(
+        &self,
+        gid: &str,
+        expect: dtx_store::Expect,
+        branches: Vec<Branch>,
+        now: Timestamp,
+    ) -> Result<()> {
         self.at(now).await;
-        self.store.add_branches(gid, branches, now).await
+        self.store.add_branches(gid, expect, branches, now).await
     }
     async fn force_stop(&self, gid: &str, reason: &str, now: Timestamp) -> Result<GlobalStatus> {
         self.at(now).await;

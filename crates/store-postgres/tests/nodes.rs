@@ -198,7 +198,8 @@ async fn add_branches_respects_a_lease_by_database_time() {
     let b_now = node_clock(3_600_000);
     let branch =
         dtx_core::Branch::new("09".into(), dtx_core::Op::Cancel, "http://x".into(), Vec::new(), b_now);
-    let refused = b.add_branches("reg", vec![branch], b_now).await;
+    let expect = dtx_store::Expect { trans_type: dtx_core::TransType::Saga, default_timeout: Duration::ZERO };
+    let refused = b.add_branches("reg", expect, vec![branch], b_now).await;
     assert!(
         matches!(refused, Err(Error::Precondition(ref m)) if m.contains("being processed")),
         "{refused:?}"

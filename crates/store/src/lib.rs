@@ -225,6 +225,47 @@ pub struct Save {
     pub lease: LeaseChange,
 }
 
+/// What [`Store::add_branches`] checks of the transaction besides its being `prepared` and
+/// unowned: that it is of the mode the branches are for, and that it has not timed out. (The
+/// checks run inside the write, so a registration costs one store round trip, not a read and
+/// a write.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expect {
+    /// The mode the registration is for (`tcc`, `xa`, `workflow`).
+    pub trans_type: TransType,
+    /// The server's `timeout_to_fail`, for a transaction without its own.
+    pub default_timeout: Duration,
+}
+
+impl Expect {
+    /// [`Error::Precondition`] when the stored transaction (of `trans_type`, created at
+    /// `create_time`, with its own `timeout_to_fail` seconds) is of another mode or timed out
+    /// by `now`.
+    pub fn check(
+        &self,
+        gid: &str,
+        trans_type: TransType,
+        timeout_to_fail: u64,
+        create_time: Timestamp,
+        now: Timestamp,
+    ) -> Result<()> {
+        if trans_type != self.trans_type {
+            return Err(Error::Precondition(format!(
+                "gid {gid} is used by a {trans_type} transaction, not {}",
+                self.trans_type
+            )));
+        }
+        let t = dtx_core::timeout::effective_timeout(trans_type, timeout_to_fail, self.default_timeout);
+        if dtx_core::timeout::is_timed_out(create_time, t, now) {
+            return Err(Error::Precondition(format!(
+                "transaction {gid} timed out after {} seconds and is being cancelled",
+                t.unwrap_or_default().as_secs()
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Filters of the admin listing (`/api/dtmsvr/all`), newest first.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ListFilter {
@@ -322,11 +363,18 @@ pub trait Store: Send + Sync + 'static {
     /// owns the transaction. Durable before it returns `Ok`.
     async fn save(&self, save: Save) -> Result<()>;
 
-    /// Adds branch rows to a transaction, atomically, only while it is `prepared` and not
-    /// owned under a valid lease (no round is processing it). A duplicate `(branch_id, op)` →
-    /// [`Error::Conflict`]; unknown gid → [`Error::NotFound`]; wrong status or owned →
-    /// [`Error::Precondition`]. Nothing is written on error.
-    async fn add_branches(&self, gid: &str, branches: Vec<Branch>, now: Timestamp) -> Result<()>;
+    /// Adds branch rows to a transaction, atomically, only while it is `prepared`, not owned
+    /// under a valid lease (no round is processing it) and passes `expect` (mode, timeout). A
+    /// duplicate `(branch_id, op)` → [`Error::Conflict`]; unknown gid → [`Error::NotFound`];
+    /// wrong status, mode, timed out or owned → [`Error::Precondition`]. Nothing is written on
+    /// error.
+    async fn add_branches(
+        &self,
+        gid: &str,
+        expect: Expect,
+        branches: Vec<Branch>,
+        now: Timestamp,
+    ) -> Result<()>;
 
     /// Operator stop: any non-final transaction becomes `failed` (rollback_time = now,
     /// rollback_reason = `reason`), and its owner is cleared, so the round processing it is

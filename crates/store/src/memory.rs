@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dtx_core::{Branch, Global, GlobalStatus, Timestamp};
 
-use crate::{Error, KvRow, LeaseChange, ListFilter, Loaded, NewTransaction, Result, Save, Store};
+use crate::{Error, Expect, KvRow, LeaseChange, ListFilter, Loaded, NewTransaction, Result, Save, Store};
 
 /// The owner a [`Fault::LoseLease`] gives the row to.
 pub const THIEF: &str = "thief";
@@ -393,10 +393,20 @@ impl Store for MemoryStore {
         .await
     }
 
-    async fn add_branches(&self, gid: &str, branches: Vec<Branch>, now: Timestamp) -> Result<()> {
+    async fn add_branches(
+        &self,
+        gid: &str,
+        expect: Expect,
+        branches: Vec<Branch>,
+        now: Timestamp,
+    ) -> Result<()> {
         let write = Write::AddBranches { gid: gid.to_owned(), branches: branches.clone() };
         self.write(write, |state| {
             let tx = state.txs.get(gid).ok_or_else(|| Error::NotFound(format!("transaction {gid}")))?;
+            let g = &tx.global;
+            if g.trans_type != expect.trans_type || g.status == GlobalStatus::Prepared {
+                expect.check(gid, g.trans_type, g.options.timeout_to_fail, g.create_time, now)?;
+            }
             if tx.global.status != GlobalStatus::Prepared {
                 return Err(Error::Precondition(format!(
                     "transaction {gid} is {}, not prepared",

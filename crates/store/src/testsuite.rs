@@ -38,9 +38,9 @@ mod save;
 
 pub use batch::{batch_duplicate_fails_only_that_request, concurrent_creates_all_durable};
 pub use branches::{
-    add_branches_appends_in_order, add_branches_duplicate_conflicts_and_writes_nothing,
-    add_branches_never_lands_in_a_claimed_round, add_branches_only_while_prepared_and_unowned,
-    add_branches_unknown_gid_not_found,
+    add_branches_appends_in_order, add_branches_checks_mode_and_timeout,
+    add_branches_duplicate_conflicts_and_writes_nothing, add_branches_never_lands_in_a_claimed_round,
+    add_branches_only_while_prepared_and_unowned, add_branches_unknown_gid_not_found,
 };
 pub use claim::{
     claim_by_gid, claim_due_respects_limit, claim_due_takes_only_eligible,
@@ -96,6 +96,7 @@ macro_rules! store_test_suite {
             batch_duplicate_fails_only_that_request,
             add_branches_appends_in_order,
             add_branches_duplicate_conflicts_and_writes_nothing,
+            add_branches_checks_mode_and_timeout,
             add_branches_only_while_prepared_and_unowned,
             add_branches_unknown_gid_not_found,
             add_branches_never_lands_in_a_claimed_round,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use dtx_core::{Branch, GlobalStatus, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Error, Loaded, NewTransaction, Result, Save};
+use crate::{Error, Expect, Loaded, NewTransaction, Result, Save};
 
 /// One write operation. Kept apart from its reply so that it can be run again.
 #[derive(Debug)]
@@ -22,7 +22,7 @@ pub enum WriteOp {
     /// [`crate::Store::save`].
     Save(Save),
     /// [`crate::Store::add_branches`].
-    AddBranches { gid: String, branches: Vec<Branch>, now: Timestamp },
+    AddBranches { gid: String, expect: Expect, branches: Vec<Branch>, now: Timestamp },
     /// [`crate::Store::force_stop`].
     ForceStop { gid: String, reason: String, now: Timestamp },
     /// [`crate::Store::reset_next_cron_time`].
@@ -192,8 +192,14 @@ impl Writes {
     }
 
     /// [`crate::Store::add_branches`].
-    pub async fn add_branches(&self, gid: &str, branches: Vec<Branch>, now: Timestamp) -> Result<()> {
-        self.run(WriteOp::AddBranches { gid: gid.to_owned(), branches, now }).await
+    pub async fn add_branches(
+        &self,
+        gid: &str,
+        expect: Expect,
+        branches: Vec<Branch>,
+        now: Timestamp,
+    ) -> Result<()> {
+        self.run(WriteOp::AddBranches { gid: gid.to_owned(), expect, branches, now }).await
     }
 
     /// [`crate::Store::force_stop`].

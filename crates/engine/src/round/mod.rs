@@ -11,7 +11,8 @@ pub mod saga;
 mod tcc;
 mod workflow;
 
-use dtx_core::{GlobalStatus, TransType};
+use dtx_core::saga::Phase;
+use dtx_core::{GlobalStatus, Op, TransType};
 use dtx_store::Loaded;
 use tracing::Instrument;
 
@@ -96,9 +97,62 @@ pub(crate) async fn run(
 async fn run_mode(inner: &Inner, loaded: Loaded, owner: String, premarks: Premarks) -> RoundEnd {
     match loaded.global.trans_type {
         TransType::Saga => saga::SagaRound::new(inner, loaded, owner, premarks).run().await,
-        TransType::Tcc => tcc::run(inner, loaded, owner).await,
-        TransType::Msg => msg::run(inner, loaded, owner).await,
-        TransType::Xa => tcc::run_phase_two(inner, loaded, owner, dtx_core::xa::plan).await,
+        TransType::Tcc => tcc::run(inner, loaded, owner, premarks).await,
+        TransType::Msg => msg::run(inner, loaded, owner, premarks).await,
+        TransType::Xa => tcc::run_phase_two(inner, loaded, owner, premarks, dtx_core::xa::plan).await,
         TransType::Workflow => workflow::run(inner, loaded, owner).await,
     }
+}
+
+/// The rows the first round of a transaction just submitted from `prepared` calls first: the
+/// first phase-two row of a TCC or XA, the first action(s) of a message. Their attempts are
+/// written with the status change (the submit's one write), so the round's first call needs
+/// no write of its own, as a new saga's first actions ([`saga::premark_first_actions`]). Every
+/// later call is still preceded by its own fenced write.
+pub(crate) fn premark_first_calls(
+    loaded: &mut Loaded,
+    premarks: &mut ctx::Premarks,
+) -> Vec<dtx_store::BranchUpdate> {
+    let (global, branches) = (&loaded.global, &loaded.branches);
+    let rows = || -> Vec<dtx_core::tcc::Row> {
+        branches.iter().map(|b| dtx_core::tcc::Row { op: b.op, status: b.status }).collect()
+    };
+    let first: Vec<usize> = match global.trans_type {
+        TransType::Tcc | TransType::Xa => {
+            let plan =
+                if global.trans_type == TransType::Tcc { dtx_core::tcc::plan } else { dtx_core::xa::plan };
+            match plan(global.status, &rows(), false) {
+                dtx_core::tcc::Decision::Call(row) => vec![row],
+                _ => Vec::new(),
+            }
+        }
+        TransType::Msg => {
+            let actions: Vec<usize> = (0..branches.len()).filter(|&i| branches[i].op == Op::Action).collect();
+            let phases: Vec<Phase> = actions
+                .iter()
+                .map(|&i| Phase::from_stored(branches[i].status, branches[i].attempts))
+                .collect();
+            match dtx_core::msg::plan(global.status, &phases, global.options.concurrent, false) {
+                dtx_core::msg::Decision::Start(start) => start.into_iter().map(|k| actions[k]).collect(),
+                _ => Vec::new(),
+            }
+        }
+        TransType::Saga | TransType::Workflow => Vec::new(),
+    };
+    first
+        .into_iter()
+        .map(|row| {
+            let b = &mut loaded.branches[row];
+            b.attempts += 1;
+            premarks.push((b.branch_id.clone(), b.op, b.attempts));
+            dtx_store::BranchUpdate {
+                branch_id: b.branch_id.clone(),
+                op: b.op,
+                status: b.status,
+                attempts: b.attempts,
+                last_error: b.last_error.clone(),
+                finish_time: b.finish_time,
+            }
+        })
+        .collect()
 }

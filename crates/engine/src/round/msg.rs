@@ -13,14 +13,14 @@ use tracing::info;
 
 use crate::Inner;
 use crate::round::RoundEnd;
-use crate::round::ctx::Ctx;
-use crate::round::exec::{Running, Target, no_premarks};
+use crate::round::ctx::{Ctx, Premarks};
+use crate::round::exec::{Running, Target};
 
 /// The msg check-back is branch `00`, op `msg`.
 const CHECK_BACK_BRANCH: &str = "00";
 
-pub(crate) async fn run<'a>(inner: &'a Inner, loaded: Loaded, owner: String) -> RoundEnd {
-    let mut ctx = Ctx::new(inner, loaded, owner, no_premarks());
+pub(crate) async fn run<'a>(inner: &'a Inner, loaded: Loaded, owner: String, premarks: Premarks) -> RoundEnd {
+    let mut ctx = Ctx::new(inner, loaded, owner, premarks);
     if ctx.global.status == GlobalStatus::Submitted
         && let Some(at) = msg::delayed_until(ctx.global.create_time, &ctx.global.custom_data)
         && at > ctx.now()

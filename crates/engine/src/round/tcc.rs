@@ -11,19 +11,25 @@ use tracing::info;
 
 use crate::Inner;
 use crate::round::RoundEnd;
-use crate::round::ctx::Ctx;
-use crate::round::exec::{Target, no_premarks};
+use crate::round::ctx::{Ctx, Premarks};
+use crate::round::exec::Target;
 
-pub(crate) async fn run(inner: &Inner, loaded: Loaded, owner: String) -> RoundEnd {
-    run_phase_two(inner, loaded, owner, tcc::plan).await
+pub(crate) async fn run(inner: &Inner, loaded: Loaded, owner: String, premarks: Premarks) -> RoundEnd {
+    run_phase_two(inner, loaded, owner, premarks, tcc::plan).await
 }
 
 /// The rules of a two-phase mode: which row to call next (`dtx_core::tcc::plan`, `dtx_core::xa::plan`).
 pub(crate) type Plan = fn(GlobalStatus, &[Row], bool) -> Decision;
 
 /// A phase-two round (TCC or XA): call one row at a time as `plan` decides.
-pub(crate) async fn run_phase_two(inner: &Inner, loaded: Loaded, owner: String, plan: Plan) -> RoundEnd {
-    let mut ctx = Ctx::new(inner, loaded, owner, no_premarks());
+pub(crate) async fn run_phase_two(
+    inner: &Inner,
+    loaded: Loaded,
+    owner: String,
+    premarks: Premarks,
+    plan: Plan,
+) -> RoundEnd {
+    let mut ctx = Ctx::new(inner, loaded, owner, premarks);
     loop {
         let rows: Vec<Row> = ctx.branches.iter().map(|b| Row { op: b.op, status: b.status }).collect();
         match plan(ctx.global.status, &rows, ctx.timed_out()) {

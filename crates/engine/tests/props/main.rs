@@ -386,13 +386,13 @@ fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
 #[test]
 fn a_submitted_prepared_tcc_is_due_at_once_in_the_same_fenced_write() {
     block_on(async {
-        // Effects: 0 prepare, 1 register, 2 the submit's insert (a conflict: it exists), 3 its
-        // claim, 4 the save to submitted -> crash.
+        // Effects: 0 prepare, 1 register, 2 the submit's claim, 3 its save to submitted (with
+        // the first confirm's attempt) -> crash.
         let w = World::new(
             TransType::Tcc,
             Vec::new(),
             Vec::new(),
-            BTreeMap::from([(4, Injected::Crash)]),
+            BTreeMap::from([(3, Injected::Crash)]),
             vec![10],
         );
         let engine = w.engine();

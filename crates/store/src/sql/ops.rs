@@ -3,13 +3,14 @@
 //! opened; reads inside the snapshot the backend opened.
 
 use dtx_core::time::duration_millis;
-use dtx_core::{Branch, Global, GlobalStatus, Timestamp};
+use dtx_core::{Branch, Global, GlobalStatus, Timestamp, TransOptions, TransType};
 
 use super::{Arg, Conn};
 use crate::rows;
 use crate::write::{Output, WriteOp};
 use crate::{
-    BranchUpdate, Error, KvRow, LeaseChange, ListFilter, Loaded, NewTransaction, Result, Save, StatusCounts,
+    BranchUpdate, Error, Expect, KvRow, LeaseChange, ListFilter, Loaded, NewTransaction, Result, Save,
+    StatusCounts,
 };
 
 /// Runs one write operation.
@@ -23,8 +24,8 @@ pub async fn run<C: Conn>(conn: &mut C, op: &WriteOp) -> Result<Output> {
             Output::ClaimedOne(claim(conn, gid, owner, *now, *lease_until).await?.map(Box::new))
         }
         WriteOp::Save(s) => save(conn, s).await.map(|()| Output::Done)?,
-        WriteOp::AddBranches { gid, branches, now } => {
-            add_branches(conn, gid, branches, *now).await.map(|()| Output::Done)?
+        WriteOp::AddBranches { gid, expect, branches, now } => {
+            add_branches(conn, gid, expect, branches, *now).await.map(|()| Output::Done)?
         }
         WriteOp::ForceStop { gid, reason, now } => {
             Output::Stopped(force_stop(conn, gid, reason, *now).await?)
@@ -253,18 +254,28 @@ async fn save<C: Conn>(conn: &mut C, save: &Save) -> Result<()> {
 
 /// What [`add_branches`] checks first.
 struct Check {
+    trans_type: TransType,
     status: String,
     owner: Option<String>,
     lease_until: Option<i64>,
     db_now: i64,
+    create_time: Timestamp,
+    timeout_to_fail: u64,
 }
 
 fn check(row: &dyn rows::Columns) -> Result<Check> {
+    let gid = row.text("gid")?;
+    let options = row.text("options")?;
+    let options = TransOptions::from_json(&options)
+        .map_err(|source| crate::CorruptRow::Options { gid: gid.clone(), source })?;
     Ok(Check {
+        trans_type: rows::parsed(row, "trans_type", &gid)?,
         status: row.text("status")?,
         owner: row.opt_text("owner")?,
         lease_until: row.opt_int("lease_until")?,
         db_now: row.int("db_now")?,
+        create_time: Timestamp(row.int("create_time")?),
+        timeout_to_fail: options.timeout_to_fail,
     })
 }
 
@@ -273,11 +284,21 @@ fn check(row: &dyn rows::Columns) -> Result<Check> {
 /// waits or skips it, so no round can start between the check and the inserts (on SQLite the
 /// writer is alone, which is the same). A duplicate `(gid, branch_id, op)` fails the request,
 /// and its savepoint is rolled back.
-async fn add_branches<C: Conn>(conn: &mut C, gid: &str, branches: &[Branch], now: Timestamp) -> Result<()> {
+async fn add_branches<C: Conn>(
+    conn: &mut C,
+    gid: &str,
+    expect: &Expect,
+    branches: &[Branch],
+    now: Timestamp,
+) -> Result<()> {
     let args = [Arg::Int(conn.fixed(now)), Arg::text(gid)];
     let row = conn.fetch(&conn.sql().add_branches_check, &args, "add branches: check", check).await?;
     let row = row.into_iter().next().ok_or_else(|| Error::NotFound(format!("transaction {gid}")))?;
-    if row.status != GlobalStatus::Prepared.as_str() {
+    let prepared = row.status == GlobalStatus::Prepared.as_str();
+    if row.trans_type != expect.trans_type || prepared {
+        expect.check(gid, row.trans_type, row.timeout_to_fail, row.create_time, now)?;
+    }
+    if !prepared {
         return Err(Error::Precondition(format!("transaction {gid} is {}, not prepared", row.status)));
     }
     if let (Some(_), Some(lease)) = (row.owner, row.lease_until)

@@ -6,7 +6,11 @@ use dtx_core::{Branch, GlobalStatus, Op};
 use futures::future::join_all;
 
 use super::{at, get, put, saga_with};
-use crate::{Error, Loaded, Store};
+use crate::{Error, Expect, Loaded, Store};
+
+/// Registration for the saga rows these tests use, with no server timeout.
+const SAGA: Expect =
+    Expect { trans_type: dtx_core::TransType::Saga, default_timeout: std::time::Duration::ZERO };
 
 /// A new `prepared` branch row of step `id`, created at `T0 + secs`.
 fn step(id: &str, op: Op, secs: u64) -> Branch {
@@ -29,7 +33,7 @@ pub async fn add_branches_appends_in_order(store: Arc<dyn Store>) {
     let before = get(&*store, "grow").await;
 
     let added = vec![step("03", Op::Cancel, 5), step("03", Op::Confirm, 5), step("01", Op::Cancel, 5)];
-    store.add_branches("grow", added.clone(), at(5)).await.expect("add_branches");
+    store.add_branches("grow", SAGA, added.clone(), at(5)).await.expect("add_branches");
     let after = get(&*store, "grow").await;
     assert_eq!(after.branches.len(), 7);
     assert_eq!(after.branches[..4], before.branches[..], "existing rows untouched");
@@ -44,7 +48,7 @@ pub async fn add_branches_appends_in_order(store: Arc<dyn Store>) {
     assert_eq!(unchanged, before.global, "only update_time changes on the global row");
 
     // Later calls append after those.
-    store.add_branches("grow", vec![step("04", Op::Action, 6)], at(6)).await.expect("second call");
+    store.add_branches("grow", SAGA, vec![step("04", Op::Action, 6)], at(6)).await.expect("second call");
     let last = get(&*store, "grow").await;
     assert_eq!(last.branches.len(), 8);
     assert_eq!(last.branches[..7], after.branches[..]);
@@ -59,17 +63,19 @@ pub async fn add_branches_duplicate_conflicts_and_writes_nothing(store: Arc<dyn 
     let before = get(&*store, "dups").await;
 
     // New rows first, the duplicate of a stored row last.
-    let result =
-        store.add_branches("dups", vec![step("03", Op::Action, 5), step("01", Op::Action, 5)], at(5)).await;
+    let result = store
+        .add_branches("dups", SAGA, vec![step("03", Op::Action, 5), step("01", Op::Action, 5)], at(5))
+        .await;
     assert!(matches!(result, Err(Error::Conflict(_))), "got {result:?}");
     assert_eq!(get(&*store, "dups").await, before, "nothing written, update_time kept");
 
-    let result =
-        store.add_branches("dups", vec![step("04", Op::Action, 5), step("04", Op::Action, 5)], at(5)).await;
+    let result = store
+        .add_branches("dups", SAGA, vec![step("04", Op::Action, 5), step("04", Op::Action, 5)], at(5))
+        .await;
     assert!(matches!(result, Err(Error::Conflict(_))), "got {result:?}");
     assert_eq!(get(&*store, "dups").await, before);
 
-    store.add_branches("dups", vec![step("01", Op::Cancel, 6)], at(6)).await.expect("other op");
+    store.add_branches("dups", SAGA, vec![step("01", Op::Cancel, 6)], at(6)).await.expect("other op");
     assert_eq!(get(&*store, "dups").await.branches.len(), 5);
 }
 
@@ -81,7 +87,7 @@ pub async fn add_branches_only_while_prepared_and_unowned(store: Arc<dyn Store>)
         let gid = format!("not-prepared-{status}");
         put(&*store, saga_with(&gid, status, at(0), None)).await;
         let before = get(&*store, &gid).await;
-        let result = store.add_branches(&gid, vec![step("09", Op::Action, 5)], at(5)).await;
+        let result = store.add_branches(&gid, SAGA, vec![step("09", Op::Action, 5)], at(5)).await;
         assert_precondition(result, status.as_str());
         assert_eq!(get(&*store, &gid).await, before);
     }
@@ -91,26 +97,55 @@ pub async fn add_branches_only_while_prepared_and_unowned(store: Arc<dyn Store>)
     let before = get(&*store, "held").await;
     for now in [10, 30] {
         // `lease_until < now` is strict: a lease ending exactly now is still held.
-        let result = store.add_branches("held", vec![step("09", Op::Action, now)], at(now)).await;
+        let result = store.add_branches("held", SAGA, vec![step("09", Op::Action, now)], at(now)).await;
         assert_precondition(result, "being processed");
         assert_eq!(get(&*store, "held").await, before);
     }
     // The lease has expired: nobody is processing it any more.
-    store.add_branches("held", vec![step("09", Op::Action, 31)], at(31)).await.expect("lease expired");
+    store.add_branches("held", SAGA, vec![step("09", Op::Action, 31)], at(31)).await.expect("lease expired");
     assert_eq!(get(&*store, "held").await.branches.len(), 5);
 
     // Claimed by a round (with `claim`): refused until that lease expires.
     put(&*store, saga_with("claimed", Prepared, at(0), None)).await;
     store.claim("claimed", "round", at(1), at(60)).await.expect("claim").expect("claimable");
     let before = get(&*store, "claimed").await;
-    let result = store.add_branches("claimed", vec![step("09", Op::Action, 2)], at(2)).await;
+    let result = store.add_branches("claimed", SAGA, vec![step("09", Op::Action, 2)], at(2)).await;
     assert_precondition(result, "being processed");
     assert_eq!(get(&*store, "claimed").await, before);
 }
 
+/// The registration's mode must be the transaction's, and a prepared transaction past its
+/// timeout (its own, else the server's) takes no more branches (`Precondition`, nothing
+/// written).
+pub async fn add_branches_checks_mode_and_timeout(store: Arc<dyn Store>) {
+    put(&*store, saga_with("mode", GlobalStatus::Prepared, at(0), None)).await;
+    let before = get(&*store, "mode").await;
+    let tcc = Expect { trans_type: dtx_core::TransType::Tcc, ..SAGA };
+    let result = store.add_branches("mode", tcc, vec![step("09", Op::Cancel, 5)], at(5)).await;
+    assert_precondition(result, "not tcc");
+    assert_eq!(get(&*store, "mode").await, before);
+
+    // The server's timeout (a saga has none of its own by default: it never times out).
+    let ten = Expect { default_timeout: std::time::Duration::from_secs(10), ..SAGA };
+    store
+        .add_branches("mode", ten, vec![step("09", Op::Action, 20)], at(20))
+        .await
+        .expect("saga: no timeout");
+
+    // Its own timeout_to_fail counts for any mode.
+    let mut timed = saga_with("timed", GlobalStatus::Prepared, at(0), None);
+    timed.global.options.timeout_to_fail = 10;
+    put(&*store, timed).await;
+    store.add_branches("timed", SAGA, vec![step("09", Op::Action, 9)], at(9)).await.expect("within its time");
+    let before = get(&*store, "timed").await;
+    let result = store.add_branches("timed", SAGA, vec![step("10", Op::Action, 10)], at(10)).await;
+    assert_precondition(result, "timed out after 10 seconds");
+    assert_eq!(get(&*store, "timed").await, before);
+}
+
 /// An unknown gid is `NotFound`, and no orphan rows are left behind.
 pub async fn add_branches_unknown_gid_not_found(store: Arc<dyn Store>) {
-    let result = store.add_branches("ghost", vec![step("01", Op::Action, 1)], at(1)).await;
+    let result = store.add_branches("ghost", SAGA, vec![step("01", Op::Action, 1)], at(1)).await;
     assert!(matches!(result, Err(Error::NotFound(_))), "got {result:?}");
     assert_eq!(store.load("ghost").await.expect("load"), None);
     // Had a row been written under "ghost", creating it would now show (or conflict on) it.
@@ -131,7 +166,7 @@ pub async fn add_branches_never_lands_in_a_claimed_round(store: Arc<dyn Store>) 
         let store = Arc::clone(&store);
         tokio::spawn(async move {
             let gid = format!("race-{i:02}");
-            let add = store.add_branches(&gid, vec![step("09", Op::Action, 1)], at(1));
+            let add = store.add_branches(&gid, SAGA, vec![step("09", Op::Action, 1)], at(1));
             let claim = store.claim(&gid, "round", at(1), at(60));
             // Alternate which request is issued first.
             let (added, claimed) = if i % 2 == 0 {
