@@ -141,7 +141,7 @@ impl GrpcParticipant {
             };
             let served = tonic::transport::Server::builder()
                 .add_service(service)
-                .serve_with_incoming_shutdown(TcpIncoming::from(listener), stopped)
+                .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), stopped)
                 .await;
             if let Err(e) = served {
                 eprintln!("bench gRPC participant stopped: {e}");

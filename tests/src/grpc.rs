@@ -231,7 +231,7 @@ impl GrpcParticipant {
             }
             let served = builder
                 .add_service(service)
-                .serve_with_incoming_shutdown(TcpIncoming::from(listener), stopped)
+                .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), stopped)
                 .await;
             if let Err(e) = served {
                 eprintln!("gRPC participant stopped with an error: {e}");

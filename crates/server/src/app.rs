@@ -422,7 +422,11 @@ async fn serve_grpc(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(DtmServer::new(DtmService::new(engine)).max_decoding_message_size(limits.max_message))
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), stop.cancelled_owned())
+        .serve_with_incoming_shutdown(
+            // Nagle off, as on the HTTP side: a small reply must not wait for a delayed ACK.
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            stop.cancelled_owned(),
+        )
         .await
         .map_err(|e| Error::Grpc(e.to_string()))
 }

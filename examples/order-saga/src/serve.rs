@@ -75,7 +75,10 @@ pub fn grpc(
         };
         let served = tonic::transport::Server::builder()
             .add_service(service)
-            .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), stopped)
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                stopped,
+            )
             .await;
         if let Err(e) = served {
             tracing::error!(%addr, error = %e, "gRPC server stopped with an error");
