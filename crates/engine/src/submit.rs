@@ -8,7 +8,7 @@ use dtx_core::lifecycle::{self, OnPrepare, OnSubmit};
 use dtx_core::{GlobalStatus, Timestamp, TransType, timeout};
 use dtx_store::{Error as StoreError, LeaseChange, Loaded, NewTransaction, Save, StatusChange};
 use tokio::sync::OwnedSemaphorePermit;
-use tracing::{debug, info};
+use tracing::debug;
 
 use crate::request::TransRequest;
 use crate::round::ctx::Premarks;
@@ -85,7 +85,9 @@ impl Engine {
             Err(StoreError::Conflict(_)) => return self.submit_existing(&req, delay).await,
             Err(e) => return Err(e.into()),
         }
-        info!(gid = %req.gid, trans_type = %req.trans_type, branches = tx.branches.len(), "submitted");
+        // Per-transaction lifecycle lines are debug: at thousands of transactions a second, info
+        // stays for what an operator acts on (rollbacks, timeouts, outages).
+        debug!(gid = %req.gid, trans_type = %req.trans_type, branches = tx.branches.len(), "submitted");
         if !owned {
             return Ok(SubmitReply::Accepted);
         }
@@ -230,7 +232,7 @@ impl Engine {
         let branches = req.branches(inner, now).await?;
         match inner.store.create(NewTransaction { global, branches }).await {
             Ok(()) => {
-                info!(gid = %req.gid, trans_type = %req.trans_type, "prepared");
+                debug!(gid = %req.gid, trans_type = %req.trans_type, "prepared");
                 Ok(())
             }
             Err(StoreError::Conflict(_)) => {

@@ -7,7 +7,7 @@
 use dtx_core::workflow::{self, OnFinish};
 use dtx_core::{Branch, Global, GlobalStatus, TransType};
 use dtx_store::{Error as StoreError, LeaseChange, NewTransaction, Save, StatusChange};
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::request::TransRequest;
 use crate::submit::SubmitReply;
@@ -39,7 +39,7 @@ impl Engine {
         global.next_cron_time = now.add(global.next_cron_interval);
         match self.inner.store.create(NewTransaction { global: global.clone(), branches: Vec::new() }).await {
             Ok(()) => {
-                info!(gid = %req.gid, "workflow prepared");
+                debug!(gid = %req.gid, "workflow prepared");
                 Ok(WorkflowState { global, progresses: Vec::new() })
             }
             Err(StoreError::Conflict(_)) => {

@@ -91,7 +91,7 @@ pub struct Settings {
     /// HTTP API address (port 0 = any free port).
     #[arg(long, env = "DTX_HTTP_LISTEN")]
     pub http_listen: Option<String>,
-    /// gRPC API address (validated; the gRPC front door is not part of this version yet).
+    /// gRPC API address: DTM's `dtmgimp.Dtm` service, health and reflection (port 0 = any free port).
     #[arg(long, env = "DTX_GRPC_LISTEN")]
     pub grpc_listen: Option<String>,
     /// Log format: `pretty` or `json` (level from RUST_LOG).

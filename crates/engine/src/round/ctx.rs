@@ -217,7 +217,12 @@ impl<'a> Ctx<'a> {
         if let Err(end) = self.flush(lease).await {
             return end;
         }
-        info!(gid = %self.global.gid, trans_type = %self.global.trans_type, %status, "transaction finished");
+        if status == GlobalStatus::Succeed {
+            debug!(gid = %self.global.gid, trans_type = %self.global.trans_type, %status, "transaction finished");
+        } else {
+            info!(gid = %self.global.gid, trans_type = %self.global.trans_type, %status,
+                reason = %self.global.rollback_reason, "transaction finished");
+        }
         RoundEnd::Finished { status, reason: self.global.rollback_reason }
     }
 

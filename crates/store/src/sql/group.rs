@@ -8,13 +8,12 @@
 //! Several writers run at once, as these databases allow: a batch waiting on the network or on
 //! a row lock does not stop the others.
 //!
-//! In a batch of several, each request runs under its own SAVEPOINT: a logical failure
-//! (duplicate gid, lost fence, refused precondition, stale kv version) rolls back that request
-//! alone and the rest of the batch still commits. A request that failed on contention (a
-//! deadlock with another batch, whose locks it shared by the accident of batching) is rolled
-//! back to its savepoint and run again alone after the batch. If the transaction itself breaks
-//! (the connection is gone), every request of the batch gets the error and nothing of it is
-//! kept; the connection is discarded.
+//! A batch of several runs without a savepoint per request (each would cost two round trips):
+//! when one request fails (duplicate gid, lost fence, refused precondition, stale kv version,
+//! contention with another batch), the batch is rolled back, that request runs again alone in a
+//! transaction of its own (and gets its own answer there), and the others are tried together
+//! again. If the transaction itself breaks (the connection is gone), every request of the batch
+//! gets the error and nothing of it is kept; the connection is discarded.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -161,7 +160,7 @@ async fn run_batch<P: Pool>(pool: &P, jobs: Vec<Job>) {
     };
     let mut retry = retry.into_iter();
     while let Some(job) = retry.next() {
-        debug!("running a request again alone after contention in its batch");
+        debug!("running a request alone: it failed in its batch");
         if !run_alone(pool, &mut conn, job).await {
             conn.discard();
             let err = Error::Unavailable("the connection broke before this request could run".into());
@@ -222,58 +221,73 @@ async fn run_alone<P: Pool>(pool: &P, conn: &mut P::Conn, job: Job) -> bool {
     }
 }
 
-/// Runs several requests in one transaction, a savepoint each; answers them after the commit.
-/// Returns the requests to run again alone. `Err` means the batch's transaction broke: every
-/// request has then been answered with that error.
+/// Runs several requests in one transaction; answers them after the commit. Returns the
+/// requests to run again alone. `Err` means the batch's transaction broke: every request not
+/// yet answered has then been answered with that error.
+///
+/// No savepoint per request (two more round trips each, about half the statements of a saga's
+/// writes): the batch is optimistic. When a request fails (a duplicate gid, a lost fence, a
+/// refused precondition, contention) or its caller gave up, the whole transaction is rolled
+/// back; that request is set aside to run alone (where it gets its own answer) and the others
+/// are tried together again. Each attempt sets aside one request, so this ends.
 async fn run_together<C: Conn>(conn: &mut C, jobs: Vec<Job>) -> Result<Vec<Job>> {
-    let mut done: Vec<(Job, Result<Output>)> = Vec::with_capacity(jobs.len());
-    let mut retry = Vec::new();
-    let fail_all = |err: &Error, done: Vec<(Job, Result<Output>)>, rest: Vec<Job>| {
-        done.into_iter().map(|(j, _)| j).chain(rest).for_each(|j| j.fail(err));
-    };
-
-    if let Err(err) = conn.control("BEGIN").await {
-        fail_all(&err, done, jobs);
-        return Err(err);
+    let mut alone = Vec::new();
+    let mut rest = jobs;
+    while !rest.is_empty() {
+        match attempt(conn, std::mem::take(&mut rest)).await {
+            Ok(Attempt::Committed) => {}
+            Ok(Attempt::RolledBack { failed, others }) => {
+                if !failed.abandoned() {
+                    alone.push(failed);
+                }
+                rest = others.into_iter().filter(|j| !j.abandoned()).collect();
+            }
+            Err((err, unanswered)) => {
+                unanswered.into_iter().chain(alone).for_each(|j| j.fail(&err));
+                return Err(err);
+            }
+        }
     }
+    Ok(alone)
+}
+
+/// How one try of a batch ended.
+enum Attempt {
+    /// Committed; every request answered.
+    Committed,
+    /// `failed` did not succeed, so nothing of the batch was kept: `others` (the requests run
+    /// before it and those not run yet) are to be tried again.
+    RolledBack { failed: Job, others: Vec<Job> },
+}
+
+/// One try of a batch in one transaction. `Err`: the transaction broke, with the requests
+/// not answered.
+async fn attempt<C: Conn>(conn: &mut C, jobs: Vec<Job>) -> Result<Attempt, (Error, Vec<Job>)> {
+    if let Err(err) = conn.control("BEGIN").await {
+        return Err((err, jobs));
+    }
+    let mut done: Vec<(Job, Output)> = Vec::with_capacity(jobs.len());
     let mut pending = jobs.into_iter();
     while let Some(job) = pending.next() {
-        if let Err(err) = conn.control("SAVEPOINT request").await {
-            rollback(conn).await;
-            fail_all(&err, done, std::iter::once(job).chain(pending).collect());
-            return Err(err);
-        }
-        let result = super::run(conn, &job.op).await;
-        // As in `run_alone`: the write of a caller that gave up is rolled back to its savepoint.
-        let result = if job.abandoned() { Err(gone()) } else { result };
-        let end = if result.is_ok() {
-            conn.control("RELEASE SAVEPOINT request").await
-        } else {
-            match conn.control("ROLLBACK TO SAVEPOINT request").await {
-                Ok(()) => conn.control("RELEASE SAVEPOINT request").await,
-                Err(e) => Err(e),
+        // As in `run_alone`: the write of a caller that gave up meanwhile must not land.
+        match super::run(conn, &job.op).await {
+            Ok(output) if !job.abandoned() => done.push((job, output)),
+            _ => {
+                let others: Vec<Job> = done.into_iter().map(|(j, _)| j).chain(pending).collect();
+                if let Err(err) = conn.control("ROLLBACK").await {
+                    return Err((err, std::iter::once(job).chain(others).collect()));
+                }
+                return Ok(Attempt::RolledBack { failed: job, others });
             }
-        };
-        if let Err(err) = end {
-            rollback(conn).await;
-            fail_all(&err, done, std::iter::once(job).chain(pending).collect());
-            return Err(err);
-        }
-        match result {
-            // The transaction survived the failure (its savepoint rolled back fine), so this was
-            // contention, not a lost connection: worth one more try on its own.
-            Err(Error::Unavailable(_)) if !job.abandoned() => retry.push(job),
-            result => done.push((job, result)),
         }
     }
     if let Err(err) = conn.control("COMMIT").await {
         rollback(conn).await;
-        fail_all(&err, done, retry);
-        return Err(err);
+        return Err((err, done.into_iter().map(|(j, _)| j).collect()));
     }
     debug!(size = done.len(), "write batch committed");
-    done.into_iter().for_each(|(job, result)| job.answer(result));
-    Ok(retry)
+    done.into_iter().for_each(|(job, output)| job.answer(Ok(output)));
+    Ok(Attempt::Committed)
 }
 
 /// The answer (nobody reads it) for a request whose caller stopped waiting while it ran.
