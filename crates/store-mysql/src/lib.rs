@@ -21,7 +21,8 @@
 //!   every locking read and update sees the latest committed row. `load` reads in a
 //!   REPEATABLE READ, read-only snapshot.
 //! - **Group commit and pooling, outages, schema**: as on PostgreSQL (`dtx_store::sql::group`):
-//!   a few writers commit batches, a savepoint per request, and answer after the durable
+//!   a few writers commit batches (a failed request rolls its batch back and runs alone), and
+//!   answer after the durable
 //!   COMMIT; an unreachable database is [`Error::Unavailable`] (503) and the pool reconnects by
 //!   itself. `migrations/mysql` (same versions and names as the other backends) is applied by
 //!   [`MySqlStore::open`] under sqlx's migration lock.

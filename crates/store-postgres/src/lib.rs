@@ -29,8 +29,9 @@
 //!   explicitly, as it does on SQLite. It is not safe for several nodes.
 //! - **Group commit and pooling.** One connection pool ([`PgOptions::pool_size`]) serves reads
 //!   and a few writer tasks. Writes are queued; a free writer takes everything queued at that
-//!   moment and commits it as one transaction, a savepoint per request, and every caller's reply
-//!   waits for that commit (module `writer`). Several writers run at once, as PostgreSQL allows.
+//!   moment and commits it as one transaction (a request that fails rolls the batch back and
+//!   runs alone; the others are tried again), and every caller's reply waits for that commit
+//!   (`dtx_store::sql::group`). Several writers run at once, as PostgreSQL allows.
 //! - **Outages.** A lost connection, a server shutting down or restarting, or no connection
 //!   within [`PgOptions::acquire_timeout`] is [`Error::Unavailable`] (the API answers 503); a
 //!   failed batch keeps nothing. The pool reconnects by itself when the database is back, so a

@@ -236,11 +236,12 @@ async fn run_together<C: Conn>(conn: &mut C, jobs: Vec<Job>) -> Result<Vec<Job>>
     while !rest.is_empty() {
         match attempt(conn, std::mem::take(&mut rest)).await {
             Ok(Attempt::Committed) => {}
-            Ok(Attempt::RolledBack { failed, others }) => {
+            Ok(Attempt::RolledBack { failed, mut jobs }) => {
+                let failed = jobs.remove(failed);
                 if !failed.abandoned() {
                     alone.push(failed);
                 }
-                rest = others.into_iter().filter(|j| !j.abandoned()).collect();
+                rest = jobs.into_iter().filter(|j| !j.abandoned()).collect();
             }
             Err((err, unanswered)) => {
                 unanswered.into_iter().chain(alone).for_each(|j| j.fail(&err));
@@ -255,9 +256,9 @@ async fn run_together<C: Conn>(conn: &mut C, jobs: Vec<Job>) -> Result<Vec<Job>>
 enum Attempt {
     /// Committed; every request answered.
     Committed,
-    /// `failed` did not succeed, so nothing of the batch was kept: `others` (the requests run
-    /// before it and those not run yet) are to be tried again.
-    RolledBack { failed: Job, others: Vec<Job> },
+    /// `jobs[failed]` did not succeed, so nothing of the batch was kept: the others (run before
+    /// it, or not run yet) are to be tried again.
+    RolledBack { failed: usize, jobs: Vec<Job> },
 }
 
 /// One try of a batch in one transaction. `Err`: the transaction broke, with the requests
@@ -273,11 +274,13 @@ async fn attempt<C: Conn>(conn: &mut C, jobs: Vec<Job>) -> Result<Attempt, (Erro
         match super::run(conn, &job.op).await {
             Ok(output) if !job.abandoned() => done.push((job, output)),
             _ => {
-                let others: Vec<Job> = done.into_iter().map(|(j, _)| j).chain(pending).collect();
+                let failed = done.len();
+                let jobs: Vec<Job> =
+                    done.into_iter().map(|(j, _)| j).chain(std::iter::once(job)).chain(pending).collect();
                 if let Err(err) = conn.control("ROLLBACK").await {
-                    return Err((err, std::iter::once(job).chain(others).collect()));
+                    return Err((err, jobs));
                 }
-                return Ok(Attempt::RolledBack { failed: job, others });
+                return Ok(Attempt::RolledBack { failed, jobs });
             }
         }
     }
