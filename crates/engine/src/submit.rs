@@ -291,9 +291,17 @@ impl Engine {
                 now,
                 branches: Vec::new(),
                 status: None,
-                lease: LeaseChange::Release {
-                    next_cron_time: loaded.global.next_cron_time,
-                    next_cron_interval: loaded.global.next_cron_interval,
+                lease: match &loaded.global.held_host {
+                    // Held for a down host (or marked resumed, ''): it stays so.
+                    Some(host) => LeaseChange::Hold {
+                        next_cron_time: loaded.global.next_cron_time,
+                        next_cron_interval: loaded.global.next_cron_interval,
+                        host: host.clone(),
+                    },
+                    None => LeaseChange::Release {
+                        next_cron_time: loaded.global.next_cron_time,
+                        next_cron_interval: loaded.global.next_cron_interval,
+                    },
                 },
             })
             .await;
