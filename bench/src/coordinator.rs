@@ -8,7 +8,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};
+
+/// The line a started coordinator prints on stdout with its HTTP and gRPC addresses.
+const LISTENING: &str = "dtx-bench-coordinator-listening";
 
 /// Runs the real `dtx` server with `args` (its own flags), until SIGTERM or ctrl-c.
 pub async fn serve(args: Vec<String>) -> anyhow::Result<()> {
@@ -21,6 +25,9 @@ pub async fn serve(args: Vec<String>) -> anyhow::Result<()> {
     // Logging as `dtx serve` does (RUST_LOG, default info): its cost is part of the figures.
     dtx_server::telemetry::init(config.log_format);
     let server = dtx_server::Server::build(&config).await.context("dtx failed to start")?;
+    // The addresses it bound (the parent asks for port 0: a port picked and released by the
+    // parent could be taken meanwhile by one of the bench's own outgoing connections).
+    println!("{LISTENING} {} {}", server.http_addr(), server.grpc_addr());
     server.run(terminated()).await.context("dtx stopped with an error")?;
     Ok(())
 }
@@ -64,8 +71,6 @@ impl Node {
 
     /// Starts a node on `database_url` with extra `dtx` flags, and waits until it answers.
     pub async fn start(database_url: &str, extra: &[String], http: &reqwest::Client) -> anyhow::Result<Node> {
-        let http_port = free_port()?;
-        let grpc_port = free_port()?;
         let exe = std::env::current_exe().context("cannot find the bench binary to start dtx from")?;
         let started = Instant::now();
         let mut cmd = Command::new(exe);
@@ -73,16 +78,34 @@ impl Node {
             .arg("--database-url")
             .arg(database_url)
             .arg("--http-listen")
-            .arg(format!("127.0.0.1:{http_port}"))
+            .arg("127.0.0.1:0")
             .arg("--grpc-listen")
-            .arg(format!("127.0.0.1:{grpc_port}"))
+            .arg("127.0.0.1:0")
             .args(extra)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
-        let child = cmd.spawn().context("cannot start the dtx coordinator")?;
-        let root = format!("http://127.0.0.1:{http_port}");
+        let mut child = cmd.spawn().context("cannot start the dtx coordinator")?;
+        let stdout = child.stdout.take().context("the coordinator's stdout")?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(rest) = line.strip_prefix(LISTENING) {
+                    return Ok::<_, std::io::Error>(Some(rest.trim().to_owned()));
+                }
+            }
+            Ok(None)
+        })
+        .await
+        .context("dtx did not start within 30 s")??
+        .context("dtx exited before it listened")?;
+        let (http_addr, grpc_addr) = line.split_once(' ').context("the coordinator's listening line")?;
+        let http_addr: SocketAddr = http_addr.parse().context("the coordinator's HTTP address")?;
+        let grpc_addr: SocketAddr = grpc_addr.parse().context("the coordinator's gRPC address")?;
+        // Nothing else is printed on stdout; keep reading so the pipe never fills.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let root = format!("http://{http_addr}");
         let ping = format!("{root}/api/ping");
         let deadline = started + Duration::from_secs(30);
         loop {
@@ -99,7 +122,7 @@ impl Node {
         let startup = started.elapsed();
         Ok(Node {
             base: format!("{root}/api/dtmsvr"),
-            grpc: SocketAddr::from(([127, 0, 0, 1], grpc_port)),
+            grpc: grpc_addr,
             child: Some(child),
             startup: Some(startup),
         })
@@ -121,11 +144,6 @@ impl Node {
             }
         }
     }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind(("127.0.0.1", 0))?;
-    Ok(l.local_addr()?.port())
 }
 
 /// User + system CPU time of a process so far.
