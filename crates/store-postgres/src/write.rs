@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::sync::LazyLock;
 
 use dtx_core::{Branch, Timestamp};
-use dtx_store::sql::{Dialect, Placeholders, Statements};
-use dtx_store::{BranchUpdate, Result};
+use dtx_store::sql::{ClockSource, Dialect, Placeholders, Statements};
+use dtx_store::{BranchUpdate, NewTransaction, Result, Save};
 use sqlx::Postgres;
 use sqlx::postgres::PgRow;
 
@@ -57,6 +57,12 @@ dtx_store::sqlx_conn!(PgConn, Postgres, PgRow, map_sqlx, {
 
     async fn update_branches(&mut self, gid: &str, now: Timestamp, updates: &[BranchUpdate]) -> Result<()> {
         update_branches(&mut self.conn, gid, now, updates).await
+    }
+
+    const MULTI_ROW: bool = true;
+
+    async fn write_rows(&mut self, creates: &[&NewTransaction], saves: &[&Save]) -> Result<bool> {
+        crate::multi_row::write_rows(&mut self.conn, self.clock == ClockSource::Caller, creates, saves).await
     }
 });
 

@@ -36,7 +36,9 @@ mod operator;
 mod retention;
 mod save;
 
-pub use batch::{batch_duplicate_fails_only_that_request, concurrent_creates_all_durable};
+pub use batch::{
+    batch_duplicate_fails_only_that_request, batch_writes_match_one_at_a_time, concurrent_creates_all_durable,
+};
 pub use branches::{
     add_branches_appends_in_order, add_branches_checks_mode_and_timeout,
     add_branches_duplicate_conflicts_and_writes_nothing, add_branches_never_lands_in_a_claimed_round,
@@ -94,6 +96,7 @@ macro_rules! store_test_suite {
             save_unknown_branch_writes_nothing,
             concurrent_creates_all_durable,
             batch_duplicate_fails_only_that_request,
+            batch_writes_match_one_at_a_time,
             add_branches_appends_in_order,
             add_branches_duplicate_conflicts_and_writes_nothing,
             add_branches_checks_mode_and_timeout,

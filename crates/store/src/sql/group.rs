@@ -14,6 +14,10 @@
 //! transaction of its own (and gets its own answer there), and the others are tried together
 //! again. If the transaction itself breaks (the connection is gone), every request of the batch
 //! gets the error and nothing of it is kept; the connection is discarded.
+//!
+//! A backend that can ([`Conn::MULTI_ROW`], PostgreSQL) writes a batch's creates and saves, the
+//! requests of every saga, all at once in one statement ([`Conn::write_rows`]); if that
+//! statement refuses one of them, the batch is rolled back and runs request by request as above.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,8 +28,8 @@ use tokio::sync::{Mutex, mpsc};
 use tracing::{debug, info, warn};
 
 use super::Conn;
-use crate::write::{Job, Output};
-use crate::{Error, Result};
+use crate::write::{Job, Output, WriteOp};
+use crate::{Error, NewTransaction, Result, Save};
 
 /// A connection of a pool, as the writer uses it.
 pub trait PooledConn: Conn {
@@ -233,14 +237,22 @@ async fn run_alone<P: Pool>(pool: &P, conn: &mut P::Conn, job: Job) -> bool {
 async fn run_together<C: Conn>(conn: &mut C, jobs: Vec<Job>) -> Result<Vec<Job>> {
     let mut alone = Vec::new();
     let mut rest = jobs;
+    let mut multi_row = C::MULTI_ROW;
     while !rest.is_empty() {
-        match attempt(conn, std::mem::take(&mut rest)).await {
+        match attempt(conn, std::mem::take(&mut rest), multi_row).await {
             Ok(Attempt::Committed) => {}
             Ok(Attempt::RolledBack { failed, mut jobs }) => {
                 let failed = jobs.remove(failed);
                 if !failed.abandoned() {
                     alone.push(failed);
                 }
+                rest = jobs.into_iter().filter(|j| !j.abandoned()).collect();
+            }
+            Ok(Attempt::RowsRefused { jobs }) => {
+                // Which request refused is not known from a multi-row statement: the requests
+                // go one by one now, which isolates it.
+                debug!(size = jobs.len(), "multi-row write refused; running the batch request by request");
+                multi_row = false;
                 rest = jobs.into_iter().filter(|j| !j.abandoned()).collect();
             }
             Err((err, unanswered)) => {
@@ -259,37 +271,84 @@ enum Attempt {
     /// `jobs[failed]` did not succeed, so nothing of the batch was kept: the others (run before
     /// it, or not run yet) are to be tried again.
     RolledBack { failed: usize, jobs: Vec<Job> },
+    /// The multi-row write of the batch's creates and saves ([`Conn::write_rows`]) refused one
+    /// of them; nothing was kept.
+    RowsRefused { jobs: Vec<Job> },
 }
 
-/// One try of a batch in one transaction. `Err`: the transaction broke, with the requests
-/// not answered.
-async fn attempt<C: Conn>(conn: &mut C, jobs: Vec<Job>) -> Result<Attempt, (Error, Vec<Job>)> {
+/// Whether a request is written by [`Conn::write_rows`] when the backend has it.
+fn is_row_write(op: &WriteOp) -> bool {
+    matches!(op, WriteOp::Create(_) | WriteOp::Save(_))
+}
+
+/// One try of a batch in one transaction: with `multi_row`, its creates and saves first, all
+/// at once ([`Conn::write_rows`]), then the other requests one by one. (Requests of one batch
+/// are of different transactions, or concurrent and unanswered: any order is one they could
+/// have run in.) `Err`: the transaction broke, with the requests not answered.
+async fn attempt<C: Conn>(
+    conn: &mut C,
+    jobs: Vec<Job>,
+    multi_row: bool,
+) -> Result<Attempt, (Error, Vec<Job>)> {
     if let Err(err) = conn.control("BEGIN").await {
         return Err((err, jobs));
     }
-    let mut done: Vec<(Job, Output)> = Vec::with_capacity(jobs.len());
-    let mut pending = jobs.into_iter();
-    while let Some(job) = pending.next() {
+    let mut outputs: Vec<Option<Output>> = jobs.iter().map(|_| None).collect();
+    if multi_row && jobs.iter().filter(|j| is_row_write(&j.op)).nth(1).is_some() {
+        let creates: Vec<&NewTransaction> = jobs
+            .iter()
+            .filter_map(|j| match &j.op {
+                WriteOp::Create(tx) => Some(&**tx),
+                _ => None,
+            })
+            .collect();
+        let saves: Vec<&Save> = jobs
+            .iter()
+            .filter_map(|j| match &j.op {
+                WriteOp::Save(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        if !matches!(conn.write_rows(&creates, &saves).await, Ok(true)) {
+            if let Err(err) = conn.control("ROLLBACK").await {
+                return Err((err, jobs));
+            }
+            return Ok(Attempt::RowsRefused { jobs });
+        }
+        for (job, output) in jobs.iter().zip(outputs.iter_mut()) {
+            if is_row_write(&job.op) {
+                *output = Some(Output::Done);
+            }
+        }
+    }
+    for (i, job) in jobs.iter().enumerate() {
+        let ran = match outputs.get(i) {
+            Some(Some(_)) => Ok(None),
+            _ => super::run(conn, &job.op).await.map(Some),
+        };
         // As in `run_alone`: the write of a caller that gave up meanwhile must not land.
-        match super::run(conn, &job.op).await {
-            Ok(output) if !job.abandoned() => done.push((job, output)),
+        match ran {
+            Ok(output) if !job.abandoned() => {
+                if let (Some(output), Some(slot)) = (output, outputs.get_mut(i)) {
+                    *slot = Some(output);
+                }
+            }
             _ => {
-                let failed = done.len();
-                let jobs: Vec<Job> =
-                    done.into_iter().map(|(j, _)| j).chain(std::iter::once(job)).chain(pending).collect();
                 if let Err(err) = conn.control("ROLLBACK").await {
                     return Err((err, jobs));
                 }
-                return Ok(Attempt::RolledBack { failed, jobs });
+                return Ok(Attempt::RolledBack { failed: i, jobs });
             }
         }
     }
     if let Err(err) = conn.control("COMMIT").await {
         rollback(conn).await;
-        return Err((err, done.into_iter().map(|(j, _)| j).collect()));
+        return Err((err, jobs));
     }
-    debug!(size = done.len(), "write batch committed");
-    done.into_iter().for_each(|(job, output)| job.answer(Ok(output)));
+    debug!(size = jobs.len(), "write batch committed");
+    for (job, output) in jobs.into_iter().zip(outputs) {
+        job.answer(output.ok_or_else(|| Error::Internal(anyhow::anyhow!("a batched write had no output"))));
+    }
     Ok(Attempt::Committed)
 }
 

@@ -20,14 +20,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use dtx_core::{Branch, Global, Timestamp};
 
 use crate::rows::Columns;
-use crate::{BranchUpdate, Result};
+use crate::{BranchUpdate, NewTransaction, Result, Save};
 
 pub mod group;
 mod ops;
 mod sqlx_conn;
 pub mod templates;
 
-pub use ops::{branch_conflict, kv_get, kv_scan, list, load_in, missing_branch, run, status_counts};
+pub use ops::{
+    branch_conflict, kv_get, kv_scan, lease_columns, list, load_in, missing_branch, run, status_counts,
+};
 
 /// Statements this process has sent to its database, on every backend: reads, writes and
 /// transaction control. Process-wide on purpose: it is the benchmark's "statements per
@@ -290,6 +292,24 @@ pub trait Conn: Send {
 
     /// Runs a transaction-control statement (`BEGIN`, `SAVEPOINT request`, `COMMIT`...).
     fn control(&mut self, sql: &'static str) -> impl Future<Output = Result<()>> + Send;
+
+    /// Whether [`Conn::write_rows`] writes many creates and saves in a few statements. When it
+    /// does, the group writer hands it the creates and saves of a whole batch at once.
+    const MULTI_ROW: bool = false;
+
+    /// Writes `creates` and `saves` (of different transactions) in as few statements as the
+    /// database allows: one per table and kind of write, whatever the batch's size, instead of
+    /// two per request. `Ok(false)` (or an error): one of them would not succeed on its own (a
+    /// duplicate gid, a lost fence, a missing branch); the caller rolls the transaction back
+    /// and runs them one by one, so that each gets its own answer.
+    fn write_rows(
+        &mut self,
+        creates: &[&NewTransaction],
+        saves: &[&Save],
+    ) -> impl Future<Output = Result<bool>> + Send {
+        let _ = (creates, saves);
+        async { Ok(false) }
+    }
 
     /// Inserts branch rows of `gid`, exactly as given; their ids ascend in the order given.
     fn insert_branches(&mut self, gid: &str, branches: &[Branch]) -> impl Future<Output = Result<()>> + Send {

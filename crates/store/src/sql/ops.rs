@@ -210,23 +210,7 @@ async fn save<C: Conn>(conn: &mut C, save: &Save) -> Result<()> {
     let status = save.status.as_ref().map(|s| s.to.as_str());
     let reason = save.status.as_ref().and_then(|s| s.rollback_reason.as_deref());
     let result = save.status.as_ref().and_then(|s| s.result.as_deref());
-    let mut held_host = None;
-    let (release, lease_until, next_cron_time, next_cron_interval) = match &save.lease {
-        LeaseChange::Renew { lease_until } => (false, Some(lease_until.as_millis()), None, None),
-        LeaseChange::RenewRescheduled { lease_until, next_cron_time, next_cron_interval } => (
-            false,
-            Some(lease_until.as_millis()),
-            Some(next_cron_time.as_millis()),
-            Some(duration_millis(*next_cron_interval)),
-        ),
-        LeaseChange::Release { next_cron_time, next_cron_interval } => {
-            (true, None, Some(next_cron_time.as_millis()), Some(duration_millis(*next_cron_interval)))
-        }
-        LeaseChange::Hold { next_cron_time, next_cron_interval, host } => {
-            held_host = Some(host.as_str());
-            (true, None, Some(next_cron_time.as_millis()), Some(duration_millis(*next_cron_interval)))
-        }
-    };
+    let (release, lease_until, next_cron_time, next_cron_interval, held_host) = lease_columns(&save.lease);
     let args = [
         Arg::Int(conn.fixed(save.now)),
         Arg::time(save.now),
@@ -250,6 +234,32 @@ async fn save<C: Conn>(conn: &mut C, save: &Save) -> Result<()> {
         return Ok(());
     }
     conn.update_branches(&save.gid, save.now, &save.branches).await
+}
+
+/// The columns a [`LeaseChange`] writes: whether the owner is released, then `lease_until`,
+/// `next_cron_time`, `next_cron_interval` (each `None` when kept, or cleared for the lease)
+/// and `held_host`.
+pub fn lease_columns(lease: &LeaseChange) -> (bool, Option<i64>, Option<i64>, Option<i64>, Option<&str>) {
+    match lease {
+        LeaseChange::Renew { lease_until } => (false, Some(lease_until.as_millis()), None, None, None),
+        LeaseChange::RenewRescheduled { lease_until, next_cron_time, next_cron_interval } => (
+            false,
+            Some(lease_until.as_millis()),
+            Some(next_cron_time.as_millis()),
+            Some(duration_millis(*next_cron_interval)),
+            None,
+        ),
+        LeaseChange::Release { next_cron_time, next_cron_interval } => {
+            (true, None, Some(next_cron_time.as_millis()), Some(duration_millis(*next_cron_interval)), None)
+        }
+        LeaseChange::Hold { next_cron_time, next_cron_interval, host } => (
+            true,
+            None,
+            Some(next_cron_time.as_millis()),
+            Some(duration_millis(*next_cron_interval)),
+            Some(host.as_str()),
+        ),
+    }
 }
 
 /// What [`add_branches`] checks first.
