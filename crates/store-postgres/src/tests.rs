@@ -37,10 +37,11 @@ fn migrations_match_sqlite_by_version_and_name() {
 #[test]
 fn pool_size_derives_the_writers() {
     assert_eq!(PgOptions::default().clock, ClockSource::Database);
-    assert_eq!(PgOptions::with_pool_size(10).writers, 5);
+    assert_eq!(PgOptions::with_pool_size(10).writers, 2);
+    assert_eq!(PgOptions::with_pool_size(3).writers, 1);
     assert_eq!(PgOptions::with_pool_size(1).writers, 1);
     assert_eq!(PgOptions::with_pool_size(0).pool_size, 1);
-    assert_eq!(PgOptions::with_pool_size(64).writers, 8);
+    assert_eq!(PgOptions::with_pool_size(64).writers, 2);
 }
 
 #[tokio::test]
