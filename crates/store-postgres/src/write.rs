@@ -61,6 +61,14 @@ dtx_store::sqlx_conn!(PgConn, Postgres, PgRow, map_sqlx, {
 
     const MULTI_ROW: bool = true;
 
+    /// The multi-row statement joins its arrays with the tables by gid. Its plan is made once
+    /// per connection and kept; made while a table is new and small (or not yet analyzed), it
+    /// would scan the table whole, and go on doing so as the table grows, until the next
+    /// ANALYZE. Only the unique indexes' nested loops are sensible at any size, so the batch's
+    /// transaction rules out the others (one round trip with the BEGIN).
+    const MULTI_ROW_BEGIN: &'static str = "BEGIN; SET LOCAL enable_seqscan = off; \
+         SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off";
+
     async fn write_rows(&mut self, creates: &[&NewTransaction], saves: &[&Save]) -> Result<bool> {
         crate::multi_row::write_rows(&mut self.conn, self.clock == ClockSource::Caller, creates, saves).await
     }

@@ -290,11 +290,12 @@ async fn attempt<C: Conn>(
     jobs: Vec<Job>,
     multi_row: bool,
 ) -> Result<Attempt, (Error, Vec<Job>)> {
-    if let Err(err) = conn.control("BEGIN").await {
+    let multi_row = multi_row && jobs.iter().filter(|j| is_row_write(&j.op)).nth(1).is_some();
+    if let Err(err) = conn.control(if multi_row { C::MULTI_ROW_BEGIN } else { "BEGIN" }).await {
         return Err((err, jobs));
     }
     let mut outputs: Vec<Option<Output>> = jobs.iter().map(|_| None).collect();
-    if multi_row && jobs.iter().filter(|j| is_row_write(&j.op)).nth(1).is_some() {
+    if multi_row {
         let creates: Vec<&NewTransaction> = jobs
             .iter()
             .filter_map(|j| match &j.op {

@@ -297,6 +297,10 @@ pub trait Conn: Send {
     /// does, the group writer hands it the creates and saves of a whole batch at once.
     const MULTI_ROW: bool = false;
 
+    /// What opens the transaction of a batch that [`Conn::write_rows`] writes (one round trip:
+    /// it may hold several statements, e.g. settings for that transaction only).
+    const MULTI_ROW_BEGIN: &'static str = "BEGIN";
+
     /// Writes `creates` and `saves` (of different transactions) in as few statements as the
     /// database allows: one per table and kind of write, whatever the batch's size, instead of
     /// two per request. `Ok(false)` (or an error): one of them would not succeed on its own (a
