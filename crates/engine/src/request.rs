@@ -280,7 +280,8 @@ pub(crate) fn check_url(u: &str) -> std::result::Result<(), String> {
     if u.is_empty() {
         return Ok(());
     }
-    let parsed = url::Url::parse(u).map_err(|e| format!("'{u}' is not a valid URL: {e}"))?;
+    let parsed =
+        crate::participant::parsed::parse(u).map_err(|e| format!("'{u}' is not a valid URL: {e}"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(format!("'{u}': unsupported scheme '{}' (use http or https)", parsed.scheme()));
     }

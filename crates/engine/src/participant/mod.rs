@@ -4,6 +4,7 @@ pub mod grpc;
 mod json_rpc;
 mod limit;
 mod net;
+pub(crate) mod parsed;
 
 pub(crate) use net::check_urls;
 pub use net::{BuildError, ParticipantTls};
@@ -208,8 +209,8 @@ impl Participants {
             debug!(gid = %req.gid, branch_id = %req.branch_id, op = %req.op_text(), url = %req.url, ?outcome, "grpc branch call");
             return outcome;
         }
-        let mut url = match url::Url::parse(&req.url) {
-            Ok(u) => u,
+        let mut url = match parsed::parse(&req.url) {
+            Ok(u) => url::Url::clone(&u),
             Err(e) => return Outcome::Error(format!("bad participant url {}: {e}", req.url)),
         };
         // A literal IP never reaches the resolver: check it (with its port) here.

@@ -116,7 +116,7 @@ fn host_port(u: &str) -> Option<(String, u16)> {
         return None;
     }
     if super::is_http_url(u) {
-        let parsed = url::Url::parse(u).ok()?;
+        let parsed = super::parsed::parse(u).ok()?;
         return Some((parsed.host_str()?.to_owned(), parsed.port_or_known_default()?));
     }
     let target = super::grpc::parse_grpc_url(u).ok()?.target;
