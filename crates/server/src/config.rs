@@ -152,7 +152,8 @@ pub struct Settings {
     /// `normal` (survives a process crash only).
     #[arg(long, env = "DTX_SQLITE_SYNCHRONOUS")]
     pub sqlite_synchronous: Option<String>,
-    /// PostgreSQL: most connections this node opens (reads and group-commit writers share them).
+    /// PostgreSQL: most connections this node opens (reads and the two group-commit writers share
+    /// them; one writer below 4).
     #[arg(long, env = "DTX_POSTGRES_POOL_SIZE")]
     pub postgres_pool_size: Option<u32>,
     /// MySQL / MariaDB: most connections this node opens (reads and group-commit writers share
