@@ -18,10 +18,12 @@ use sqlx::Row;
 use crate::error::map_sqlx;
 
 /// `{now}` of the shared templates for row `u`: the database clock in epoch milliseconds, or
-/// the row's own now (`u.now`) when the caller's clock is the clock (`$1`).
+/// the row's own now (`u.now`) when the caller's clock is the clock (`$1`). The clock is an
+/// uncorrelated sub-select, which PostgreSQL evaluates once per statement, not once per row
+/// (its value is the same for the whole statement either way).
 macro_rules! row_now {
     () => {
-        "(CASE WHEN $1 THEN u.now ELSE floor(extract(epoch FROM statement_timestamp()) * 1000)::bigint END)"
+        "(CASE WHEN $1 THEN u.now ELSE (SELECT floor(extract(epoch FROM statement_timestamp()) * 1000)::bigint) END)"
     };
 }
 
