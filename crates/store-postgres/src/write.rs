@@ -52,7 +52,11 @@ dtx_store::sqlx_conn!(PgConn, Postgres, PgRow, map_sqlx, {
     }
 
     async fn insert_branches(&mut self, gid: &str, branches: &[Branch]) -> Result<()> {
-        insert_branches(&mut self.conn, gid, branches).await
+        insert_branches(&mut self.conn, gid, branches, None).await
+    }
+
+    async fn register_branches(&mut self, gid: &str, branches: &[Branch], now: Timestamp) -> Result<()> {
+        insert_branches(&mut self.conn, gid, branches, Some(now)).await
     }
 
     async fn update_branches(&mut self, gid: &str, now: Timestamp, updates: &[BranchUpdate]) -> Result<()> {
@@ -74,10 +78,30 @@ dtx_store::sqlx_conn!(PgConn, Postgres, PgRow, map_sqlx, {
     }
 });
 
+/// The INSERT of branch rows of `$1` (in the order given: `WITH ORDINALITY … ORDER BY`).
+macro_rules! insert_branches_sql {
+    () => {
+        "INSERT INTO trans_branch_op (gid, branch_id, op, url, payload, status, attempts, \
+         last_error, create_time, update_time, finish_time) \
+         SELECT $1, b.branch_id, b.op, b.url, b.payload, b.status, b.attempts, b.last_error, \
+         b.create_time, b.update_time, b.finish_time \
+         FROM UNNEST($2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[], $7::bigint[], \
+         $8::text[], $9::bigint[], $10::bigint[], $11::bigint[]) WITH ORDINALITY \
+         AS b(branch_id, op, url, payload, status, attempts, last_error, create_time, update_time, \
+         finish_time, ord) ORDER BY b.ord"
+    };
+}
+
 /// Inserts branch rows of `gid`, exactly as given, in one statement; their ids are assigned in
-/// the order given (`WITH ORDINALITY … ORDER BY`).
-async fn insert_branches(conn: &mut sqlx::PgConnection, gid: &str, branches: &[Branch]) -> Result<()> {
-    if branches.is_empty() {
+/// the order given. With `touch`, the same statement also sets the transaction's
+/// `update_time` to it (a registration: one statement instead of two).
+async fn insert_branches(
+    conn: &mut sqlx::PgConnection,
+    gid: &str,
+    branches: &[Branch],
+    touch: Option<Timestamp>,
+) -> Result<()> {
+    if branches.is_empty() && touch.is_none() {
         return Ok(());
     }
     let branch_ids: Vec<&str> = branches.iter().map(|b| b.branch_id.as_str()).collect();
@@ -92,31 +116,30 @@ async fn insert_branches(conn: &mut sqlx::PgConnection, gid: &str, branches: &[B
     let finished: Vec<Option<i64>> =
         branches.iter().map(|b| b.finish_time.map(Timestamp::as_millis)).collect();
     dtx_store::sql::count_statements(1);
-    sqlx::query(
-        "INSERT INTO trans_branch_op (gid, branch_id, op, url, payload, status, attempts, \
-         last_error, create_time, update_time, finish_time) \
-         SELECT $1, b.branch_id, b.op, b.url, b.payload, b.status, b.attempts, b.last_error, \
-         b.create_time, b.update_time, b.finish_time \
-         FROM UNNEST($2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[], $7::bigint[], \
-         $8::text[], $9::bigint[], $10::bigint[], $11::bigint[]) WITH ORDINALITY \
-         AS b(branch_id, op, url, payload, status, attempts, last_error, create_time, update_time, \
-         finish_time, ord) ORDER BY b.ord",
-    )
-    .bind(gid)
-    .bind(branch_ids)
-    .bind(ops)
-    .bind(urls)
-    .bind(payloads)
-    .bind(statuses)
-    .bind(attempts)
-    .bind(errors)
-    .bind(created)
-    .bind(updated)
-    .bind(finished)
-    .execute(&mut *conn)
-    .await
-    .map(|_| ())
-    .map_err(|e| {
+    let sql = match touch {
+        None => insert_branches_sql!(),
+        Some(_) => concat!(
+            "WITH inserted AS (",
+            insert_branches_sql!(),
+            " RETURNING 1) UPDATE trans_global SET update_time = $12 WHERE gid = $1"
+        ),
+    };
+    let mut query = sqlx::query(sql)
+        .bind(gid)
+        .bind(branch_ids)
+        .bind(ops)
+        .bind(urls)
+        .bind(payloads)
+        .bind(statuses)
+        .bind(attempts)
+        .bind(errors)
+        .bind(created)
+        .bind(updated)
+        .bind(finished);
+    if let Some(now) = touch {
+        query = query.bind(now.as_millis());
+    }
+    query.execute(&mut *conn).await.map(|_| ()).map_err(|e| {
         dtx_store::sql::branch_conflict(map_sqlx("insert branches", e), gid, "a branch (branch_id, op) given")
     })
 }

@@ -319,9 +319,7 @@ async fn add_branches<C: Conn>(
             row.db_now
         )));
     }
-    conn.insert_branches(gid, branches).await?;
-    conn.execute(&conn.sql().touch, &[Arg::time(now), Arg::text(gid)], "add branches: touch").await?;
-    Ok(())
+    conn.register_branches(gid, branches, now).await
 }
 
 /// Operator stop of a non-final transaction: `failed`, owner cleared (the round holding it is
