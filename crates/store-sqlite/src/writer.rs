@@ -3,15 +3,18 @@
 //! queued write request, runs them all inside one `BEGIN IMMEDIATE … COMMIT` (one fsync for the
 //! batch) and answers each caller only after that commit, so an `Ok` always means "durable".
 //!
-//! Each request runs under its own SAVEPOINT: a logical failure (duplicate gid, lost fence,
-//! refused precondition, stale kv version) rolls back that request alone and the rest of the
-//! batch still commits. Requests run one after another on the one connection, so a request's
-//! reads and writes see no other writer in between: a read-then-write inside one request is
-//! atomic. The operations themselves are the shared ones of `dtx_store::sql`, run on
-//! [`Lite`].
+//! A batch runs without a savepoint per request (ADR 12: the two statements and the page
+//! copies into the statement journal were ~10 % of the coordinator's CPU per saga). When a
+//! request fails (duplicate gid, lost fence, refused precondition, stale kv version) or its
+//! caller gave up while it ran, the batch is rolled back, that request is set aside to run
+//! alone afterwards (where it gets its own answer), and the others are run together again;
+//! each try sets one request aside, so this ends. Requests run one after another on the one
+//! connection, so a request's reads and writes see no other writer in between: a
+//! read-then-write inside one request is atomic. The operations themselves are the shared ones
+//! of `dtx_store::sql`, run on [`Lite`].
 
-use dtx_store::write::{Job, Output};
-use dtx_store::{Error, Result};
+use dtx_store::Error;
+use dtx_store::write::Job;
 use rusqlite::Connection;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -25,7 +28,6 @@ use crate::error::map_rusqlite;
 pub(crate) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
     let max_batch = max_batch.max(1);
     let mut batch = Vec::with_capacity(max_batch);
-    let mut done = Vec::with_capacity(max_batch);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < max_batch {
@@ -34,7 +36,7 @@ pub(crate) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, max_batch: 
                 Err(_) => break,
             }
         }
-        run_batch(&mut conn, batch.drain(..), &mut done);
+        run_batch(&mut conn, batch.drain(..));
     }
     debug!("sqlite writer stopping: all store handles dropped");
     if let Err((_, e)) = conn.close() {
@@ -42,73 +44,102 @@ pub(crate) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, max_batch: 
     }
 }
 
-type Done = Vec<(Job, Result<Output>)>;
+fn run_batch(conn: &mut Connection, batch: impl Iterator<Item = Job>) {
+    // A caller that gave up (deadline) is not run, so a refused request never lands later.
+    let mut jobs: Vec<Job> = batch.filter(|j| !j.abandoned()).collect();
+    let mut alone = Vec::new();
+    while !jobs.is_empty() {
+        match attempt(conn, jobs) {
+            Attempt::Committed => break,
+            Attempt::RolledBack { failed, mut rest } => {
+                let failed = rest.remove(failed);
+                if !failed.abandoned() {
+                    alone.push(failed);
+                }
+                rest.retain(|j| !j.abandoned());
+                jobs = rest;
+            }
+            Attempt::Broken(err, unanswered) => {
+                warn!(error = %err, size = unanswered.len(), "sqlite write batch failed, rolling back");
+                unanswered.into_iter().chain(alone).for_each(|j| j.fail(&err));
+                return;
+            }
+        }
+    }
+    for job in alone {
+        debug!("running a request alone: it failed in its batch");
+        run_alone(conn, job);
+    }
+}
 
-fn run_batch(conn: &mut Connection, mut batch: impl ExactSizeIterator<Item = Job>, done: &mut Done) {
-    let size = batch.len();
+/// How one try of a batch ended.
+enum Attempt {
+    /// Committed; every request answered.
+    Committed,
+    /// `rest[failed]` did not succeed (or its caller left), so nothing of the batch was kept.
+    RolledBack { failed: usize, rest: Vec<Job> },
+    /// The transaction itself failed (BEGIN or COMMIT: an I/O error, a full disk); nothing of
+    /// it was kept and these requests are unanswered.
+    Broken(Error, Vec<Job>),
+}
+
+/// One try of a batch in one transaction.
+fn attempt(conn: &mut Connection, jobs: Vec<Job>) -> Attempt {
     if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
-        let err = map_rusqlite("begin batch", e);
-        warn!(error = %err, size, "sqlite write batch could not begin");
-        batch.for_each(|j| j.fail(&err));
+        return Attempt::Broken(map_rusqlite("begin batch", e), jobs);
+    }
+    let mut outputs = Vec::with_capacity(jobs.len());
+    for (i, job) in jobs.iter().enumerate() {
+        match now(dtx_store::sql::run(&mut Lite(conn), &job.op)) {
+            // As before the batch: the write of a caller that gave up meanwhile must not land.
+            Ok(output) if !job.abandoned() => outputs.push(output),
+            _ => {
+                rollback(conn);
+                return Attempt::RolledBack { failed: i, rest: jobs };
+            }
+        }
+    }
+    if let Err(e) = exec(conn, "COMMIT") {
+        rollback(conn);
+        return Attempt::Broken(map_rusqlite("commit batch", e), jobs);
+    }
+    debug!(size = jobs.len(), "sqlite write batch committed");
+    for (job, output) in jobs.into_iter().zip(outputs) {
+        job.answer(Ok(output));
+    }
+    Attempt::Committed
+}
+
+/// Runs one request in a transaction of its own and answers it.
+fn run_alone(conn: &mut Connection, job: Job) {
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
+        job.answer(Err(map_rusqlite("begin", e)));
         return;
     }
-
-    while let Some(job) = batch.next() {
-        // Its caller gave up (deadline): not run, so a refused request never lands later.
-        if job.abandoned() {
-            continue;
-        }
-        if let Err(err) = run_one(conn, job, done) {
-            abort(conn, &err, done, size);
-            batch.for_each(|j| j.fail(&err));
-            return;
-        }
-    }
-
-    match exec(conn, "COMMIT") {
-        Ok(()) => {
-            debug!(size, "sqlite write batch committed");
-            done.drain(..).for_each(|(job, result)| job.answer(result));
-        }
-        Err(e) => abort(conn, &map_rusqlite("commit batch", e), done, size),
-    }
-}
-
-/// Runs one request under its own savepoint: released on success, rolled back to on failure
-/// so that only this request's writes are undone. `Err` means the batch's transaction itself
-/// is broken (SQLite may have rolled it all back after an I/O error or a full disk); the
-/// request has then already been answered with that error.
-fn run_one(conn: &mut Connection, job: Job, done: &mut Done) -> Result<()> {
-    if let Err(e) = exec(conn, "SAVEPOINT request") {
-        let err = map_rusqlite("savepoint", e);
-        job.fail(&err);
-        return Err(err);
-    }
     let result = now(dtx_store::sql::run(&mut Lite(conn), &job.op));
-    let end = if result.is_ok() {
-        exec(conn, "RELEASE SAVEPOINT request")
-    } else {
-        exec(conn, "ROLLBACK TO SAVEPOINT request").and_then(|()| exec(conn, "RELEASE SAVEPOINT request"))
-    };
-    match end {
-        Ok(()) => {
-            done.push((job, result));
-            Ok(())
+    let result = match result {
+        Ok(output) if !job.abandoned() => match exec(conn, "COMMIT") {
+            Ok(()) => Ok(output),
+            Err(e) => {
+                rollback(conn);
+                Err(map_rusqlite("commit", e))
+            }
+        },
+        Ok(_) => {
+            rollback(conn);
+            Err(Error::Unavailable("the caller stopped waiting; the write was rolled back".into()))
         }
-        Err(e) => {
-            let err = map_rusqlite("end savepoint", e);
-            job.fail(&err);
+        Err(err) => {
+            rollback(conn);
             Err(err)
         }
-    }
+    };
+    job.answer(result);
 }
 
-/// Rolls the batch back and fails every request that had already run.
-fn abort(conn: &Connection, err: &Error, done: &mut Done, size: usize) {
-    warn!(error = %err, size, "sqlite write batch failed, rolling back");
+/// Best-effort ROLLBACK (after an I/O error SQLite may have rolled back already).
+fn rollback(conn: &Connection) {
     if let Err(e) = exec(conn, "ROLLBACK") {
-        // Usually "no transaction is active": SQLite already rolled back.
-        debug!(error = %e, "rollback after a failed batch");
+        debug!(error = %e, "rollback of a sqlite write transaction");
     }
-    done.drain(..).for_each(|(job, _)| job.fail(err));
 }
