@@ -8,8 +8,6 @@
 //! duplicate gid or branch fails the statement on its unique index. Either way the batch then
 //! runs request by request, where each request gets its own answer.
 
-use std::collections::BTreeSet;
-
 use dtx_core::time::duration_millis;
 use dtx_core::{Branch, Global, GlobalStatus, Timestamp};
 use dtx_store::{BranchUpdate, NewTransaction, Result, Save};
@@ -182,15 +180,11 @@ pub(crate) async fn write_rows(
         && count("saved_b")? == updates.len())
 }
 
-/// The branch updates of `saves`, each with its save. Two updates of one row in a save: the
-/// last one wins, as if applied in order (one statement cannot update a row twice).
+/// The branch updates of `saves`, each with its save (the last one of each row per save:
+/// [`crate::write::last_per_row`]; the saves are of different transactions).
 fn branch_updates<'a>(saves: &[&'a Save]) -> Vec<(&'a Save, &'a BranchUpdate)> {
-    let mut seen = BTreeSet::new();
-    let mut updates: Vec<(&Save, &BranchUpdate)> = saves
+    saves
         .iter()
-        .flat_map(|s| s.branches.iter().rev().map(move |b| (*s, b)))
-        .filter(|(s, b)| seen.insert((s.gid.as_str(), b.branch_id.as_str(), b.op.as_str())))
-        .collect();
-    updates.reverse();
-    updates
+        .flat_map(|s| crate::write::last_per_row(&s.branches).into_iter().map(move |b| (*s, b)))
+        .collect()
 }

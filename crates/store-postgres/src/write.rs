@@ -144,6 +144,16 @@ async fn insert_branches(
     })
 }
 
+/// A save's branch updates with only the last one of each row (one statement cannot update a
+/// row twice; the last one wins, as if applied in order), in the order given.
+pub(crate) fn last_per_row(updates: &[BranchUpdate]) -> Vec<&BranchUpdate> {
+    let mut seen = BTreeSet::new();
+    let mut last: Vec<&BranchUpdate> =
+        updates.iter().rev().filter(|b| seen.insert((b.branch_id.as_str(), b.op.as_str()))).collect();
+    last.reverse();
+    last
+}
+
 /// The branch half of a save, in one statement. Two updates of one row in a save: the last one
 /// wins, as if applied in order.
 async fn update_branches(
@@ -152,15 +162,7 @@ async fn update_branches(
     now: Timestamp,
     updates: &[BranchUpdate],
 ) -> Result<()> {
-    let mut seen = BTreeSet::new();
-    let updates: Vec<&BranchUpdate> = updates
-        .iter()
-        .rev()
-        .filter(|b| seen.insert((b.branch_id.as_str(), b.op.as_str())))
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
+    let updates = last_per_row(updates);
     let branch_ids: Vec<&str> = updates.iter().map(|b| b.branch_id.as_str()).collect();
     let ops: Vec<&str> = updates.iter().map(|b| b.op.as_str()).collect();
     let statuses: Vec<&str> = updates.iter().map(|b| b.status.as_str()).collect();

@@ -294,7 +294,6 @@ async fn attempt<C: Conn>(
     if let Err(err) = conn.control(if multi_row { C::MULTI_ROW_BEGIN } else { "BEGIN" }).await {
         return Err((err, jobs));
     }
-    let mut outputs: Vec<Option<Output>> = jobs.iter().map(|_| None).collect();
     if multi_row {
         let creates: Vec<&NewTransaction> = jobs
             .iter()
@@ -316,24 +315,18 @@ async fn attempt<C: Conn>(
             }
             return Ok(Attempt::RowsRefused { jobs });
         }
-        for (job, output) in jobs.iter().zip(outputs.iter_mut()) {
-            if is_row_write(&job.op) {
-                *output = Some(Output::Done);
-            }
-        }
     }
+    let mut outputs = Vec::with_capacity(jobs.len());
     for (i, job) in jobs.iter().enumerate() {
-        let ran = match outputs.get(i) {
-            Some(Some(_)) => Ok(None),
-            _ => super::run(conn, &job.op).await.map(Some),
+        // The creates and saves are written already when `multi_row`.
+        let ran = if multi_row && is_row_write(&job.op) {
+            Ok(Output::Done)
+        } else {
+            super::run(conn, &job.op).await
         };
         // As in `run_alone`: the write of a caller that gave up meanwhile must not land.
         match ran {
-            Ok(output) if !job.abandoned() => {
-                if let (Some(output), Some(slot)) = (output, outputs.get_mut(i)) {
-                    *slot = Some(output);
-                }
-            }
+            Ok(output) if !job.abandoned() => outputs.push(output),
             _ => {
                 if let Err(err) = conn.control("ROLLBACK").await {
                     return Err((err, jobs));
@@ -348,7 +341,7 @@ async fn attempt<C: Conn>(
     }
     debug!(size = jobs.len(), "write batch committed");
     for (job, output) in jobs.into_iter().zip(outputs) {
-        job.answer(output.ok_or_else(|| Error::Internal(anyhow::anyhow!("a batched write had no output"))));
+        job.answer(Ok(output));
     }
     Ok(Attempt::Committed)
 }
