@@ -90,3 +90,13 @@ async fn leases_are_judged_by_the_database_clock() {
         store.claim_due("b", now, now.add(Duration::from_secs(30)), 10).await.expect("claim due").is_empty()
     );
 }
+
+/// `IN` lists are padded to a power of two (few statement texts, all kept prepared) by
+/// repeating the last value.
+#[test]
+fn in_lists_pad_to_a_power_of_two() {
+    assert_eq!([0, 1, 2, 3, 4, 5, 9, 128].map(crate::write::padded_len), [1, 1, 2, 4, 4, 8, 16, 128]);
+    let padded: Vec<i64> = crate::write::padded(&[7, 8, 9]).copied().collect();
+    assert_eq!(padded, [7, 8, 9, 9]);
+    assert_eq!(crate::write::padded::<i64>(&[]).count(), 0);
+}

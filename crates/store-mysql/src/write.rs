@@ -57,16 +57,19 @@ pub(crate) static SQL: LazyLock<Statements> = LazyLock::new(Statements::new::<My
 
 dtx_store::sqlx_conn!(MyConn, MySql, MySqlRow, map_sqlx, {
     async fn branches_of(&mut self, gids: &[&str]) -> Result<Vec<(String, Branch)>> {
+        if gids.is_empty() {
+            return Ok(Vec::new());
+        }
         let sql = format!(
             concat!(
                 "SELECT ",
                 dtx_store::branch_columns!(),
                 " FROM trans_branch_op WHERE gid IN ({}) ORDER BY id"
             ),
-            marks(gids.len())
+            marks(padded_len(gids.len()))
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
-        for gid in gids {
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for gid in padded(gids) {
             query = query.bind(*gid);
         }
         dtx_store::sql::count_statements(1);
@@ -158,15 +161,14 @@ impl MyConn {
                 clock!(),
                 ") + (? - ?) WHERE id IN ({})"
             ),
-            marks(ids.len())
+            marks(padded_len(ids.len()))
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(update))
-            .persistent(false)
             .bind(owner)
             .bind(self.clock.fixed(now))
             .bind(lease_until.as_millis())
             .bind(now.as_millis());
-        for id in ids {
+        for id in padded(ids) {
             query = query.bind(*id);
         }
         dtx_store::sql::count_statements(1);
@@ -176,16 +178,32 @@ impl MyConn {
         }
         let select = format!(
             concat!("SELECT ", dtx_store::global_columns!(), " FROM trans_global WHERE id IN ({})"),
-            marks(ids.len())
+            marks(padded_len(ids.len()))
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(select)).persistent(false);
-        for id in ids {
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(select));
+        for id in padded(ids) {
             query = query.bind(*id);
         }
         dtx_store::sql::count_statements(1);
         let rows = query.fetch_all(&mut *self.conn).await.map_err(|e| map_sqlx(what, e))?;
         rows.iter().map(|row| dtx_store::rows::global(&SqlxRow(row))).collect()
     }
+}
+
+/// The length an `IN` list of `n` values is padded to: the next power of two, so a handful of
+/// statement texts cover every list and stay prepared in the connection's statement cache. An
+/// unprepared statement ends with a COM_STMT_CLOSE, which has no reply: the next command then
+/// waits in the socket (sqlx leaves Nagle's algorithm on) for the server's delayed ACK, which
+/// made each claim take tens of milliseconds.
+pub(crate) fn padded_len(n: usize) -> usize {
+    n.max(1).next_power_of_two()
+}
+
+/// `items`, the last one repeated up to [`padded_len`]: a value listed twice in `IN (…)`
+/// matches its rows once.
+pub(crate) fn padded<T>(items: &[T]) -> impl Iterator<Item = &T> {
+    let pad = padded_len(items.len()) - items.len();
+    items.iter().chain(items.last().into_iter().cycle().take(pad))
 }
 
 /// `?, ?, …` (`n` of them): the parameters of an `IN` list.

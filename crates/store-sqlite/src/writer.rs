@@ -7,10 +7,10 @@
 //! copies into the statement journal were ~10 % of the coordinator's CPU per saga). When a
 //! request fails (duplicate gid, lost fence, refused precondition, stale kv version) or its
 //! caller gave up while it ran, the batch is rolled back, that request is set aside to run
-//! alone afterwards (where it gets its own answer), and the others are run together again;
-//! each try sets one request aside, so this ends. Requests run one after another on the one
-//! connection, so a request's reads and writes see no other writer in between: a
-//! read-then-write inside one request is atomic. The operations themselves are the shared ones
+//! alone afterwards (where it gets its own answer), and the others are run again: those before
+//! it together, those after it together, so each request runs at most about twice. Requests
+//! run one after another on the one connection, so a request's reads and writes see no other
+//! writer in between: a read-then-write inside one request is atomic. The operations themselves are the shared ones
 //! of `dtx_store::sql`, run on [`Lite`].
 
 use dtx_store::Error;
@@ -45,23 +45,33 @@ pub(crate) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, max_batch: 
 }
 
 fn run_batch(conn: &mut Connection, batch: impl Iterator<Item = Job>) {
-    // A caller that gave up (deadline) is not run, so a refused request never lands later.
-    let mut jobs: Vec<Job> = batch.filter(|j| !j.abandoned()).collect();
     let mut alone = Vec::new();
-    while !jobs.is_empty() {
+    // As in `dtx_store::sql::group`: after a failure the requests before the failed one (they
+    // ran fine) and those after it are tried again as two batches, so each request runs at
+    // most about twice however many of a batch fail.
+    let mut pending = vec![batch.collect::<Vec<Job>>()];
+    while let Some(mut jobs) = pending.pop() {
+        // A caller that gave up (deadline) is not run, so a refused request never lands later.
+        jobs.retain(|j| !j.abandoned());
+        if jobs.is_empty() {
+            continue;
+        }
         match attempt(conn, jobs) {
-            Attempt::Committed => break,
+            Attempt::Committed => {}
             Attempt::RolledBack { failed, mut rest } => {
-                let failed = rest.remove(failed);
-                if !failed.abandoned() {
+                let after = rest.split_off(failed + 1);
+                if let Some(failed) = rest.pop()
+                    && !failed.abandoned()
+                {
                     alone.push(failed);
                 }
-                rest.retain(|j| !j.abandoned());
-                jobs = rest;
+                pending.push(after);
+                pending.push(rest);
             }
             Attempt::Broken(err, unanswered) => {
                 warn!(error = %err, size = unanswered.len(), "sqlite write batch failed, rolling back");
-                unanswered.into_iter().chain(alone).for_each(|j| j.fail(&err));
+                let rest = pending.into_iter().flatten();
+                unanswered.into_iter().chain(rest).chain(alone).for_each(|j| j.fail(&err));
                 return;
             }
         }

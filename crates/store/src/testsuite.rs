@@ -37,7 +37,8 @@ mod retention;
 mod save;
 
 pub use batch::{
-    batch_duplicate_fails_only_that_request, batch_writes_match_one_at_a_time, concurrent_creates_all_durable,
+    batch_duplicate_fails_only_that_request, batch_with_many_failures_stays_linear,
+    batch_writes_match_one_at_a_time, concurrent_creates_all_durable,
 };
 pub use branches::{
     add_branches_appends_in_order, add_branches_checks_mode_and_timeout,
@@ -97,6 +98,7 @@ macro_rules! store_test_suite {
             concurrent_creates_all_durable,
             batch_duplicate_fails_only_that_request,
             batch_writes_match_one_at_a_time,
+            batch_with_many_failures_stays_linear,
             add_branches_appends_in_order,
             add_branches_duplicate_conflicts_and_writes_nothing,
             add_branches_checks_mode_and_timeout,
