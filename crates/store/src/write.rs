@@ -150,7 +150,14 @@ impl Writes {
 
     /// Queues a write and waits for its post-commit answer.
     pub async fn run<T: FromOutput>(&self, op: WriteOp) -> Result<T> {
-        let stopped = || Error::Unavailable(format!("the {} writer has stopped", self.name));
+        // The answer is dropped when the writer stopped, or when the request's batch outlived the
+        // batch deadline (`sql::group::BATCH_DEADLINE`) and was abandoned.
+        let stopped = || {
+            Error::Unavailable(format!(
+                "the {} writer gave no answer (it stopped, or its batch timed out)",
+                self.name
+            ))
+        };
         let (reply, answer) = oneshot::channel();
         self.tx.send(Job { op, reply }).await.map_err(|_| stopped())?;
         let output = answer.await.map_err(|_| stopped())??;
