@@ -50,14 +50,7 @@ pub async fn batch_duplicate_fails_only_that_request(store: Arc<dyn Store>) {
     }
     requests.push(saga("twin"));
     requests.push(saga("twin"));
-    let results = join_all(requests.into_iter().map(|tx| {
-        let store = Arc::clone(&store);
-        async move {
-            let gid = tx.global.gid.clone();
-            (gid, store.create(tx).await)
-        }
-    }))
-    .await;
+    let results = create_all(&store, requests).await;
 
     let mut twins_ok = 0;
     for (gid, result) in results {
@@ -102,14 +95,7 @@ pub async fn batch_with_many_failures_stays_linear(store: Arc<dyn Store>) {
         requests.push(saga(&format!("held-{}", i % TAKEN)));
     }
     let before = crate::sql::statements();
-    let results = join_all(requests.into_iter().map(|tx| {
-        let store = Arc::clone(&store);
-        async move {
-            let gid = tx.global.gid.clone();
-            (gid, store.create(tx).await)
-        }
-    }))
-    .await;
+    let results = create_all(&store, requests).await;
     let together = crate::sql::statements() - before;
     for (gid, result) in results {
         match result {
@@ -125,6 +111,21 @@ pub async fn batch_with_many_failures_stays_linear(store: Arc<dyn Store>) {
         together <= 5 * one_at_a_time,
         "{together} statements for {FRESH} creates among {FRESH} failing ones; {one_at_a_time} for {FRESH} one at a time"
     );
+}
+
+/// Sends every create at once (a batching backend commits them together): each gid with its result.
+async fn create_all(
+    store: &Arc<dyn Store>,
+    requests: Vec<NewTransaction>,
+) -> Vec<(String, Result<(), Error>)> {
+    join_all(requests.into_iter().map(|tx| {
+        let store = Arc::clone(store);
+        async move {
+            let gid = tx.global.gid.clone();
+            (gid, store.create(tx).await)
+        }
+    }))
+    .await
 }
 
 /// A loaded transaction without what differs between two copies of it (gid, ids).
