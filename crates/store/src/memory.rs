@@ -235,6 +235,14 @@ impl Store for MemoryStore {
             if state.txs.contains_key(&gid) {
                 return Err(Error::Conflict(format!("transaction {gid} already exists")));
             }
+            // (gid, branch_id, op) is unique, as the SQL backends' index makes it.
+            let mut seen = std::collections::HashSet::new();
+            if let Some(b) = tx.branches.iter().find(|b| !seen.insert((b.branch_id.as_str(), b.op))) {
+                return Err(Error::Conflict(format!(
+                    "branch {}/{} of {gid} already exists",
+                    b.branch_id, b.op
+                )));
+            }
             let mut global = tx.global;
             global.id = state.id();
             let branches = tx

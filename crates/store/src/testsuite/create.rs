@@ -65,6 +65,33 @@ pub async fn create_then_load(store: Arc<dyn Store>) {
     assert!(loaded.global.id > get(&*store, "round-trip").await.global.id);
 }
 
+/// Creates with 0 to 70 branch rows (a backend may insert them several per statement) store
+/// every row exactly as given, in order; a duplicate row among many fails the create and
+/// writes nothing.
+pub async fn create_with_many_branches_keeps_every_row_in_order(store: Arc<dyn Store>) {
+    for n in [0, 1, 3, 4, 7, 31, 33, 63, 70] {
+        let mut tx = saga(&format!("wide-{n}"));
+        tx.branches = (0..n)
+            .map(|i| Branch {
+                attempts: i % 3,
+                finish_time: (i % 2 == 0).then(|| at(u64::from(i))),
+                ..Branch::new(format!("{i:03}"), Op::Action, format!("http://svc/{i}"), vec![i as u8], at(1))
+            })
+            .collect();
+        put(&*store, tx.clone()).await;
+        let loaded = get(&*store, &tx.global.gid).await;
+        assert_eq!(loaded, expected(&tx, &loaded), "{n} rows");
+    }
+
+    let mut dup = saga("wide-dup");
+    dup.branches = (0..40)
+        .map(|i| Branch::new(format!("{:03}", i % 37), Op::Action, "u".into(), Vec::new(), T0))
+        .collect();
+    let result = store.create(dup).await;
+    assert!(matches!(result, Err(Error::Conflict(_))), "got {result:?}");
+    assert!(store.load("wide-dup").await.expect("load").is_none(), "nothing of it stored");
+}
+
 /// A duplicate gid is a `Conflict`, and the stored transaction is untouched.
 pub async fn create_duplicate_gid_conflicts(store: Arc<dyn Store>) {
     put(&*store, saga("dup")).await;
