@@ -162,7 +162,10 @@ pub fn peak_rss(pid: u32) -> u64 {
 }
 
 /// The CPU time of every PostgreSQL server process on this machine (the database's share of
-/// the work, when it runs here).
+/// the work, when it runs here), with the time of its exited processes: a backend or an
+/// autovacuum worker that ends between two readings takes its time out of the sum, and the
+/// postmaster's reaped-children time puts it back, so the difference of two readings is what
+/// PostgreSQL spent in between.
 pub fn postgres_cpu_time() -> Duration {
     let Ok(dir) = std::fs::read_dir("/proc") else { return Duration::ZERO };
     dir.flatten()
@@ -171,19 +174,31 @@ pub fn postgres_cpu_time() -> Duration {
             let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
             (comm.trim() == "postgres").then(|| std::fs::read_to_string(e.path().join("stat")).ok()).flatten()
         })
-        .map(|s| ticks_of_stat(&s))
+        .map(|s| ticks_of_stat(&s) + reaped_children_ticks(&s))
         .sum()
+}
+
+/// cutime + cstime from a `/proc/<pid>/stat` line: the CPU time of the process's children that
+/// ended and were waited for.
+fn reaped_children_ticks(stat: &str) -> Duration {
+    stat_ticks(stat, 13, 14)
 }
 
 /// utime + stime from a `/proc/<pid>/stat` line. Linux reports them in USER_HZ, which is 100 on
 /// every architecture Rust targets.
 fn ticks_of_stat(stat: &str) -> Duration {
+    // Fields 14 (utime) and 15 (stime) of the whole line.
+    stat_ticks(stat, 11, 12)
+}
+
+/// The sum of two tick fields of a `/proc/<pid>/stat` line, counted from the field after the
+/// command name (field 3 of the line is 0 here), in USER_HZ (100 per second).
+fn stat_ticks(stat: &str, a: usize, b: usize) -> Duration {
     // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
     let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { return Duration::ZERO };
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    // Fields 14 (utime) and 15 (stime) of the whole line are 12 and 13 after the name.
-    Duration::from_millis((tick(11) + tick(12)) * 10)
+    Duration::from_millis((tick(a) + tick(b)) * 10)
 }
 
 #[cfg(test)]
@@ -194,6 +209,9 @@ mod tests {
     fn stat_lines_are_read_past_the_command_name() {
         let line = "42 (dtx bench) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 8 0 100 0 0";
         assert_eq!(ticks_of_stat(line), Duration::from_millis(3000));
+        assert_eq!(reaped_children_ticks(line), Duration::ZERO);
+        let parent = "7 (postgres) S 1 7 7 0 -1 4194560 100 0 0 0 250 50 120 30 20 0 8 0 100 0 0";
+        assert_eq!(reaped_children_ticks(parent), Duration::from_millis(1500));
         assert!(cpu_time(std::process::id()) < Duration::from_secs(3600));
         assert!(peak_rss(std::process::id()) > 0);
     }
