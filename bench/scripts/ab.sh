@@ -18,11 +18,15 @@ run() { # $1 binary, $2 label: one run, appended to $OUT/$2
     local db=()
     if [ -n "$DATABASE_URL" ]; then
         local admin=${PGADMIN:-${DATABASE_URL%/*}/postgres} name=${DATABASE_URL##*/}
-        psql "$admin" -qc "DROP DATABASE IF EXISTS $name" -c "CREATE DATABASE $name" > /dev/null 2>&1
+        PGOPTIONS=--client-min-messages=warning psql "$admin" -q -c "DROP DATABASE IF EXISTS $name" \
+            -c "CREATE DATABASE $name" > /dev/null
         db=(--database-url "$DATABASE_URL")
     fi
     # shellcheck disable=SC2086
-    RUST_LOG=warn "$1" -n "$N" --cases "$CASE" --no-verify "${db[@]}" --json "$OUT/run.json" $ARGS > /dev/null 2>&1
+    if ! RUST_LOG=warn "$1" -n "$N" --cases "$CASE" --no-verify "${db[@]}" --json "$OUT/run.json" $ARGS \
+        > "$OUT/log" 2>&1; then
+        echo "$2: $1 failed:" >&2; tail -20 "$OUT/log" >&2; exit 1
+    fi
     python3 - "$OUT/run.json" "$CASE" "$2" >> "$OUT/$2" <<'PY'
 import json, sys
 report = json.load(open(sys.argv[1]))

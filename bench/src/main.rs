@@ -101,6 +101,13 @@ enum Sub {
     },
 }
 
+impl Cli {
+    /// The store URL when it is PostgreSQL (shared by nodes, its CPU measured, vacuumed).
+    fn postgres_url(&self) -> Option<&str> {
+        self.database_url.as_deref().filter(|u| u.starts_with("postgres"))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
     Steady,
@@ -124,7 +131,7 @@ async fn main() -> anyhow::Result<()> {
         cli.fill = cli.fill.min(500);
         cli.no_verify = false;
     }
-    if cli.nodes > 1 && !cli.database_url.as_deref().is_some_and(|u| u.starts_with("postgres")) {
+    if cli.nodes > 1 && cli.postgres_url().is_none() {
         bail!("--nodes {} needs a shared store: --database-url postgres://...", cli.nodes);
     }
     let report = match cli.mode {
@@ -210,7 +217,7 @@ impl Setup {
 
 /// Runs `n` transactions of a case at concurrency `c` and measures them.
 async fn measure(setup: &Setup, cli: &Cli, case: Case, label: String, n: usize, c: usize) -> CaseResult {
-    let on_pg = cli.database_url.as_deref().is_some_and(|u| u.starts_with("postgres"));
+    let on_pg = cli.postgres_url().is_some();
     let cpu_before = setup.cpu();
     let db_before = on_pg.then(coordinator::postgres_cpu_time);
     let statements_before = setup.env.statements().await;
@@ -507,7 +514,7 @@ async fn growth(cli: &Cli) -> anyhow::Result<Report> {
         .await;
     let fill_errors = filled.iter().filter(|r| r.is_err()).count();
     let fill_time = fill_started.elapsed();
-    let settle = match cli.database_url.as_deref().filter(|u| u.starts_with("postgres")) {
+    let settle = match cli.postgres_url() {
         Some(url) => Some(vacuum(url).await?),
         None => None,
     };
