@@ -252,12 +252,12 @@ pub(crate) fn check_gid(gid: &str) -> Result<()> {
 
 fn check_headers(options: &TransOptions) -> Result<()> {
     for (name, value) in &options.branch_headers {
-        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        if ::http::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
             return Err(Error::InvalidArgument(format!(
                 "branch_headers: '{name}' is not a valid header name"
             )));
         }
-        if reqwest::header::HeaderValue::from_str(value).is_err() {
+        if ::http::header::HeaderValue::from_str(value).is_err() {
             return Err(Error::InvalidArgument(format!(
                 "branch_headers: '{value}' is not a valid header value"
             )));

@@ -5,7 +5,8 @@
 use dtx_core::Outcome;
 use serde_json::{Value, json};
 
-use crate::participant::{CallRequest, describe, read_bounded};
+use crate::participant::CallRequest;
+use crate::participant::http::{Body, HttpClient};
 
 /// DTM's JSON-RPC error code for FAILURE.
 const FAILURE: i64 = -32901;
@@ -63,29 +64,24 @@ pub(crate) fn outcome_of(status: u16, body: &str) -> Outcome {
     }
 }
 
-pub(crate) async fn call(http: &reqwest::Client, req: &CallRequest, exported: Option<&str>) -> Outcome {
+pub(crate) async fn call(http: &HttpClient, req: &CallRequest, exported: Option<&str>) -> Outcome {
     let id = format!("{:032x}", rand::random::<u128>());
     let body = match request_body(req, &id) {
         Ok(b) => b,
         Err(e) => return Outcome::Error(e),
     };
-    let mut builder = http
-        .post(&req.url)
-        .header("Content-Type", "application/json")
-        .body(body.to_string())
-        .timeout(req.timeout);
+    let mut builder =
+        ::http::Request::post(req.url.as_str()).header(::http::header::CONTENT_TYPE, "application/json");
     for (k, v) in &req.headers {
         builder = builder.header(k.as_str(), crate::trace_context::outgoing_as(k, v, exported).as_ref());
     }
-    match builder.send().await {
-        Err(e) => Outcome::Error(describe(&e)),
-        Ok(resp) => {
-            let status = resp.status().as_u16();
-            match read_bounded(resp).await {
-                Ok(body) => outcome_of(status, &body),
-                Err(e) => Outcome::Error(describe(&e)),
-            }
-        }
+    let request = match builder.body(Body::new(body.to_string().into())) {
+        Ok(r) => r,
+        Err(e) => return Outcome::Error(format!("bad request to {}: {e}", req.url)),
+    };
+    match http.send(request, req.timeout).await {
+        Ok(answer) => outcome_of(answer.status, &answer.body),
+        Err(e) => Outcome::Error(e),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Calling participants, as DTM does (spec section 4): HTTP (4.2) or gRPC (4.4).
 
 pub mod grpc;
+mod http;
 mod json_rpc;
 mod limit;
 mod net;
@@ -58,9 +59,6 @@ impl Caller for Participants {
     }
 }
 
-/// Bodies are only read to look for the legacy `FAILURE` / `ONGOING` markers.
-const MAX_READ_BODY: usize = 64 * 1024;
-
 /// How participants are called (from [`crate::EngineOptions`]).
 #[derive(Debug, Clone)]
 pub struct ParticipantOptions {
@@ -108,7 +106,7 @@ impl Default for ParticipantOptions {
 /// target, behind the outbound call caps.
 #[derive(Clone)]
 pub struct Participants {
-    http: reqwest::Client,
+    http: http::HttpClient,
     grpc: std::sync::Arc<grpc::GrpcCaller>,
     limits: std::sync::Arc<limit::CallLimits>,
     policy: std::sync::Arc<dtx_core::allow::Policy>,
@@ -146,18 +144,7 @@ impl Participants {
         observer: std::sync::Arc<dyn crate::Observer>,
         opts: &ParticipantOptions,
     ) -> Result<Participants, BuildError> {
-        let builder = reqwest::Client::builder()
-            .pool_max_idle_per_host(512)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            // Participants are addressed directly: an HTTP_PROXY meant for outbound traffic
-            // must not capture calls to services on this network (or on loopback).
-            .no_proxy()
-            // A redirect would send the call (and its branch_headers) somewhere not checked.
-            .redirect(reqwest::redirect::Policy::none())
-            // Every address a name resolves to passes the policy before a connection is made.
-            .dns_resolver(std::sync::Arc::new(net::CheckedResolver(opts.policy.clone())));
-        let http = net::http_tls(builder, &opts.tls)?.build()?;
+        let http = http::HttpClient::new(opts.policy.clone(), &opts.tls)?;
         Ok(Participants {
             http,
             grpc: std::sync::Arc::new(grpc::GrpcCaller::new(
@@ -243,59 +230,29 @@ impl Participants {
             .append_pair("op", req.op_text());
         // DTM sends a body only when there is one (its SDKs always send at least `null`); XA
         // phase two is always a POST, with an empty body.
-        let builder = if req.payload.is_empty() && req.trans_type != TransType::Xa {
-            self.http.get(url)
+        let method = if req.payload.is_empty() && req.trans_type != TransType::Xa {
+            ::http::Method::GET
         } else {
-            self.http.post(url).body(req.payload.clone())
+            ::http::Method::POST
         };
-        let mut builder = builder.header("Content-Type", "application/json").timeout(req.timeout);
+        let mut builder = ::http::Request::builder()
+            .method(method)
+            .uri(String::from(url))
+            .header(::http::header::CONTENT_TYPE, "application/json");
         for (k, v) in &req.headers {
             // A stored traceparent goes out as a child context (crate::trace_context).
             builder = builder.header(k.as_str(), crate::trace_context::outgoing_as(k, v, exported).as_ref());
         }
-        let outcome = match builder.send().await {
-            Err(e) => Outcome::Error(describe(&e)),
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                match read_bounded(resp).await {
-                    Ok(body) => Outcome::from_http(status, &body),
-                    Err(e) => Outcome::Error(describe(&e)),
-                }
-            }
+        let outcome = match builder.body(http::Body::new(req.payload.clone())) {
+            Err(e) => Outcome::Error(format!("bad request to {}: {e}", req.url)),
+            Ok(request) => match self.http.send(request, req.timeout).await {
+                Ok(answer) => Outcome::from_http(answer.status, &answer.body),
+                Err(e) => Outcome::Error(e),
+            },
         };
         debug!(gid = %req.gid, branch_id = %req.branch_id, op = %req.op_text(), url = %req.url, ?outcome, "branch call");
         outcome
     }
-}
-
-pub(crate) async fn read_bounded(mut resp: reqwest::Response) -> Result<String, reqwest::Error> {
-    let mut buf = Vec::new();
-    while let Some(chunk) = resp.chunk().await? {
-        let room = MAX_READ_BODY.saturating_sub(buf.len());
-        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if buf.len() >= MAX_READ_BODY {
-            break;
-        }
-    }
-    Ok(String::from_utf8_lossy(&buf).into_owned())
-}
-
-pub(crate) fn describe(e: &reqwest::Error) -> String {
-    let mut text = if e.is_timeout() {
-        format!("timed out: {e}")
-    } else if e.is_connect() {
-        format!("connection failed: {e}")
-    } else {
-        e.to_string()
-    };
-    // The causes say why (refused by the address policy, a TLS certificate error, ...).
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

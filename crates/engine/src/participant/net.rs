@@ -1,7 +1,7 @@
 //! Where participant calls may go and how they get there (issue 12): the address policy
 //! ([`dtx_core::allow::Policy`]) applied after DNS resolution, TLS to participants (system roots
-//! plus `--participant-ca-file`, an optional client certificate), for HTTP (a reqwest DNS
-//! resolver that drops refused addresses) and gRPC (a connector that resolves, checks, connects).
+//! plus `--participant-ca-file`, an optional client certificate), for HTTP (a resolver that
+//! drops refused addresses, `http.rs`) and gRPC (a connector that resolves, checks, connects).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -124,23 +124,6 @@ fn host_port(u: &str) -> Option<(String, u16)> {
     Some((host.to_owned(), port.parse().ok()?))
 }
 
-/// reqwest's resolver: only addresses the policy allows reach the connector. The port is not
-/// known here (port 0: see [`Policy::check`]); the URL's own host and port are checked per call.
-#[derive(Clone)]
-pub(crate) struct CheckedResolver(pub(crate) Arc<Policy>);
-
-impl reqwest::dns::Resolve for CheckedResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let policy = self.0.clone();
-        Box::pin(async move {
-            let addrs = resolve_checked(&policy, name.as_str(), 0)
-                .await
-                .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e.to_string().into() })?;
-            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
-}
-
 /// The gRPC channels' connector: resolves the target, keeps the allowed addresses, connects to
 /// the first that answers. tonic adds TLS on top when the endpoint has it.
 #[derive(Clone)]
@@ -181,21 +164,15 @@ impl tower::Service<Uri> for CheckedConnector {
 /// Building the participant caller failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    /// reqwest refused the configuration.
-    #[error("HTTP client: {0}")]
-    Http(#[from] reqwest::Error),
     /// A certificate or key could not be used.
     #[error("participant TLS: {0}")]
     Tls(String),
 }
 
-/// The HTTP client's TLS, built here rather than by reqwest so that a host without system
-/// roots (a minimal container) still starts and calls http:// participants: rustls with the
-/// system roots (rustls-native-certs) plus `--participant-ca-file`, and the client certificate.
-pub(crate) fn http_tls(
-    b: reqwest::ClientBuilder,
-    tls: &ParticipantTls,
-) -> Result<reqwest::ClientBuilder, BuildError> {
+/// The HTTP client's TLS, so that a host without system roots (a minimal container) still
+/// starts and calls http:// participants: rustls with the system roots (rustls-native-certs)
+/// plus `--participant-ca-file`, and the client certificate.
+pub(crate) fn client_tls(tls: &ParticipantTls) -> Result<rustls::ClientConfig, BuildError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let bad = |what: &str, e: &dyn std::fmt::Display| BuildError::Tls(format!("{what}: {e}"));
@@ -218,7 +195,7 @@ pub(crate) fn http_tls(
         .with_safe_default_protocol_versions()
         .map_err(|e| bad("protocol versions", &e))?
         .with_root_certificates(roots);
-    let mut config = match &tls.identity_pem {
+    let config = match &tls.identity_pem {
         None => builder.with_no_client_auth(),
         Some((cert, key)) => {
             let chain = CertificateDer::pem_slice_iter(cert)
@@ -228,9 +205,8 @@ pub(crate) fn http_tls(
             builder.with_client_auth_cert(chain, key).map_err(|e| bad("client certificate", &e))?
         }
     };
-    // The client speaks HTTP/1.1 only (reqwest without its http2 feature).
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(b.tls_backend_preconfigured(config))
+    // ALPN (http/1.1 only) is set by the connector (`enable_http1`); it refuses a preset one.
+    Ok(config)
 }
 
 /// The gRPC channels' TLS (native roots, the configured CA and client certificate), when on.
