@@ -28,6 +28,9 @@ impl Dialect for Lite3 {
     const NOW: &'static str = "$1";
     const LOCK: &'static str = "";
     const SKIP_LOCKED: &'static str = "";
+    /// The due index's predicate (migration `20261207000000`, ADR 16): no IN list of three
+    /// constants, which SQLite builds into an ephemeral b-tree on every row write.
+    const UNFINISHED: &'static str = "status NOT IN ('succeed', 'failed')";
 }
 
 /// The statements, rendered once.

@@ -77,6 +77,33 @@ async fn reset_cron_time_scans_the_partial_index() {
 }
 
 #[tokio::test]
+async fn the_writes_of_a_round_build_no_ephemeral_tables() {
+    // ADR 16: a partial index's predicate with an IN list of three constants was compiled into
+    // an ephemeral b-tree per evaluation, twice per save. Creates, saves and stops of rows
+    // under the due index evaluate it; none may open an ephemeral table. (A claim does, for
+    // its RETURNING rows, which SQLite buffers in one.)
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open_in(&dir, SqliteOptions::default()).await;
+    let sql = &crate::conn::SQL;
+    for (name, text) in [
+        ("create", &sql.create.text),
+        ("save", &sql.save.text),
+        ("update_branch", &sql.update_branch.text),
+        ("insert_branch", &sql.insert_branch.text),
+        ("force_stop", &sql.force_stop.text),
+    ] {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN {text}")))
+            .fetch_all(&store.inner.reads)
+            .await
+            .expect("explain");
+        let ops: Vec<String> =
+            rows.iter().map(|r| r.try_get::<String, _>("opcode").expect("opcode")).collect();
+        assert!(ops.iter().any(|o| o == "IdxInsert" || o == "Insert"), "{name} writes: {ops:?}");
+        assert!(!ops.iter().any(|o| o == "OpenEphemeral"), "{name} opens an ephemeral table: {ops:?}");
+    }
+}
+
+#[tokio::test]
 async fn normal_synchronous_is_accepted() {
     let dir = tempfile::tempdir().expect("dir");
     let opts = SqliteOptions { synchronous: Synchronous::Normal, max_batch: 1, read_pool_size: 1 };

@@ -145,6 +145,9 @@ pub trait Dialect {
     const LOCK: &'static str;
     /// Locks the rows a `SELECT` reads, skipping rows locked by others.
     const SKIP_LOCKED: &'static str;
+    /// The predicate of "not final" that the due index `trans_global_due` repeats, replacing
+    /// the templates' `status IN ('prepared', 'submitted', 'aborting')` (SQLite: ADR 16).
+    const UNFINISHED: &'static str = templates::UNFINISHED;
     /// [`templates::RESET_CRON_TIME`] or the dialect's own.
     const RESET_CRON_TIME: &'static str = templates::RESET_CRON_TIME;
     /// [`templates::RESUME_HELD`] (MySQL cannot sub-select the table it updates).
@@ -159,6 +162,7 @@ pub trait Dialect {
 /// Renders a template for dialect `D` (see the module docs for the template syntax).
 pub fn render<D: Dialect>(template: &str) -> Sql {
     let text = template
+        .replace(templates::UNFINISHED, D::UNFINISHED)
         .replace("{now}", D::NOW)
         .replace("{lock}", D::LOCK)
         .replace("{skip_locked}", D::SKIP_LOCKED)

@@ -8,7 +8,8 @@
 //! database clock, `next_cron_time` and `lease_until` are therefore database times exactly.
 //!
 //! The status list `('prepared', 'submitted', 'aborting')` repeats the partial index
-//! `trans_global_due` textually, so that SQLite uses it.
+//! `trans_global_due` textually, so that SQLite uses it; a dialect may render it as its own
+//! equivalent predicate ([`crate::sql::Dialect::UNFINISHED`]).
 
 /// The statuses a transaction is processed in (the partial index's list).
 macro_rules! unfinished {
@@ -16,6 +17,9 @@ macro_rules! unfinished {
         "status IN ('prepared', 'submitted', 'aborting')"
     };
 }
+
+/// [`unfinished!`] as a constant: the text [`crate::sql::render`] replaces by the dialect's.
+pub const UNFINISHED: &str = unfinished!();
 
 /// Inserts a global row (`$12`, its `update_time`, is the caller's now).
 pub const CREATE: &str = concat!(
