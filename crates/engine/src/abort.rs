@@ -12,6 +12,11 @@ use crate::{Engine, Error, Result};
 impl Engine {
     /// Aborts a transaction. `wait_result` comes from the stored options, as in DTM.
     pub async fn abort(&self, gid: &str, reason: &str) -> Result<SubmitReply> {
+        // Boxed for the reason `Engine::submit` is: the body's future is several KB.
+        Box::pin(self.abort_boxed(gid, reason)).await
+    }
+
+    async fn abort_boxed(&self, gid: &str, reason: &str) -> Result<SubmitReply> {
         crate::request::check_gid(gid)?;
         crate::request::check_text("rollback_reason", reason)?;
         let inner = &self.inner;

@@ -40,6 +40,12 @@ impl Engine {
     /// `submit`: validates, stores durably and processes a transaction (or, for a known gid,
     /// applies DTM's rules: a prepared one is submitted, a submitted one reprocessed).
     pub async fn submit(&self, req: TransRequest) -> Result<SubmitReply> {
+        // The body's future is ~10 KB; boxed, the one callers move around (axum's handler box,
+        // a task cell, a join handle's slot) is a pointer and the request.
+        Box::pin(self.submit_boxed(req)).await
+    }
+
+    async fn submit_boxed(&self, req: TransRequest) -> Result<SubmitReply> {
         if req.trans_type == TransType::Workflow {
             // A workflow's submit only records how the client ended it.
             return self.finish_workflow(&req).await;
