@@ -325,7 +325,9 @@ impl Engine {
         slot: Option<OwnedSemaphorePermit>,
     ) -> SubmitReply {
         if wait {
-            let end = round::run(&self.inner, loaded, owner, premarks, RoundMode::Submit).await;
+            // Boxed: inline, the round's state would make every submit's future that large,
+            // waiting or not.
+            let end = Box::pin(round::run(&self.inner, loaded, owner, premarks, RoundMode::Submit)).await;
             drop(slot);
             return reply_of(end);
         }
