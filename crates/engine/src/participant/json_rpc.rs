@@ -5,8 +5,8 @@
 use dtx_core::Outcome;
 use serde_json::{Value, json};
 
-use crate::participant::CallRequest;
-use crate::participant::http::{Body, HttpClient};
+use crate::participant::http::HttpClient;
+use crate::participant::{CallRequest, http_request};
 
 /// DTM's JSON-RPC error code for FAILURE.
 const FAILURE: i64 = -32901;
@@ -64,21 +64,18 @@ pub(crate) fn outcome_of(status: u16, body: &str) -> Outcome {
     }
 }
 
-pub(crate) async fn call(http: &HttpClient, req: &CallRequest, exported: Option<&str>) -> Outcome {
+/// POSTs the JSON-RPC request to `uri` (the branch URL as parsed for the call).
+pub(crate) async fn call(http: &HttpClient, uri: &str, req: &CallRequest, exported: Option<&str>) -> Outcome {
     let id = format!("{:032x}", rand::random::<u128>());
     let body = match request_body(req, &id) {
         Ok(b) => b,
         Err(e) => return Outcome::Error(e),
     };
-    let mut builder =
-        ::http::Request::post(req.url.as_str()).header(::http::header::CONTENT_TYPE, "application/json");
-    for (k, v) in &req.headers {
-        builder = builder.header(k.as_str(), crate::trace_context::outgoing_as(k, v, exported).as_ref());
-    }
-    let request = match builder.body(Body::new(body.to_string().into())) {
-        Ok(r) => r,
-        Err(e) => return Outcome::Error(format!("bad request to {}: {e}", req.url)),
-    };
+    let request =
+        match http_request(::http::Method::POST, uri.to_owned(), req, exported, body.to_string().into()) {
+            Ok(r) => r,
+            Err(e) => return Outcome::Error(e),
+        };
     match http.send(request, req.timeout).await {
         Ok(answer) => outcome_of(answer.status, &answer.body),
         Err(e) => Outcome::Error(e),

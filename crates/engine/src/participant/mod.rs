@@ -218,7 +218,7 @@ impl Participants {
             Err(e) => return Outcome::Error(e),
         };
         if req.json_rpc && req.url.contains("method") {
-            let outcome = json_rpc::call(&self.http, req, exported).await;
+            let outcome = json_rpc::call(&self.http, url.as_str(), req, exported).await;
             debug!(gid = %req.gid, branch_id = %req.branch_id, op = %req.op_text(), url = %req.url, ?outcome, "json-rpc branch call");
             return outcome;
         }
@@ -235,16 +235,8 @@ impl Participants {
         } else {
             ::http::Method::POST
         };
-        let mut builder = ::http::Request::builder()
-            .method(method)
-            .uri(String::from(url))
-            .header(::http::header::CONTENT_TYPE, "application/json");
-        for (k, v) in &req.headers {
-            // A stored traceparent goes out as a child context (crate::trace_context).
-            builder = builder.header(k.as_str(), crate::trace_context::outgoing_as(k, v, exported).as_ref());
-        }
-        let outcome = match builder.body(http::Body::new(req.payload.clone())) {
-            Err(e) => Outcome::Error(format!("bad request to {}: {e}", req.url)),
+        let outcome = match http_request(method, String::from(url), req, exported, req.payload.clone()) {
+            Err(e) => Outcome::Error(e),
             Ok(request) => match self.http.send(request, req.timeout).await {
                 Ok(answer) => Outcome::from_http(answer.status, &answer.body),
                 Err(e) => Outcome::Error(e),
@@ -253,6 +245,25 @@ impl Participants {
         debug!(gid = %req.gid, branch_id = %req.branch_id, op = %req.op_text(), url = %req.url, ?outcome, "branch call");
         outcome
     }
+}
+
+/// The HTTP request of a branch call to `uri`: JSON, with the transaction's `branch_headers`
+/// (a stored traceparent goes out as a child context, crate::trace_context).
+fn http_request(
+    method: ::http::Method,
+    uri: String,
+    req: &CallRequest,
+    exported: Option<&str>,
+    body: Bytes,
+) -> Result<::http::Request<http::Body>, String> {
+    let mut builder = ::http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(::http::header::CONTENT_TYPE, "application/json");
+    for (k, v) in &req.headers {
+        builder = builder.header(k.as_str(), crate::trace_context::outgoing_as(k, v, exported).as_ref());
+    }
+    builder.body(http::Body::new(body)).map_err(|e| format!("bad request to {}: {e}", req.url))
 }
 
 #[cfg(test)]
