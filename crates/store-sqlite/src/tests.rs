@@ -88,6 +88,7 @@ async fn the_writes_of_a_round_build_no_ephemeral_tables() {
     for (name, text) in [
         ("create", &sql.create.text),
         ("save", &sql.save.text),
+        ("renew", &sql.renew.text),
         ("update_branch", &sql.update_branch.text),
         ("insert_branch", &sql.insert_branch.text),
         ("force_stop", &sql.force_stop.text),
@@ -101,6 +102,33 @@ async fn the_writes_of_a_round_build_no_ephemeral_tables() {
         assert!(ops.iter().any(|o| o == "IdxInsert" || o == "Insert"), "{name} writes: {ops:?}");
         assert!(!ops.iter().any(|o| o == "OpenEphemeral"), "{name} opens an ephemeral table: {ops:?}");
     }
+}
+
+#[tokio::test]
+async fn a_lease_renewal_rewrites_no_index_entry() {
+    // SQLite deletes and re-inserts the entry of every index whose column a SET names, even
+    // when the value is the same; the renewal before each later call of a round names none of
+    // the due or held indexes' columns (only `update_time`, whose partial index holds finished
+    // rows, so its entry is only checked).
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open_in(&dir, SqliteOptions::default()).await;
+    let sql = &crate::conn::SQL;
+    let index_writes = |text: &'static str| {
+        let reads = store.inner.reads.clone();
+        async move {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN {text}")))
+                .fetch_all(&reads)
+                .await
+                .expect("explain");
+            rows.iter()
+                .map(|r| r.try_get::<String, _>("opcode").expect("opcode"))
+                .filter(|o| o == "IdxInsert" || o == "IdxDelete")
+                .count()
+        }
+    };
+    let (renew, save) = (index_writes(sql.renew.text).await, index_writes(sql.save.text).await);
+    assert!(save >= 6, "the full save writes the due, held and finished indexes: {save}");
+    assert!(renew <= 2, "the renewal writes only the finished index's (skipped) entry: {renew}");
 }
 
 #[tokio::test]

@@ -207,6 +207,30 @@ async fn with_branches<C: Conn>(conn: &mut C, global: Global) -> Result<Loaded> 
 /// The fenced write. The global UPDATE goes first and carries the fence (`owner = $token`): if
 /// it matches nothing, the branch updates are never issued and the caller gets `Fenced`.
 async fn save<C: Conn>(conn: &mut C, save: &Save) -> Result<()> {
+    let matched = match (&save.status, &save.lease) {
+        (None, LeaseChange::Renew { lease_until }) => {
+            let args = [
+                Arg::Int(conn.fixed(save.now)),
+                Arg::time(save.now),
+                Arg::time(*lease_until),
+                Arg::text(&save.gid),
+                Arg::text(&save.owner),
+            ];
+            conn.execute(&conn.sql().renew, &args, "save").await?
+        }
+        _ => save_global(conn, save).await?,
+    };
+    if matched == 0 {
+        return Err(Error::Fenced { gid: save.gid.clone() });
+    }
+    if save.branches.is_empty() {
+        return Ok(());
+    }
+    conn.update_branches(&save.gid, save.now, &save.branches).await
+}
+
+/// The global half of a save that changes more than the lease: [`super::templates::SAVE`].
+async fn save_global<C: Conn>(conn: &mut C, save: &Save) -> Result<u64> {
     let status = save.status.as_ref().map(|s| s.to.as_str());
     let reason = save.status.as_ref().and_then(|s| s.rollback_reason.as_deref());
     let result = save.status.as_ref().and_then(|s| s.result.as_deref());
@@ -227,13 +251,7 @@ async fn save<C: Conn>(conn: &mut C, save: &Save) -> Result<()> {
         Arg::Text(result),
         Arg::Text(held_host),
     ];
-    if conn.execute(&conn.sql().save, &args, "save").await? == 0 {
-        return Err(Error::Fenced { gid: save.gid.clone() });
-    }
-    if save.branches.is_empty() {
-        return Ok(());
-    }
-    conn.update_branches(&save.gid, save.now, &save.branches).await
+    conn.execute(&conn.sql().save, &args, "save").await
 }
 
 /// The columns a [`LeaseChange`] writes: whether the owner is released, then `lease_until`,

@@ -104,6 +104,13 @@ pub const SAVE: &str = "UPDATE trans_global SET update_time = $2, \
      held_host = CASE WHEN $7 THEN $14 ELSE held_host END \
      WHERE gid = $11 AND owner = $12";
 
+/// The fenced write of a save that only renews the lease (no status, reason, result,
+/// reschedule or hold): the mid-round write before each later call. It names no column of the
+/// due or held indexes, so SQLite (which rewrites the entries of every index whose column a SET
+/// names, whether or not the value changed) leaves them alone: half the cost of [`SAVE`].
+pub const RENEW: &str = "UPDATE trans_global SET update_time = $2, lease_until = {now} + ($3 - $2) \
+     WHERE gid = $4 AND owner = $5";
+
 /// One branch row of a save.
 pub const UPDATE_BRANCH: &str = "UPDATE trans_branch_op SET status = $1, attempts = $2, last_error = $3, \
      finish_time = $4, update_time = $5 WHERE gid = $6 AND branch_id = $7 AND op = $8";
