@@ -132,6 +132,76 @@ async fn a_lease_renewal_rewrites_no_index_entry() {
 }
 
 #[tokio::test]
+async fn the_rebuild_without_autoincrement_keeps_rows_ids_and_indexes() {
+    // A database migrated up to the version before the rebuild (ADR 18), with rows in it.
+    let dir = tempfile::tempdir().expect("dir");
+    let old_migrations = tempfile::tempdir().expect("dir");
+    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations/sqlite");
+    for entry in std::fs::read_dir(&all).expect("migrations") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).expect("name").to_owned();
+        if name.as_str() < "20261208000000" {
+            std::fs::copy(&path, old_migrations.path().join(&name)).expect("copy");
+        }
+    }
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let opts = url.parse::<sqlx::sqlite::SqliteConnectOptions>().expect("url").create_if_missing(true);
+    let pool = sqlx::SqlitePool::connect_with(opts).await.expect("pool");
+    sqlx::migrate::Migrator::new(old_migrations.path()).await.expect("old").run(&pool).await.expect("run");
+    for gid in ["a", "b", "c"] {
+        sqlx::query(
+            "INSERT INTO trans_global (gid, trans_type, status, create_time, update_time, \
+             next_cron_time, next_cron_interval) VALUES (?1, 'saga', 'submitted', 1, 1, 1, 1000)",
+        )
+        .bind(gid)
+        .execute(&pool)
+        .await
+        .expect("insert");
+    }
+    sqlx::query(
+        "INSERT INTO trans_branch_op (gid, branch_id, op, url, payload, status, create_time, \
+         update_time) VALUES ('a', '01', 'action', 'http://x/a', X'00', 'prepared', 1, 1)",
+    )
+    .execute(&pool)
+    .await
+    .expect("branch");
+    sqlx::query("DELETE FROM trans_global WHERE gid = 'c'").execute(&pool).await.expect("delete");
+    pool.close().await;
+
+    let store = open_in(&dir, SqliteOptions::default()).await;
+    let reads = &store.inner.reads;
+    let ids: Vec<(String, i64)> =
+        sqlx::query_as("SELECT gid, id FROM trans_global ORDER BY id").fetch_all(reads).await.expect("ids");
+    assert_eq!(ids, [("a".to_owned(), 1), ("b".to_owned(), 2)]);
+    let loaded = store.load("a").await.expect("load").expect("a");
+    assert_eq!(loaded.branches.len(), 1);
+    let tables: Vec<(String,)> =
+        sqlx::query_as("SELECT sql FROM sqlite_master WHERE name IN ('trans_global', 'trans_branch_op')")
+            .fetch_all(reads)
+            .await
+            .expect("schema");
+    assert_eq!(tables.len(), 2);
+    assert!(tables.iter().all(|(sql,)| !sql.contains("AUTOINCREMENT")), "{tables:?}");
+    let indexes: Vec<(String,)> = sqlx::query_as(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'trans_global' \
+         AND sql IS NOT NULL ORDER BY name",
+    )
+    .fetch_all(reads)
+    .await
+    .expect("indexes");
+    let names: Vec<&str> = indexes.iter().map(|(n,)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["trans_global_create_time", "trans_global_due", "trans_global_finished", "trans_global_held"]
+    );
+    // The next row takes the next id after the largest one left (no sequence row remembers 3).
+    store.create(dtx_store::testsuite::saga("n")).await.expect("create");
+    let (id,): (i64,) =
+        sqlx::query_as("SELECT id FROM trans_global WHERE gid = 'n'").fetch_one(reads).await.expect("id");
+    assert_eq!(id, 3);
+}
+
+#[tokio::test]
 async fn normal_synchronous_is_accepted() {
     let dir = tempfile::tempdir().expect("dir");
     let opts = SqliteOptions { synchronous: Synchronous::Normal, max_batch: 1, read_pool_size: 1 };
