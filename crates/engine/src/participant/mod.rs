@@ -178,7 +178,7 @@ impl Participants {
             None => self.call_url(req, None).await,
             Some(export) => {
                 // A child of the round's span; the participant learns its id (trace_context).
-                let span = tracing::info_span!("participant_call", gid = %req.gid, branch_id = %req.branch_id,
+                let span = tracing::debug_span!("participant_call", gid = %req.gid, branch_id = %req.branch_id,
                     op = %req.op_text(), url = %req.url, outcome = tracing::field::Empty);
                 let exported = export.traceparent_of(&span);
                 let outcome = self.call_url(req, exported.as_deref()).instrument(span.clone()).await;
