@@ -241,9 +241,13 @@ impl Server {
                     .with_state(readiness.clone()),
             )
             .merge(admin::router(self.engine.clone()))
-            .layer(axum::middleware::from_fn_with_state(self.tokens.clone(), crate::auth::require_http))
-            .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(self.http_body_timeout))
-            .layer(axum::middleware::from_fn_with_state(self.metrics.clone(), metrics::track_http));
+            // One `layer` call: each wraps every route in a box of its own, cloned per request.
+            .layer(
+                tower::ServiceBuilder::new()
+                    .layer(metrics::TrackHttpLayer(self.metrics.clone()))
+                    .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(self.http_body_timeout))
+                    .layer(crate::auth::HttpAuthLayer(self.tokens.clone())),
+            );
         info!(http = %self.http_addr, grpc = %self.grpc_addr, "dtx serving");
         let scheduler = {
             let engine = self.engine.clone();

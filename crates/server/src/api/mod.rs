@@ -52,7 +52,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/json-rpc", post(json_rpc::handle))
         // Bodies are limited by the handlers themselves, so that an oversized body gets a 400
         // in the envelope like any other bad input.
-        .layer(DefaultBodyLimit::disable())
-        .layer(TraceLayer::new_for_http())
+        .layer(
+            tower::ServiceBuilder::new().layer(TraceLayer::new_for_http()).layer(DefaultBodyLimit::disable()),
+        )
         .with_state(state)
 }
