@@ -196,8 +196,8 @@ impl Participants {
             debug!(gid = %req.gid, branch_id = %req.branch_id, op = %req.op_text(), url = %req.url, ?outcome, "grpc branch call");
             return outcome;
         }
-        let mut url = match parsed::parse(&req.url) {
-            Ok(u) => url::Url::clone(&u),
+        let url = match parsed::parse(&req.url) {
+            Ok(u) => u,
             Err(e) => return Outcome::Error(format!("bad participant url {}: {e}", req.url)),
         };
         // A literal IP never reaches the resolver: check it (with its port) here.
@@ -222,12 +222,6 @@ impl Participants {
             debug!(gid = %req.gid, branch_id = %req.branch_id, op = %req.op_text(), url = %req.url, ?outcome, "json-rpc branch call");
             return outcome;
         }
-        // DTM's query parameters: the branch's identity (a JSON-RPC call carries it in params).
-        url.query_pairs_mut()
-            .append_pair("gid", &req.gid)
-            .append_pair("trans_type", req.trans_type.as_str())
-            .append_pair("branch_id", &req.branch_id)
-            .append_pair("op", req.op_text());
         // DTM sends a body only when there is one (its SDKs always send at least `null`); XA
         // phase two is always a POST, with an empty body.
         let method = if req.payload.is_empty() && req.trans_type != TransType::Xa {
@@ -235,16 +229,47 @@ impl Participants {
         } else {
             ::http::Method::POST
         };
-        let outcome = match http_request(method, String::from(url), req, exported, req.payload.clone()) {
-            Err(e) => Outcome::Error(e),
-            Ok(request) => match self.http.send(request, req.timeout).await {
-                Ok(answer) => Outcome::from_http(answer.status, &answer.body),
+        let outcome =
+            match http_request(method, with_branch_query(&url, req), req, exported, req.payload.clone()) {
                 Err(e) => Outcome::Error(e),
-            },
-        };
+                Ok(request) => match self.http.send(request, req.timeout).await {
+                    Ok(answer) => Outcome::from_http(answer.status, &answer.body),
+                    Err(e) => Outcome::Error(e),
+                },
+            };
         debug!(gid = %req.gid, branch_id = %req.branch_id, op = %req.op_text(), url = %req.url, ?outcome, "branch call");
         outcome
     }
+}
+
+/// `url` with DTM's query parameters, the branch's identity (a JSON-RPC call carries it in its
+/// params instead), form-encoded after the URL's own query as `Url::query_pairs_mut` would
+/// append them, written straight into the request's URI text (no copy of the kept parse, no
+/// re-serialisation). A fragment is not part of a request URI and is left out.
+fn with_branch_query(url: &url::Url, req: &CallRequest) -> String {
+    let base = &url[..url::Position::AfterQuery];
+    let pairs = [
+        ("gid", req.gid.as_str()),
+        ("trans_type", req.trans_type.as_str()),
+        ("branch_id", req.branch_id.as_str()),
+        ("op", req.op_text()),
+    ];
+    let mut uri = String::with_capacity(base.len() + 48 + pairs.iter().map(|(_, v)| v.len()).sum::<usize>());
+    uri.push_str(base);
+    uri.push_str(match url.query() {
+        None => "?",
+        Some("") => "",
+        Some(_) => "&",
+    });
+    for (i, (name, value)) in pairs.into_iter().enumerate() {
+        if i > 0 {
+            uri.push('&');
+        }
+        uri.push_str(name);
+        uri.push('=');
+        uri.extend(url::form_urlencoded::byte_serialize(value.as_bytes()));
+    }
+    uri
 }
 
 /// The HTTP request of a branch call to `uri`: JSON, with the transaction's `branch_headers`
@@ -264,6 +289,48 @@ fn http_request(
         builder = builder.header(k.as_str(), crate::trace_context::outgoing_as(k, v, exported).as_ref());
     }
     builder.body(http::Body::new(body)).map_err(|e| format!("bad request to {}: {e}", req.url))
+}
+
+#[cfg(test)]
+mod query_tests {
+    use super::*;
+
+    #[test]
+    fn the_branch_query_is_what_query_pairs_mut_appends() {
+        let mut req = CallRequest {
+            url: String::new(),
+            gid: "g 1&x=ü/+".into(),
+            trans_type: TransType::Saga,
+            branch_id: "01".into(),
+            op: Op::Action,
+            op_name: None,
+            payload: Bytes::new(),
+            headers: BTreeMap::new(),
+            timeout: Duration::from_secs(1),
+            json_rpc: false,
+        };
+        for (u, op_name) in [
+            ("http://svc:8081/api/TransOut", None),
+            ("http://svc:8081/api/TransOut?x=1&y=%20", None),
+            ("http://svc:8081/api/TransOut?", None),
+            ("https://bücher.example/a/b", Some("wf name")),
+            ("http://[::1]:9/", None),
+        ] {
+            req.op_name = op_name.map(str::to_owned);
+            let mut old = url::Url::parse(u).expect("url");
+            old.query_pairs_mut()
+                .append_pair("gid", &req.gid)
+                .append_pair("trans_type", req.trans_type.as_str())
+                .append_pair("branch_id", &req.branch_id)
+                .append_pair("op", req.op_text());
+            let new = with_branch_query(&url::Url::parse(u).expect("url"), &req);
+            assert_eq!(new, String::from(old), "{u}");
+            assert!(new.parse::<::http::Uri>().is_ok(), "{new}");
+        }
+        // A fragment stays out of the request URI.
+        let new = with_branch_query(&url::Url::parse("http://h/p?a=1#frag").expect("url"), &req);
+        assert!(new.starts_with("http://h/p?a=1&gid=") && !new.contains('#'), "{new}");
+    }
 }
 
 #[cfg(test)]

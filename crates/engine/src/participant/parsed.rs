@@ -10,10 +10,11 @@ use std::sync::{Arc, LazyLock, Mutex};
 /// would otherwise grow it without bound).
 const CAPACITY: usize = 4096;
 
-/// URL text → its parse (`Err` kept too: a bad URL stays bad).
-type Cache = HashMap<Box<str>, Result<Arc<url::Url>, url::ParseError>>;
+/// URL text → its parse (`Err` kept too: a bad URL stays bad). Hashed with foldhash (seeded per
+/// process): ~10 lookups per saga, where SipHash cost more than the lookup itself.
+type Cache = HashMap<Box<str>, Result<Arc<url::Url>, url::ParseError>, foldhash::fast::RandomState>;
 
-static CACHE: LazyLock<Mutex<Cache>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+static CACHE: LazyLock<Mutex<Cache>> = LazyLock::new(|| Mutex::new(HashMap::default()));
 
 /// `url::Url::parse(u)`, from the cache when `u` was parsed before.
 pub(crate) fn parse(u: &str) -> Result<Arc<url::Url>, url::ParseError> {
