@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::any;
 use bytes::Bytes;
@@ -115,10 +115,13 @@ impl HttpParticipant {
 async fn http_call(
     State(completions): State<Arc<Completions>>,
     Path(kind): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    uri: http::Uri,
 ) -> (StatusCode, &'static str) {
-    let gid = q.get("gid").map(String::as_str).unwrap_or_default();
-    completions.arrived(gid, kind == "step");
+    // Only `gid` is read (no map of every parameter): the participant's cost is part of the
+    // baseline and shares the cores with the coordinator.
+    let query = uri.query().unwrap_or_default().as_bytes();
+    let gid = url::form_urlencoded::parse(query).find(|(k, _)| k == "gid").map(|(_, v)| v);
+    completions.arrived(gid.as_deref().unwrap_or_default(), kind == "step");
     (StatusCode::OK, r#"{"dtm_result":"SUCCESS"}"#)
 }
 
