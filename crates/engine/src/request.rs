@@ -5,7 +5,6 @@ use dtx_core::saga::{SagaCustomData, SagaLayout, is_rollbackable};
 use dtx_core::{Branch, Global, GlobalStatus, Op, Timestamp, TransOptions, TransType, model::step_branch_id};
 use serde::Deserialize;
 
-use crate::participant::grpc::parse_grpc_url;
 use crate::participant::is_http_url;
 use crate::{Error, Inner, Result};
 
@@ -270,7 +269,7 @@ fn check_headers(options: &TransOptions) -> Result<()> {
 /// (a gRPC transaction may mix in http branches).
 pub(crate) fn check_branch_url(u: &str, grpc: bool) -> std::result::Result<(), String> {
     if grpc && !u.is_empty() && !is_http_url(u) {
-        return parse_grpc_url(u).map(|_| ());
+        return crate::participant::parsed::parse_grpc(u).map(|_| ());
     }
     check_url(u)
 }

@@ -132,7 +132,7 @@ impl GrpcCaller {
         limits: &super::limit::CallLimits,
         exported: Option<&str>,
     ) -> Outcome {
-        let url = match parse_grpc_url(&req.url) {
+        let url = match super::parsed::parse_grpc(&req.url) {
             Ok(u) => u,
             Err(e) => return Outcome::Error(e),
         };

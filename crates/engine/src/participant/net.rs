@@ -119,8 +119,8 @@ fn host_port(u: &str) -> Option<(String, u16)> {
         let parsed = super::parsed::parse(u).ok()?;
         return Some((parsed.host_str()?.to_owned(), parsed.port_or_known_default()?));
     }
-    let target = super::grpc::parse_grpc_url(u).ok()?.target;
-    let (host, port) = target.rsplit_once(':')?;
+    let parsed = super::parsed::parse_grpc(u).ok()?;
+    let (host, port) = parsed.target.rsplit_once(':')?;
     Some((host.to_owned(), port.parse().ok()?))
 }
 

@@ -32,6 +32,26 @@ pub(crate) fn parse(u: &str) -> Result<Arc<url::Url>, url::ParseError> {
     parsed
 }
 
+/// gRPC branch URL text → its parse ([`super::grpc::parse_grpc_url`]), kept the same way: a
+/// gRPC saga's URLs were split and their method paths validated ~10 times per saga.
+type GrpcCache = HashMap<Box<str>, Result<Arc<super::grpc::GrpcUrl>, String>, foldhash::fast::RandomState>;
+
+static GRPC_CACHE: LazyLock<Mutex<GrpcCache>> = LazyLock::new(|| Mutex::new(HashMap::default()));
+
+/// `parse_grpc_url(u)`, from the cache when `u` was parsed before.
+pub(crate) fn parse_grpc(u: &str) -> Result<Arc<super::grpc::GrpcUrl>, String> {
+    if let Some(hit) = GRPC_CACHE.lock().unwrap_or_else(|e| e.into_inner()).get(u) {
+        return hit.clone();
+    }
+    let parsed = super::grpc::parse_grpc_url(u).map(Arc::new);
+    let mut cache = GRPC_CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.len() >= CAPACITY {
+        cache.clear();
+    }
+    cache.insert(u.into(), parsed.clone());
+    parsed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,6 +66,15 @@ mod tests {
             let direct = url::Url::parse(u).map(|p| p.as_str().to_owned());
             assert_eq!(first, direct, "{u}");
             assert_eq!(again, direct, "{u}");
+        }
+    }
+
+    #[test]
+    fn a_kept_grpc_parse_is_the_parse() {
+        for u in ["localhost:58081/busi.Busi/TransIn", "h:1/a.B/C", "http://h:1/a.B/C", "h/a.B/C", "h:1/a"] {
+            let direct = super::super::grpc::parse_grpc_url(u);
+            assert_eq!(parse_grpc(u).map(|p| (*p).clone()), direct, "{u}");
+            assert_eq!(parse_grpc(u).map(|p| (*p).clone()), direct, "{u}");
         }
     }
 
