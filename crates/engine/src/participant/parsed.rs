@@ -10,41 +10,36 @@ use std::sync::{Arc, LazyLock, Mutex};
 /// would otherwise grow it without bound).
 const CAPACITY: usize = 4096;
 
-/// URL text → its parse (`Err` kept too: a bad URL stays bad). Hashed with foldhash (seeded per
-/// process): ~10 lookups per saga, where SipHash cost more than the lookup itself.
-type Cache = HashMap<Box<str>, Result<Arc<url::Url>, url::ParseError>, foldhash::fast::RandomState>;
+/// Text → its parse, for one kind of URL (`Err` kept too: a bad URL stays bad). Hashed with
+/// foldhash (seeded per process): ~10 lookups per saga, where SipHash cost more than the lookup.
+type Cache<T> = Mutex<HashMap<Box<str>, T, foldhash::fast::RandomState>>;
 
-static CACHE: LazyLock<Mutex<Cache>> = LazyLock::new(|| Mutex::new(HashMap::default()));
+/// HTTP participant URLs.
+static CACHE: LazyLock<Cache<Result<Arc<url::Url>, url::ParseError>>> = LazyLock::new(Cache::default);
+
+/// gRPC branch URLs (`host:port/package.Service/Method`): a gRPC saga's were split and their
+/// method paths validated ~10 times per saga.
+static GRPC_CACHE: LazyLock<Cache<Result<Arc<super::grpc::GrpcUrl>, String>>> = LazyLock::new(Cache::default);
 
 /// `url::Url::parse(u)`, from the cache when `u` was parsed before.
 pub(crate) fn parse(u: &str) -> Result<Arc<url::Url>, url::ParseError> {
-    // A poisoned lock only means another thread panicked while holding it; the map is still
-    // a map of correct parses.
-    if let Some(hit) = CACHE.lock().unwrap_or_else(|e| e.into_inner()).get(u) {
-        return hit.clone();
-    }
-    let parsed = url::Url::parse(u).map(Arc::new);
-    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    if cache.len() >= CAPACITY {
-        cache.clear();
-    }
-    cache.insert(u.into(), parsed.clone());
-    parsed
+    kept(&CACHE, u, |u| url::Url::parse(u).map(Arc::new))
 }
-
-/// gRPC branch URL text → its parse ([`super::grpc::parse_grpc_url`]), kept the same way: a
-/// gRPC saga's URLs were split and their method paths validated ~10 times per saga.
-type GrpcCache = HashMap<Box<str>, Result<Arc<super::grpc::GrpcUrl>, String>, foldhash::fast::RandomState>;
-
-static GRPC_CACHE: LazyLock<Mutex<GrpcCache>> = LazyLock::new(|| Mutex::new(HashMap::default()));
 
 /// `parse_grpc_url(u)`, from the cache when `u` was parsed before.
 pub(crate) fn parse_grpc(u: &str) -> Result<Arc<super::grpc::GrpcUrl>, String> {
-    if let Some(hit) = GRPC_CACHE.lock().unwrap_or_else(|e| e.into_inner()).get(u) {
+    kept(&GRPC_CACHE, u, |u| super::grpc::parse_grpc_url(u).map(Arc::new))
+}
+
+/// The kept parse of `u`, or `parse(u)`, kept.
+fn kept<T: Clone>(cache: &Cache<T>, u: &str, parse: impl FnOnce(&str) -> T) -> T {
+    // A poisoned lock only means another thread panicked while holding it; the map is still
+    // a map of correct parses.
+    if let Some(hit) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(u) {
         return hit.clone();
     }
-    let parsed = super::grpc::parse_grpc_url(u).map(Arc::new);
-    let mut cache = GRPC_CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let parsed = parse(u);
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
     if cache.len() >= CAPACITY {
         cache.clear();
     }
