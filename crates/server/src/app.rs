@@ -244,7 +244,7 @@ impl Server {
             // One `layer` call: each wraps every route in a box of its own, cloned per request.
             .layer(
                 tower::ServiceBuilder::new()
-                    .layer(metrics::TrackHttpLayer(self.metrics.clone()))
+                    .layer(metrics::ApiMetricsLayer::<metrics::Http>::new(self.metrics.clone()))
                     .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(self.http_body_timeout))
                     .layer(crate::auth::HttpAuthLayer(self.tokens.clone())),
             );
@@ -420,7 +420,7 @@ async fn serve_grpc(
         builder = builder.tls_config(tls).map_err(|e| Error::Tls(e.to_string()))?;
     }
     builder
-        .layer(GrpcMetricsLayer(metrics))
+        .layer(GrpcMetricsLayer::new(metrics))
         .layer(GrpcAuthLayer(tokens))
         .layer(BadBodyLayer)
         .add_service(health_service)

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dtx_core::{GlobalStatus, Outcome, Timestamp};
@@ -441,52 +441,98 @@ impl Observer for Metrics {
     }
 }
 
-/// Wraps the HTTP routes: DTM's `dtm_server_*` families for every HTTP request. `api` is the last
-/// segment of the matched route (a parameter segment names its parent, e.g. `topic`), so
-/// unknown paths and parameters never create label values.
-#[derive(Clone)]
-pub struct TrackHttpLayer(pub Arc<Metrics>);
+/// How a protocol names an API request and judges its answer, for [`ApiMetrics`].
+pub trait ApiProtocol: Clone + Send + Sync + 'static {
+    /// The `type` label.
+    const KIND: &'static str;
+    /// What is kept of the request to name its API once it is answered.
+    type Name: Send + 'static;
+    /// Read from the request before it is handed on.
+    fn name<B>(req: &axum::http::Request<B>) -> Self::Name;
+    /// The `api` label.
+    fn api(name: &Self::Name) -> &str;
+    /// The `status` label: ok or fail.
+    fn ok<R>(resp: &axum::http::Response<R>) -> bool;
+}
 
-impl<S> tower::Layer<S> for TrackHttpLayer {
-    type Service = TrackHttp<S>;
+/// HTTP: `api` is the last segment of the matched route (a parameter segment names its parent,
+/// e.g. `topic`), so unknown paths and parameters never create label values; fail from 400 on.
+#[derive(Clone, Copy, Debug)]
+pub struct Http;
 
-    fn layer(&self, inner: S) -> TrackHttp<S> {
-        TrackHttp { inner, metrics: self.0.clone() }
+impl ApiProtocol for Http {
+    const KIND: &'static str = "http";
+    // The route as axum matched it (a shared string): no text is copied per request.
+    type Name = Option<MatchedPath>;
+
+    fn name<B>(req: &axum::http::Request<B>) -> Option<MatchedPath> {
+        req.extensions().get::<MatchedPath>().cloned()
+    }
+
+    fn api(name: &Option<MatchedPath>) -> &str {
+        name.as_ref().map_or("unknown", |p| route_api(p.as_str()))
+    }
+
+    fn ok<R>(resp: &axum::http::Response<R>) -> bool {
+        resp.status().as_u16() < 400
     }
 }
 
-/// See [`TrackHttpLayer`]. A plain service rather than `axum::middleware::from_fn`, whose
-/// per-request boxing of the inner stack showed in the profile of every API call.
+/// Wraps the routes of protocol `P`: DTM's `dtm_server_*` families for every request.
 #[derive(Clone)]
-pub struct TrackHttp<S> {
-    inner: S,
+pub struct ApiMetricsLayer<P> {
     metrics: Arc<Metrics>,
+    protocol: std::marker::PhantomData<P>,
 }
 
-impl<S> tower::Service<Request> for TrackHttp<S>
+impl<P: ApiProtocol> ApiMetricsLayer<P> {
+    /// Counts into `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> ApiMetricsLayer<P> {
+        ApiMetricsLayer { metrics, protocol: std::marker::PhantomData }
+    }
+}
+
+impl<S, P: ApiProtocol> tower::Layer<S> for ApiMetricsLayer<P> {
+    type Service = ApiMetrics<S, P>;
+
+    fn layer(&self, inner: S) -> ApiMetrics<S, P> {
+        ApiMetrics { inner, metrics: self.metrics.clone(), protocol: std::marker::PhantomData }
+    }
+}
+
+/// See [`ApiMetricsLayer`]. A plain service rather than `axum::middleware::from_fn`, whose
+/// per-request boxing of the inner stack showed in the profile of every API call.
+#[derive(Clone)]
+pub struct ApiMetrics<S, P> {
+    inner: S,
+    metrics: Arc<Metrics>,
+    protocol: std::marker::PhantomData<P>,
+}
+
+impl<S, P, B, R> tower::Service<axum::http::Request<B>> for ApiMetrics<S, P>
 where
-    S: tower::Service<Request, Response = Response>,
+    S: tower::Service<axum::http::Request<B>, Response = axum::http::Response<R>>,
     S::Future: Send + 'static,
-    S::Error: 'static,
+    P: ApiProtocol,
 {
-    type Response = Response;
+    type Response = S::Response;
     type Error = S::Error;
-    type Future = futures::future::BoxFuture<'static, Result<Response, S::Error>>;
+    type Future = futures::future::BoxFuture<'static, Result<S::Response, S::Error>>;
 
     fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
-        let route = req.extensions().get::<MatchedPath>().cloned();
+    fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
+        let name = P::name(&req);
         let started = Instant::now();
         let answer = self.inner.call(req);
         let metrics = self.metrics.clone();
         Box::pin(async move {
-            let resp = answer.await?;
-            let api = route.as_ref().map_or("unknown", |p| route_api(p.as_str()));
-            metrics.api_request("http", api, resp.status().as_u16() < 400, started.elapsed());
-            Ok(resp)
+            let result = answer.await;
+            let ok = result.as_ref().is_ok_and(P::ok);
+            metrics.api_request(P::KIND, P::api(&name), ok, started.elapsed());
+            result
         })
     }
 }

@@ -18,7 +18,7 @@ use crate::api::new_gid_text;
 mod bad_body;
 mod observe;
 pub use bad_body::BadBodyLayer;
-pub use observe::GrpcMetricsLayer;
+pub use observe::{Grpc, GrpcMetricsLayer};
 
 /// `traceparent` / `tracestate` metadata of a request (W3C trace context).
 fn trace_of<T>(request: &Request<T>) -> (Option<String>, Option<String>) {
