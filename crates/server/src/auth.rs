@@ -22,7 +22,7 @@ use std::task::{Context, Poll};
 use axum::Json;
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures::future::{BoxFuture, FutureExt};
+use futures::future::Either;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use tonic::codegen::http;
@@ -89,6 +89,21 @@ impl Tokens {
             },
         }
     }
+
+    /// Which token a call lacks (`"admin"` or `"API"`), `None` when it may go ahead. `access`
+    /// (what the call needs) is only asked when a token is configured; `req`'s `authorization`
+    /// header (HTTP) or metadata (gRPC) carries the bearer token.
+    fn missing<B>(&self, req: &http::Request<B>, access: impl FnOnce() -> Access) -> Option<&'static str> {
+        if self.is_open() {
+            return None;
+        }
+        let access = access();
+        let given = bearer(req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()));
+        if self.allows(access, given) {
+            return None;
+        }
+        Some(if access == Access::Admin { "admin" } else { "API" })
+    }
 }
 
 /// The token of an `Authorization: Bearer <token>` value (empty when absent or of another form).
@@ -152,28 +167,22 @@ where
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = futures::future::Either<S::Future, std::future::Ready<Result<Response, S::Error>>>;
+    type Future = Either<S::Future, std::future::Ready<Result<Response, S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if self.tokens.is_open() {
-            return futures::future::Either::Left(self.inner.call(req));
-        }
-        let access = http_access(req.method(), req.uri().path());
-        let given = bearer(req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()));
-        if self.tokens.allows(access, given) {
-            return futures::future::Either::Left(self.inner.call(req));
-        }
-        let which = if access == Access::Admin { "admin" } else { "API" };
+        let Some(which) = self.tokens.missing(&req, || http_access(req.method(), req.uri().path())) else {
+            return Either::Left(self.inner.call(req));
+        };
         let body = json!({
             "dtm_result": "FAILURE",
             "message": format!("{which} token required: Authorization: Bearer <token>"),
         });
         let refused = (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], Json(body));
-        futures::future::Either::Right(std::future::ready(Ok(refused.into_response())))
+        Either::Right(std::future::ready(Ok(refused.into_response())))
     }
 }
 
@@ -199,31 +208,24 @@ pub struct GrpcAuth<S> {
 impl<S, B, R> Service<http::Request<B>> for GrpcAuth<S>
 where
     S: Service<http::Request<B>, Response = http::Response<R>>,
-    S::Error: Send + 'static,
-    R: Default + Send + 'static,
-    S::Future: Send + 'static,
+    R: Default,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = BoxFuture<'static, Result<S::Response, S::Error>>;
+    type Future = Either<S::Future, std::future::Ready<Result<S::Response, S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if !self.tokens.is_open() {
-            let access = grpc_access(req.uri().path());
-            let given = bearer(req.headers().get("authorization").and_then(|v| v.to_str().ok()));
-            if !self.tokens.allows(access, given) {
-                let which = if access == Access::Admin { "admin" } else { "API" };
-                let status = tonic::Status::unauthenticated(format!(
-                    "{which} token required: authorization metadata 'Bearer <token>'"
-                ));
-                return std::future::ready(Ok(status.into_http())).boxed();
-            }
-        }
-        self.inner.call(req).boxed()
+        let Some(which) = self.tokens.missing(&req, || grpc_access(req.uri().path())) else {
+            return Either::Left(self.inner.call(req));
+        };
+        let status = tonic::Status::unauthenticated(format!(
+            "{which} token required: authorization metadata 'Bearer <token>'"
+        ));
+        Either::Right(std::future::ready(Ok(status.into_http())))
     }
 }
 
