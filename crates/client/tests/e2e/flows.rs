@@ -254,8 +254,12 @@ pub async fn msg_do_and_submit_with_check_back_in_flight(mode: Mode) {
     let env = Env::start(mode).await;
     let gid = env.client.new_gid().await.expect("new gid");
     let mut msg = env.client.msg(&gid).add(env.url("TransIn"), Req::amount(30).payload(mode));
+    // The business code runs inside the local transaction, after its barrier row: the
+    // check-back starts from there, so it cannot reach the participant before the local
+    // transaction began (it would then rightly roll the message back).
+    let opened = tokio::sync::Notify::new();
     let check_back = async {
-        env.dtx.wait_status(&gid, "prepared").await;
+        opened.notified().await;
         // Past the message's timeout: the scheduler asks the check-back.
         env.dtx.advance(Duration::from_secs(120));
         env.dtx.cron().await;
@@ -263,6 +267,7 @@ pub async fn msg_do_and_submit_with_check_back_in_flight(mode: Mode) {
     let query_prepared = env.url("QueryPrepared");
     let local = msg.do_and_submit(&query_prepared, &env.bank.inner.pool, async |conn| {
         sqlx::query("UPDATE account SET balance = balance - 30 WHERE id = 1").execute(conn).await?;
+        opened.notify_one();
         tokio::time::sleep(Duration::from_millis(400)).await;
         Ok(())
     });
