@@ -53,7 +53,7 @@ pub use options::EngineOptions;
 pub use participant::ParticipantTls;
 pub use register::RegisterBranch;
 pub use request::{Step, Subscriber, TransRequest};
-pub use retention::RetentionOptions;
+pub use retention::{FINISHED_COUNTS_MAX_AGE, RetentionOptions};
 pub use round::{RoundEnd, RoundMode};
 pub use submit::SubmitReply;
 pub use workflow::WorkflowState;
@@ -110,6 +110,8 @@ pub(crate) struct Inner {
     /// Which participant addresses may be called, checked at submit time too (None: the engine
     /// calls through a scripted caller, which goes nowhere on the network).
     policy: Option<Arc<dtx_core::allow::Policy>>,
+    /// The last count of finished transactions (`Engine::status_counts`).
+    finished: retention::FinishedCounts,
 }
 
 impl Engine {
@@ -194,6 +196,7 @@ impl Engine {
                 shutdown,
                 policy,
                 rounds,
+                finished: retention::FinishedCounts::default(),
             }),
         };
         engine.inner.health.bind(Arc::downgrade(&engine.inner));

@@ -166,6 +166,10 @@ impl Store for GuardedStore {
         self.bounded("status_counts", self.inner.status_counts(now)).await
     }
 
+    async fn unfinished_counts(&self, now: Timestamp) -> Result<StatusCounts> {
+        self.bounded("unfinished_counts", self.inner.unfinished_counts(now)).await
+    }
+
     async fn purge_finished(&self, before: Timestamp, limit: u32) -> Result<u64> {
         self.admitted("purge", self.inner.purge_finished(before, limit)).await
     }

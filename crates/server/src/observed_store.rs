@@ -127,6 +127,10 @@ impl Store for ObservedStore {
         self.inner.status_counts(now).await
     }
 
+    async fn unfinished_counts(&self, now: Timestamp) -> Result<StatusCounts> {
+        self.inner.unfinished_counts(now).await
+    }
+
     async fn purge_finished(&self, before: Timestamp, limit: u32) -> Result<u64> {
         self.write("purge", self.inner.purge_finished(before, limit)).await
     }

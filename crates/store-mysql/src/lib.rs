@@ -316,6 +316,10 @@ impl Store for MySqlStore {
         read::status_counts(&self.inner.db, now).await
     }
 
+    async fn unfinished_counts(&self, now: Timestamp) -> Result<StatusCounts> {
+        read::unfinished_counts(&self.inner.db, now).await
+    }
+
     async fn purge_finished(&self, before: Timestamp, limit: u32) -> Result<u64> {
         self.inner.writes.purge_finished(before, limit).await
     }

@@ -54,3 +54,8 @@ pub(crate) async fn db_now(db: &Db) -> Result<i64> {
 pub(crate) async fn status_counts(db: &Db, now: dtx_core::Timestamp) -> Result<dtx_store::StatusCounts> {
     sql::status_counts(&mut db.acquire().await?, now).await
 }
+
+/// Unfinished rows per status and the due backlog, through the due index.
+pub(crate) async fn unfinished_counts(db: &Db, now: dtx_core::Timestamp) -> Result<dtx_store::StatusCounts> {
+    sql::unfinished_counts(&mut db.acquire().await?, now).await
+}

@@ -148,6 +148,10 @@ impl Store for OnDatabaseClock {
         self.at(now).await;
         self.store.status_counts(now).await
     }
+    async fn unfinished_counts(&self, now: Timestamp) -> Result<StatusCounts> {
+        self.at(now).await;
+        self.store.unfinished_counts(now).await
+    }
     async fn purge_finished(&self, before: Timestamp, limit: u32) -> Result<u64> {
         self.store.purge_finished(before, limit).await
     }

@@ -284,6 +284,10 @@ impl Store for SqliteStore {
         read::status_counts(&self.inner.reads, now).await
     }
 
+    async fn unfinished_counts(&self, now: Timestamp) -> Result<StatusCounts> {
+        read::unfinished_counts(&self.inner.reads, now).await
+    }
+
     async fn purge_finished(&self, before: Timestamp, limit: u32) -> Result<u64> {
         self.inner.writes.purge_finished(before, limit).await
     }

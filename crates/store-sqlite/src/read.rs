@@ -48,6 +48,14 @@ pub(crate) async fn kv_scan(
     sql::kv_scan(&mut acquire(pool).await?, cat, before_id, limit).await
 }
 
+/// Unfinished rows per status and the due backlog, through the due index.
+pub(crate) async fn unfinished_counts(
+    pool: &SqlitePool,
+    now: dtx_core::Timestamp,
+) -> Result<dtx_store::StatusCounts> {
+    sql::unfinished_counts(&mut acquire(pool).await?, now).await
+}
+
 /// Rows per status and the due backlog, in one scan.
 pub(crate) async fn status_counts(
     pool: &SqlitePool,

@@ -43,6 +43,21 @@ async fn in_memory_is_rejected() {
     assert!(matches!(result, Err(Error::Internal(_))));
 }
 
+/// The unfinished counts (every metrics scrape) read the due index, never the whole table.
+#[tokio::test]
+async fn unfinished_counts_scan_the_partial_index() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open_in(&dir, SqliteOptions::default()).await;
+    let sql = format!("EXPLAIN QUERY PLAN {}", crate::conn::SQL.unfinished_counts.text);
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(1_i64)
+        .fetch_all(&store.inner.reads)
+        .await
+        .expect("explain");
+    let plan: Vec<String> = rows.iter().map(|r| r.try_get::<String, _>("detail").expect("detail")).collect();
+    assert!(plan.iter().any(|d| d.contains("USING INDEX trans_global_due")), "plan: {plan:?}");
+}
+
 #[tokio::test]
 async fn claim_due_scans_the_partial_index() {
     let dir = tempfile::tempdir().expect("dir");

@@ -415,8 +415,18 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a row. Unknown → [`Error::NotFound`].
     async fn kv_delete(&self, cat: &str, k: &str) -> Result<()>;
 
-    /// Counts rows per status, and the due backlog at `now`.
+    /// Counts rows per status, and the due backlog at `now`. Reads every row: with many
+    /// finished transactions kept, prefer [`Store::unfinished_counts`] where it will do.
     async fn status_counts(&self, now: Timestamp) -> Result<StatusCounts>;
+
+    /// [`Store::status_counts`] of the unfinished statuses only (`prepared`, `submitted`,
+    /// `aborting`; the due backlog is the same), at a cost that does not grow with the finished
+    /// rows kept (the SQL backends read the due index). The default counts everything.
+    async fn unfinished_counts(&self, now: Timestamp) -> Result<StatusCounts> {
+        let mut counts = self.status_counts(now).await?;
+        counts.by_status.retain(|(s, _)| !s.is_final());
+        Ok(counts)
+    }
 
     /// Retention: deletes up to `limit` finished transactions (`succeed`, `failed`) last
     /// written before `before` (`update_time < before`), oldest first, with their branch rows,

@@ -418,6 +418,15 @@ pub async fn status_counts<C: Conn>(conn: &mut C, now: Timestamp) -> Result<Stat
     rows::status_counts(rows)
 }
 
+/// Unfinished rows per status, and the due backlog at `now` (through the due index).
+pub async fn unfinished_counts<C: Conn>(conn: &mut C, now: Timestamp) -> Result<StatusCounts> {
+    let args = [Arg::Int(conn.fixed(now))];
+    let decode: crate::sql::Decode<(String, i64, i64)> =
+        |row| Ok((row.text("status")?, row.int("n")?, row.int("due")?));
+    let rows = conn.fetch(&conn.sql().unfinished_counts, &args, "unfinished counts", decode).await?;
+    rows::status_counts(rows)
+}
+
 /// Retention: deletes up to `limit` finished transactions written before `before`, oldest
 /// first, with their branches. The rows are picked and locked first, then deleted one by one
 /// by id, so a concurrent purge on another node never leaves branches without their global row.

@@ -192,6 +192,18 @@ pub const STATUS_COUNTS: &str = "SELECT status, COUNT(*) AS n, \
      AND (owner IS NULL OR lease_until IS NULL OR lease_until < {now}) THEN 1 END) AS due \
      FROM trans_global GROUP BY status";
 
+/// [`STATUS_COUNTS`] of the unfinished rows only, read through the partial index
+/// `trans_global_due` (its predicate repeated): cheap however many finished rows are kept, where
+/// counting every row scans the table (~0.5 s per million rows on SQLite).
+pub const UNFINISHED_COUNTS: &str = concat!(
+    "SELECT status, COUNT(*) AS n, \
+     COUNT(CASE WHEN next_cron_time <= {now} \
+     AND (owner IS NULL OR lease_until IS NULL OR lease_until < {now}) THEN 1 END) AS due \
+     FROM trans_global WHERE ",
+    unfinished!(),
+    " GROUP BY status"
+);
+
 /// Retention: the oldest finished transactions written before `$1`, at most `$2`, locked (and
 /// skipping rows other nodes hold), so several nodes purging at once take disjoint rows.
 pub const PURGE_SELECT: &str = "SELECT id, gid FROM trans_global WHERE status IN ('succeed', 'failed') \

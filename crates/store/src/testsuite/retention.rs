@@ -101,6 +101,7 @@ pub async fn concurrent_purges_share_the_work(store: Arc<dyn Store>) {
 /// Counts per status and the due backlog.
 pub async fn status_counts_per_status_and_due(store: Arc<dyn Store>) {
     assert_eq!(store.status_counts(at(0)).await.expect("counts"), crate::StatusCounts::default());
+    assert_eq!(store.unfinished_counts(at(0)).await.expect("counts"), crate::StatusCounts::default());
     put(&*store, saga_with("due-1", GlobalStatus::Submitted, at(5), None)).await;
     put(&*store, saga_with("due-2", GlobalStatus::Aborting, at(10), None)).await;
     put(&*store, saga_with("later", GlobalStatus::Submitted, at(50), None)).await;
@@ -115,6 +116,12 @@ pub async fn status_counts_per_status_and_due(store: Arc<dyn Store>) {
     assert_eq!(by, [("aborting", 1), ("failed", 1), ("prepared", 1), ("submitted", 3), ("succeed", 2)]);
     // due-1, due-2 and lapsed (its lease ended at 15); not later (due at 50) nor leased.
     assert_eq!(counts.due, 3);
+    // The same without the finished rows, through the cheap path.
+    let unfinished = store.unfinished_counts(at(20)).await.expect("unfinished counts");
+    let mut by: Vec<(&str, u64)> = unfinished.by_status.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+    by.sort();
+    assert_eq!(by, [("aborting", 1), ("prepared", 1), ("submitted", 3)]);
+    assert_eq!(unfinished.due, 3);
 }
 
 /// The gid-prefix filter matches literally (no LIKE wildcards), with the other filters.
