@@ -43,18 +43,20 @@ async fn in_memory_is_rejected() {
     assert!(matches!(result, Err(Error::Internal(_))));
 }
 
+/// The query plan of `sql` with these integer arguments: its `detail` lines.
+async fn plan(store: &SqliteStore, sql: &str, args: &[i64]) -> Vec<String> {
+    let sql = format!("EXPLAIN QUERY PLAN {sql}");
+    let query = args.iter().fold(sqlx::query(sqlx::AssertSqlSafe(sql)), |q, a| q.bind(*a));
+    let rows = query.fetch_all(&store.inner.reads).await.expect("explain");
+    rows.iter().map(|r| r.try_get::<String, _>("detail").expect("detail")).collect()
+}
+
 /// The unfinished counts (every metrics scrape) read the due index, never the whole table.
 #[tokio::test]
 async fn unfinished_counts_scan_the_partial_index() {
     let dir = tempfile::tempdir().expect("dir");
     let store = open_in(&dir, SqliteOptions::default()).await;
-    let sql = format!("EXPLAIN QUERY PLAN {}", crate::conn::SQL.unfinished_counts.text);
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(1_i64)
-        .fetch_all(&store.inner.reads)
-        .await
-        .expect("explain");
-    let plan: Vec<String> = rows.iter().map(|r| r.try_get::<String, _>("detail").expect("detail")).collect();
+    let plan = plan(&store, crate::conn::SQL.unfinished_counts.text, &[1]).await;
     assert!(plan.iter().any(|d| d.contains("USING INDEX trans_global_due")), "plan: {plan:?}");
 }
 
@@ -63,14 +65,7 @@ async fn claim_due_scans_the_partial_index() {
     let dir = tempfile::tempdir().expect("dir");
     let store = open_in(&dir, SqliteOptions::default()).await;
     // SQLite claims in two statements; the first one finds the due rows.
-    let sql = format!("EXPLAIN QUERY PLAN {}", crate::conn::CLAIM_DUE_PICK.text);
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(1_i64)
-        .bind(10_i64)
-        .fetch_all(&store.inner.reads)
-        .await
-        .expect("explain");
-    let plan: Vec<String> = rows.iter().map(|r| r.try_get::<String, _>("detail").expect("detail")).collect();
+    let plan = plan(&store, crate::conn::CLAIM_DUE_PICK.text, &[1, 10]).await;
     assert!(plan.iter().any(|d| d.contains("trans_global_due")), "plan: {plan:?}");
 }
 
@@ -78,16 +73,7 @@ async fn claim_due_scans_the_partial_index() {
 async fn reset_cron_time_scans_the_partial_index() {
     let dir = tempfile::tempdir().expect("dir");
     let store = open_in(&dir, SqliteOptions::default()).await;
-    let sql = format!("EXPLAIN QUERY PLAN {}", crate::conn::SQL.reset_cron_time.text);
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(1_i64)
-        .bind(1_i64)
-        .bind(1_i64)
-        .bind(10_i64)
-        .fetch_all(&store.inner.reads)
-        .await
-        .expect("explain");
-    let plan: Vec<String> = rows.iter().map(|r| r.try_get::<String, _>("detail").expect("detail")).collect();
+    let plan = plan(&store, crate::conn::SQL.reset_cron_time.text, &[1, 1, 1, 10]).await;
     assert!(plan.iter().any(|d| d.contains("trans_global_due")), "plan: {plan:?}");
 }
 

@@ -5,7 +5,7 @@
 use dtx_core::time::duration_millis;
 use dtx_core::{Branch, Global, GlobalStatus, Timestamp, TransOptions, TransType};
 
-use super::{Arg, Conn};
+use super::{Arg, Conn, Sql};
 use crate::rows;
 use crate::write::{Output, WriteOp};
 use crate::{
@@ -411,20 +411,25 @@ pub async fn list<C: Conn>(conn: &mut C, filter: &ListFilter) -> Result<Vec<Glob
 
 /// Rows per status, and the due backlog at `now`.
 pub async fn status_counts<C: Conn>(conn: &mut C, now: Timestamp) -> Result<StatusCounts> {
-    let args = [Arg::Int(conn.fixed(now))];
-    let decode: crate::sql::Decode<(String, i64, i64)> =
-        |row| Ok((row.text("status")?, row.int("n")?, row.int("due")?));
-    let rows = conn.fetch(&conn.sql().status_counts, &args, "status counts", decode).await?;
-    rows::status_counts(rows)
+    counts(conn, &conn.sql().status_counts, now, "status counts").await
 }
 
 /// Unfinished rows per status, and the due backlog at `now` (through the due index).
 pub async fn unfinished_counts<C: Conn>(conn: &mut C, now: Timestamp) -> Result<StatusCounts> {
+    counts(conn, &conn.sql().unfinished_counts, now, "unfinished counts").await
+}
+
+/// Runs a count statement: `(status, n, due)` rows, `$1` = the fixed now.
+async fn counts<C: Conn>(
+    conn: &mut C,
+    sql: &Sql,
+    now: Timestamp,
+    what: &'static str,
+) -> Result<StatusCounts> {
     let args = [Arg::Int(conn.fixed(now))];
     let decode: crate::sql::Decode<(String, i64, i64)> =
         |row| Ok((row.text("status")?, row.int("n")?, row.int("due")?));
-    let rows = conn.fetch(&conn.sql().unfinished_counts, &args, "unfinished counts", decode).await?;
-    rows::status_counts(rows)
+    rows::status_counts(conn.fetch(sql, &args, what, decode).await?)
 }
 
 /// Retention: deletes up to `limit` finished transactions written before `before`, oldest
