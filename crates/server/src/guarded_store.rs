@@ -170,6 +170,10 @@ impl Store for GuardedStore {
         self.bounded("unfinished_counts", self.inner.unfinished_counts(now)).await
     }
 
+    async fn finished_counts(&self, now: Timestamp) -> Result<Vec<(GlobalStatus, u64)>> {
+        self.bounded("finished_counts", self.inner.finished_counts(now)).await
+    }
+
     async fn purge_finished(&self, before: Timestamp, limit: u32) -> Result<u64> {
         self.admitted("purge", self.inner.purge_finished(before, limit)).await
     }

@@ -131,6 +131,10 @@ impl Store for ObservedStore {
         self.inner.unfinished_counts(now).await
     }
 
+    async fn finished_counts(&self, now: Timestamp) -> Result<Vec<(GlobalStatus, u64)>> {
+        self.inner.finished_counts(now).await
+    }
+
     async fn purge_finished(&self, before: Timestamp, limit: u32) -> Result<u64> {
         self.write("purge", self.inner.purge_finished(before, limit)).await
     }

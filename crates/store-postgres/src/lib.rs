@@ -329,6 +329,10 @@ impl Store for PgStore {
         read::unfinished_counts(&self.inner.db, now).await
     }
 
+    async fn finished_counts(&self, _now: Timestamp) -> Result<Vec<(GlobalStatus, u64)>> {
+        read::finished_counts(&self.inner.db).await
+    }
+
     async fn purge_finished(&self, before: Timestamp, limit: u32) -> Result<u64> {
         self.inner.writes.purge_finished(before, limit).await
     }

@@ -55,6 +55,11 @@ pub(crate) async fn status_counts(db: &Db, now: dtx_core::Timestamp) -> Result<d
     sql::status_counts(&mut db.acquire().await?, now).await
 }
 
+/// The rows per final status, in one pass.
+pub(crate) async fn finished_counts(db: &Db) -> Result<Vec<(dtx_core::GlobalStatus, u64)>> {
+    sql::finished_counts(&mut db.acquire().await?).await
+}
+
 /// Unfinished rows per status and the due backlog, through the due index.
 pub(crate) async fn unfinished_counts(db: &Db, now: dtx_core::Timestamp) -> Result<dtx_store::StatusCounts> {
     sql::unfinished_counts(&mut db.acquire().await?, now).await

@@ -152,6 +152,10 @@ impl Store for OnDatabaseClock {
         self.at(now).await;
         self.store.unfinished_counts(now).await
     }
+    async fn finished_counts(&self, now: Timestamp) -> Result<Vec<(dtx_core::GlobalStatus, u64)>> {
+        self.at(now).await;
+        self.store.finished_counts(now).await
+    }
     async fn purge_finished(&self, before: Timestamp, limit: u32) -> Result<u64> {
         self.store.purge_finished(before, limit).await
     }

@@ -288,6 +288,10 @@ impl Store for SqliteStore {
         read::unfinished_counts(&self.inner.reads, now).await
     }
 
+    async fn finished_counts(&self, _now: Timestamp) -> Result<Vec<(GlobalStatus, u64)>> {
+        read::finished_counts(&self.inner.reads).await
+    }
+
     async fn purge_finished(&self, before: Timestamp, limit: u32) -> Result<u64> {
         self.inner.writes.purge_finished(before, limit).await
     }

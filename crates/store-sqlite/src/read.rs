@@ -48,6 +48,11 @@ pub(crate) async fn kv_scan(
     sql::kv_scan(&mut acquire(pool).await?, cat, before_id, limit).await
 }
 
+/// The rows per final status, in one pass.
+pub(crate) async fn finished_counts(pool: &SqlitePool) -> Result<Vec<(dtx_core::GlobalStatus, u64)>> {
+    sql::finished_counts(&mut acquire(pool).await?).await
+}
+
 /// Unfinished rows per status and the due backlog, through the due index.
 pub(crate) async fn unfinished_counts(
     pool: &SqlitePool,

@@ -428,6 +428,14 @@ pub trait Store: Send + Sync + 'static {
         Ok(counts)
     }
 
+    /// The rows per final status (`failed`, `succeed`; statuses without rows are absent),
+    /// ordered by name. Reads every row, in one pass without a sort in the SQL backends; the
+    /// default takes them from [`Store::status_counts`].
+    async fn finished_counts(&self, now: Timestamp) -> Result<Vec<(GlobalStatus, u64)>> {
+        let counts = self.status_counts(now).await?;
+        Ok(counts.by_status.into_iter().filter(|(s, _)| s.is_final()).collect())
+    }
+
     /// Retention: deletes up to `limit` finished transactions (`succeed`, `failed`) last
     /// written before `before` (`update_time < before`), oldest first, with their branch rows,
     /// atomically per call. Unfinished transactions are never touched. Returns how many were

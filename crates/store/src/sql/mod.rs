@@ -28,8 +28,8 @@ mod sqlx_conn;
 pub mod templates;
 
 pub use ops::{
-    branch_conflict, kv_get, kv_scan, lease_columns, list, load_in, missing_branch, run, status_counts,
-    unfinished_counts,
+    branch_conflict, finished_counts, kv_get, kv_scan, lease_columns, list, load_in, missing_branch, run,
+    status_counts, unfinished_counts,
 };
 
 /// Statements this process has sent to its database, on every backend: reads, writes and
@@ -223,6 +223,7 @@ pub struct Statements {
     pub kv_scan: Sql,
     pub status_counts: Sql,
     pub unfinished_counts: Sql,
+    pub finished_counts: Sql,
     pub purge_select: Sql,
     pub purge_branches: Sql,
     pub purge_global: Sql,
@@ -259,6 +260,7 @@ impl Statements {
             kv_scan: render::<D>(t::KV_SCAN),
             status_counts: render::<D>(t::STATUS_COUNTS),
             unfinished_counts: render::<D>(t::UNFINISHED_COUNTS),
+            finished_counts: render::<D>(t::FINISHED_COUNTS),
             purge_select: render::<D>(t::PURGE_SELECT),
             purge_branches: render::<D>(t::PURGE_BRANCHES),
             purge_global: render::<D>(t::PURGE_GLOBAL),

@@ -419,6 +419,16 @@ pub async fn unfinished_counts<C: Conn>(conn: &mut C, now: Timestamp) -> Result<
     counts(conn, &conn.sql().unfinished_counts, now, "unfinished counts").await
 }
 
+/// The finished rows per final status (statuses without rows left out).
+pub async fn finished_counts<C: Conn>(conn: &mut C) -> Result<Vec<(GlobalStatus, u64)>> {
+    let decode: crate::sql::Decode<(i64, i64)> = |row| Ok((row.int("succeed")?, row.int("failed")?));
+    let rows = conn.fetch(&conn.sql().finished_counts, &[], "finished counts", decode).await?;
+    let (succeed, failed) = rows.first().copied().unwrap_or((0, 0));
+    // COUNT is never negative.
+    let counts = [(GlobalStatus::Failed, failed), (GlobalStatus::Succeed, succeed)];
+    Ok(counts.into_iter().filter(|(_, n)| *n > 0).map(|(s, n)| (s, u64::try_from(n).unwrap_or(0))).collect())
+}
+
 /// Runs a count statement: `(status, n, due)` rows, `$1` = the fixed now.
 async fn counts<C: Conn>(
     conn: &mut C,

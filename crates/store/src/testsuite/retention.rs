@@ -102,6 +102,7 @@ pub async fn concurrent_purges_share_the_work(store: Arc<dyn Store>) {
 pub async fn status_counts_per_status_and_due(store: Arc<dyn Store>) {
     assert_eq!(store.status_counts(at(0)).await.expect("counts"), crate::StatusCounts::default());
     assert_eq!(store.unfinished_counts(at(0)).await.expect("counts"), crate::StatusCounts::default());
+    assert_eq!(store.finished_counts(at(0)).await.expect("counts"), Vec::new());
     put(&*store, saga_with("due-1", GlobalStatus::Submitted, at(5), None)).await;
     put(&*store, saga_with("due-2", GlobalStatus::Aborting, at(10), None)).await;
     put(&*store, saga_with("later", GlobalStatus::Submitted, at(50), None)).await;
@@ -122,6 +123,9 @@ pub async fn status_counts_per_status_and_due(store: Arc<dyn Store>) {
     by.sort();
     assert_eq!(by, [("aborting", 1), ("prepared", 1), ("submitted", 3)]);
     assert_eq!(unfinished.due, 3);
+    let finished = store.finished_counts(at(20)).await.expect("finished counts");
+    let by: Vec<(&str, u64)> = finished.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+    assert_eq!(by, [("failed", 1), ("succeed", 2)]);
 }
 
 /// The gid-prefix filter matches literally (no LIKE wildcards), with the other filters.
