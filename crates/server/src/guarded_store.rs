@@ -162,10 +162,6 @@ impl Store for GuardedStore {
         self.admitted("kv_delete", self.inner.kv_delete(cat, k)).await
     }
 
-    async fn status_counts(&self, now: Timestamp) -> Result<StatusCounts> {
-        self.bounded("status_counts", self.inner.status_counts(now)).await
-    }
-
     async fn unfinished_counts(&self, now: Timestamp) -> Result<StatusCounts> {
         self.bounded("unfinished_counts", self.inner.unfinished_counts(now)).await
     }

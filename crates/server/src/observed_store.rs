@@ -123,10 +123,6 @@ impl Store for ObservedStore {
         self.write("kv_delete", self.inner.kv_delete(cat, k)).await
     }
 
-    async fn status_counts(&self, now: Timestamp) -> Result<StatusCounts> {
-        self.inner.status_counts(now).await
-    }
-
     async fn unfinished_counts(&self, now: Timestamp) -> Result<StatusCounts> {
         self.inner.unfinished_counts(now).await
     }

@@ -52,11 +52,6 @@ pub(crate) async fn db_now(db: &Db) -> Result<i64> {
         .map_err(|e| map_sqlx("read the database clock", e))
 }
 
-/// Rows per status and the due backlog, in one scan.
-pub(crate) async fn status_counts(db: &Db, now: dtx_core::Timestamp) -> Result<dtx_store::StatusCounts> {
-    sql::status_counts(&mut db.acquire().await?, now).await
-}
-
 /// The rows per final status, in one pass.
 pub(crate) async fn finished_counts(db: &Db) -> Result<Vec<(dtx_core::GlobalStatus, u64)>> {
     sql::finished_counts(&mut db.acquire().await?).await

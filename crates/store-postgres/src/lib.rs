@@ -321,10 +321,6 @@ impl Store for PgStore {
         self.inner.writes.kv_delete(cat, k).await
     }
 
-    async fn status_counts(&self, now: Timestamp) -> Result<StatusCounts> {
-        read::status_counts(&self.inner.db, now).await
-    }
-
     async fn unfinished_counts(&self, now: Timestamp) -> Result<StatusCounts> {
         read::unfinished_counts(&self.inner.db, now).await
     }

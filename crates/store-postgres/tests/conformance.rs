@@ -144,10 +144,6 @@ impl Store for OnDatabaseClock {
     async fn kv_delete(&self, cat: &str, k: &str) -> Result<()> {
         self.store.kv_delete(cat, k).await
     }
-    async fn status_counts(&self, now: Timestamp) -> Result<StatusCounts> {
-        self.at(now).await;
-        self.store.status_counts(now).await
-    }
     async fn unfinished_counts(&self, now: Timestamp) -> Result<StatusCounts> {
         self.at(now).await;
         self.store.unfinished_counts(now).await

@@ -60,11 +60,3 @@ pub(crate) async fn unfinished_counts(
 ) -> Result<dtx_store::StatusCounts> {
     sql::unfinished_counts(&mut acquire(pool).await?, now).await
 }
-
-/// Rows per status and the due backlog, in one scan.
-pub(crate) async fn status_counts(
-    pool: &SqlitePool,
-    now: dtx_core::Timestamp,
-) -> Result<dtx_store::StatusCounts> {
-    sql::status_counts(&mut acquire(pool).await?, now).await
-}

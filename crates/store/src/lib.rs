@@ -295,6 +295,15 @@ pub struct StatusCounts {
     pub due: u64,
 }
 
+impl StatusCounts {
+    /// These (unfinished) counts with the finished ones added, every status ordered by name.
+    pub fn with_finished(mut self, finished: Vec<(GlobalStatus, u64)>) -> StatusCounts {
+        self.by_status.extend(finished);
+        self.by_status.sort_by_key(|(s, _)| s.as_str());
+        self
+    }
+}
+
 /// A key-value row (category `topics`: key = topic name, value = JSON list of subscribers).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KvRow {
@@ -415,25 +424,20 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a row. Unknown → [`Error::NotFound`].
     async fn kv_delete(&self, cat: &str, k: &str) -> Result<()>;
 
-    /// Counts rows per status, and the due backlog at `now`. Reads every row: with many
-    /// finished transactions kept, prefer [`Store::unfinished_counts`] where it will do.
-    async fn status_counts(&self, now: Timestamp) -> Result<StatusCounts>;
-
-    /// [`Store::status_counts`] of the unfinished statuses only (`prepared`, `submitted`,
-    /// `aborting`; the due backlog is the same), at a cost that does not grow with the finished
-    /// rows kept (the SQL backends read the due index). The default counts everything.
-    async fn unfinished_counts(&self, now: Timestamp) -> Result<StatusCounts> {
-        let mut counts = self.status_counts(now).await?;
-        counts.by_status.retain(|(s, _)| !s.is_final());
-        Ok(counts)
-    }
+    /// Rows per unfinished status (`prepared`, `submitted`, `aborting`; statuses without rows
+    /// are absent) and the due backlog at `now`, at a cost that does not grow with the finished
+    /// rows kept (the SQL backends read the due index).
+    async fn unfinished_counts(&self, now: Timestamp) -> Result<StatusCounts>;
 
     /// The rows per final status (`failed`, `succeed`; statuses without rows are absent),
-    /// ordered by name. Reads every row, in one pass without a sort in the SQL backends; the
-    /// default takes them from [`Store::status_counts`].
-    async fn finished_counts(&self, now: Timestamp) -> Result<Vec<(GlobalStatus, u64)>> {
-        let counts = self.status_counts(now).await?;
-        Ok(counts.by_status.into_iter().filter(|(s, _)| s.is_final()).collect())
+    /// ordered by name. Reads every row (in one pass without a sort in the SQL backends).
+    async fn finished_counts(&self, now: Timestamp) -> Result<Vec<(GlobalStatus, u64)>>;
+
+    /// Rows per status, and the due backlog at `now`: [`Store::unfinished_counts`] with
+    /// [`Store::finished_counts`].
+    async fn status_counts(&self, now: Timestamp) -> Result<StatusCounts> {
+        let unfinished = self.unfinished_counts(now).await?;
+        Ok(unfinished.with_finished(self.finished_counts(now).await?))
     }
 
     /// Retention: deletes up to `limit` finished transactions (`succeed`, `failed`) last

@@ -142,6 +142,24 @@ struct State {
 }
 
 impl MemoryStore {
+    /// Rows per status and the due backlog at `now`, counted in one pass.
+    fn counts(&self, now: Timestamp) -> crate::StatusCounts {
+        let state = lock(&self.state);
+        let mut by_status: BTreeMap<&'static str, (GlobalStatus, u64)> = BTreeMap::new();
+        let mut due = 0;
+        for t in state.txs.values() {
+            let g = &t.global;
+            by_status.entry(g.status.as_str()).or_insert((g.status, 0)).1 += 1;
+            let unfinished =
+                matches!(g.status, GlobalStatus::Prepared | GlobalStatus::Submitted | GlobalStatus::Aborting);
+            let free = g.owner.is_none() || g.lease_until.is_none_or(|l| l < now);
+            if unfinished && g.next_cron_time <= now && free {
+                due += 1;
+            }
+        }
+        crate::StatusCounts { by_status: by_status.into_values().collect(), due }
+    }
+
     /// An empty store without faults.
     pub fn new() -> MemoryStore {
         MemoryStore::default()
@@ -590,21 +608,14 @@ impl Store for MemoryStore {
         .await
     }
 
-    async fn status_counts(&self, now: Timestamp) -> Result<crate::StatusCounts> {
-        let state = lock(&self.state);
-        let mut by_status: BTreeMap<&'static str, (GlobalStatus, u64)> = BTreeMap::new();
-        let mut due = 0;
-        for t in state.txs.values() {
-            let g = &t.global;
-            by_status.entry(g.status.as_str()).or_insert((g.status, 0)).1 += 1;
-            let unfinished =
-                matches!(g.status, GlobalStatus::Prepared | GlobalStatus::Submitted | GlobalStatus::Aborting);
-            let free = g.owner.is_none() || g.lease_until.is_none_or(|l| l < now);
-            if unfinished && g.next_cron_time <= now && free {
-                due += 1;
-            }
-        }
-        Ok(crate::StatusCounts { by_status: by_status.into_values().collect(), due })
+    async fn unfinished_counts(&self, now: Timestamp) -> Result<crate::StatusCounts> {
+        let mut counts = self.counts(now);
+        counts.by_status.retain(|(s, _)| !s.is_final());
+        Ok(counts)
+    }
+
+    async fn finished_counts(&self, now: Timestamp) -> Result<Vec<(GlobalStatus, u64)>> {
+        Ok(self.counts(now).by_status.into_iter().filter(|(s, _)| s.is_final()).collect())
     }
 
     async fn purge_finished(&self, before: Timestamp, limit: u32) -> Result<u64> {

@@ -29,7 +29,7 @@ pub mod templates;
 
 pub use ops::{
     branch_conflict, finished_counts, kv_get, kv_scan, lease_columns, list, load_in, missing_branch, run,
-    status_counts, unfinished_counts,
+    unfinished_counts,
 };
 
 /// Statements this process has sent to its database, on every backend: reads, writes and
@@ -221,7 +221,6 @@ pub struct Statements {
     pub list: Sql,
     pub kv_get: Sql,
     pub kv_scan: Sql,
-    pub status_counts: Sql,
     pub unfinished_counts: Sql,
     pub finished_counts: Sql,
     pub purge_select: Sql,
@@ -258,7 +257,6 @@ impl Statements {
             list: render::<D>(t::LIST),
             kv_get: render::<D>(t::KV_GET),
             kv_scan: render::<D>(t::KV_SCAN),
-            status_counts: render::<D>(t::STATUS_COUNTS),
             unfinished_counts: render::<D>(t::UNFINISHED_COUNTS),
             finished_counts: render::<D>(t::FINISHED_COUNTS),
             purge_select: render::<D>(t::PURGE_SELECT),

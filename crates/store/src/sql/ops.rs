@@ -5,7 +5,7 @@
 use dtx_core::time::duration_millis;
 use dtx_core::{Branch, Global, GlobalStatus, Timestamp, TransOptions, TransType};
 
-use super::{Arg, Conn, Sql};
+use super::{Arg, Conn};
 use crate::rows;
 use crate::write::{Output, WriteOp};
 use crate::{
@@ -409,14 +409,12 @@ pub async fn list<C: Conn>(conn: &mut C, filter: &ListFilter) -> Result<Vec<Glob
     conn.fetch(&conn.sql().list, &args, "list", rows::global).await
 }
 
-/// Rows per status, and the due backlog at `now`.
-pub async fn status_counts<C: Conn>(conn: &mut C, now: Timestamp) -> Result<StatusCounts> {
-    counts(conn, &conn.sql().status_counts, now, "status counts").await
-}
-
 /// Unfinished rows per status, and the due backlog at `now` (through the due index).
 pub async fn unfinished_counts<C: Conn>(conn: &mut C, now: Timestamp) -> Result<StatusCounts> {
-    counts(conn, &conn.sql().unfinished_counts, now, "unfinished counts").await
+    let args = [Arg::Int(conn.fixed(now))];
+    let decode: crate::sql::Decode<(String, i64, i64)> =
+        |row| Ok((row.text("status")?, row.int("n")?, row.int("due")?));
+    rows::status_counts(conn.fetch(&conn.sql().unfinished_counts, &args, "unfinished counts", decode).await?)
 }
 
 /// The finished rows per final status (statuses without rows left out).
@@ -427,19 +425,6 @@ pub async fn finished_counts<C: Conn>(conn: &mut C) -> Result<Vec<(GlobalStatus,
     // COUNT is never negative.
     let counts = [(GlobalStatus::Failed, failed), (GlobalStatus::Succeed, succeed)];
     Ok(counts.into_iter().filter(|(_, n)| *n > 0).map(|(s, n)| (s, u64::try_from(n).unwrap_or(0))).collect())
-}
-
-/// Runs a count statement: `(status, n, due)` rows, `$1` = the fixed now.
-async fn counts<C: Conn>(
-    conn: &mut C,
-    sql: &Sql,
-    now: Timestamp,
-    what: &'static str,
-) -> Result<StatusCounts> {
-    let args = [Arg::Int(conn.fixed(now))];
-    let decode: crate::sql::Decode<(String, i64, i64)> =
-        |row| Ok((row.text("status")?, row.int("n")?, row.int("due")?));
-    rows::status_counts(conn.fetch(sql, &args, what, decode).await?)
 }
 
 /// Retention: deletes up to `limit` finished transactions written before `before`, oldest

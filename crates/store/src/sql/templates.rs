@@ -185,16 +185,10 @@ pub const LIST: &str = concat!(
     " ORDER BY id DESC LIMIT $6"
 );
 
-/// Rows per status and, per status, how many are due and held by nobody (`$1` = fixed now).
-/// `COUNT` of a `CASE` (not `SUM`): an integer on every database.
-pub const STATUS_COUNTS: &str = "SELECT status, COUNT(*) AS n, \
-     COUNT(CASE WHEN status IN ('prepared', 'submitted', 'aborting') AND next_cron_time <= {now} \
-     AND (owner IS NULL OR lease_until IS NULL OR lease_until < {now}) THEN 1 END) AS due \
-     FROM trans_global GROUP BY status";
-
-/// [`STATUS_COUNTS`] of the unfinished rows only, read through the partial index
-/// `trans_global_due` (its predicate repeated): cheap however many finished rows are kept, where
-/// counting every row scans the table (~0.5 s per million rows on SQLite).
+/// Rows per unfinished status and, per status, how many are due and held by nobody (`$1` =
+/// fixed now), read through the partial index `trans_global_due` (its predicate repeated):
+/// cheap however many finished rows are kept. `COUNT` of a `CASE` (not `SUM`): an integer on
+/// every database.
 pub const UNFINISHED_COUNTS: &str = concat!(
     "SELECT status, COUNT(*) AS n, \
      COUNT(CASE WHEN next_cron_time <= {now} \
