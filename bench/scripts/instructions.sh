@@ -7,7 +7,9 @@
 # callgrind twice, driven by the first binary's load generator with N1 and then N2
 # transactions; the difference over N2 - N1 is the count per transaction, without start-up and
 # shutdown. Settings (environment): CASE (saga), N1 (1000), N2 (3000), C (64 in flight),
-# KEEP (a directory to keep the callgrind files in, for callgrind_annotate). The final-status
+# KEEP (a directory to keep the callgrind files in, for callgrind_annotate), SEED (a SQLite
+# database file each run starts from instead of an empty one: a store filled by
+# `dtx-bench --dtx … --mode growth`, for the growth case's cost per saga). The final-status
 # check of the load generator is off (--no-verify): its queries are not a transaction's cost.
 # Under valgrind the coordinator runs ~50x slower, so its write batches are fuller than at full
 # speed: compare builds with each other, not with the CPU column of a normal run.
@@ -24,6 +26,7 @@ count() { # $1 binary, $2 n: prints the instructions of one coordinator run
     local http grpc pid out=$OUT/cg.$2 log=$OUT/log
     http=$(free_port); grpc=$(free_port)
     rm -rf "$OUT/db"; mkdir "$OUT/db"
+    if [ -n "${SEED:-}" ]; then cp "$SEED" "$OUT/db/d.db"; fi
     valgrind --tool=callgrind --callgrind-out-file="$out" "$1" coordinator \
         --database-url "sqlite://$OUT/db/d.db" --http-listen "127.0.0.1:$http" \
         --grpc-listen "127.0.0.1:$grpc" > "$log" 2>&1 &

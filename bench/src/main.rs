@@ -75,6 +75,10 @@ struct Cli {
     /// growth: finished transactions stored before the second measurement.
     #[arg(long, default_value_t = 1_000_000)]
     fill: usize,
+    /// growth on the bench's own SQLite stores: measurements of each store, alternated (empty,
+    /// filled, filled, empty, ...) so that the machine's drift cancels out.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
     /// drain: how long the participant stays down after the last submit.
     #[arg(long, default_value = "5s", value_parser = humantime_secs)]
     outage: Duration,
@@ -487,15 +491,10 @@ async fn vacuum(url: &str) -> anyhow::Result<Duration> {
     Ok(started.elapsed())
 }
 
-/// Saga throughput on an empty store, then with `--fill` finished transactions stored.
-async fn growth(cli: &Cli) -> anyhow::Result<Report> {
-    let setup = Setup::start(cli, &[], 0).await?;
-    let empty =
-        measure(&setup, cli, Case::Saga, "saga (empty store)".into(), cli.transactions, cli.concurrency)
-            .await;
-    // Finished transactions: sagas whose steps call nobody finish in their first round.
-    let fill_started = Instant::now();
-    let env = &setup.env;
+/// Stores `cli.fill` finished sagas (steps that call nobody finish in their first round);
+/// returns how long it took and how many submits failed.
+async fn fill(env: &Env, cli: &Cli) -> (Duration, usize) {
+    let started = Instant::now();
     let filled: Vec<anyhow::Result<()>> = futures::stream::iter(0..cli.fill)
         .map(|i| async move {
             let body = serde_json::json!({
@@ -512,8 +511,82 @@ async fn growth(cli: &Cli) -> anyhow::Result<Report> {
         .buffer_unordered(cli.concurrency.max(1))
         .collect()
         .await;
-    let fill_errors = filled.iter().filter(|r| r.is_err()).count();
-    let fill_time = fill_started.elapsed();
+    (started.elapsed(), filled.iter().filter(|r| r.is_err()).count())
+}
+
+/// The mean throughput of some measurements.
+fn mean_tx_per_s<'a>(rows: impl Iterator<Item = &'a CaseResult>) -> f64 {
+    let (sum, n) = rows.fold((0.0, 0usize), |(s, n), r| (s + r.tx_per_s, n + 1));
+    if n == 0 { 0.0 } else { sum / n as f64 }
+}
+
+/// Saga throughput on an empty store vs. with `--fill` finished transactions stored.
+///
+/// On the bench's own SQLite stores the two are measured alternately, `--rounds` times each
+/// (empty, filled, filled, empty, ...), on two coordinators (one filled first, one left empty):
+/// this VM's speed drifts by a third within an hour, so measurements minutes apart compared
+/// drift, not stores (the earlier empty-fill-filled order measured −34 % to +34 % with the same
+/// build). A running coordinator (`--dtx`) or a shared PostgreSQL database has one store, so
+/// there the order stays empty, fill, filled.
+async fn growth(cli: &Cli) -> anyhow::Result<Report> {
+    if cli.dtx.is_some() || cli.database_url.is_some() {
+        return growth_in_sequence(cli).await;
+    }
+    let mut filled = Setup::start(cli, &[], 0).await?;
+    let (fill_time, fill_errors) = fill(&filled.env, cli).await;
+    let mut empty = Setup::start(cli, &[], 0).await?;
+    let ids = [empty.env.run_id.clone(), filled.env.run_id.clone()];
+    let mut rows: Vec<(bool, CaseResult)> = Vec::new();
+    for round in 0..cli.rounds.max(1) {
+        let order = if round % 2 == 0 { [false, true] } else { [true, false] };
+        for is_filled in order {
+            let (setup, what) = if is_filled { (&mut filled, "filled") } else { (&mut empty, "empty") };
+            // Fresh gids for every measurement on a store that already ran one.
+            setup.env.run_id = format!("{}r{round}", ids[usize::from(is_filled)]);
+            let label = format!("saga {what} #{}", round + 1);
+            let row = measure(setup, cli, Case::Saga, label, cli.transactions, cli.concurrency).await;
+            rows.push((is_filled, row));
+        }
+    }
+    let on_empty = mean_tx_per_s(rows.iter().filter(|(f, _)| !f).map(|(_, r)| r));
+    let on_filled = mean_tx_per_s(rows.iter().filter(|(f, _)| *f).map(|(_, r)| r));
+    let change = if on_empty > 0.0 { (on_filled / on_empty - 1.0) * 100.0 } else { 0.0 };
+    let notes = vec![
+        format!(
+            "filled: {} finished sagas stored in {:.1} s ({fill_errors} errors)",
+            cli.fill,
+            fill_time.as_secs_f64()
+        ),
+        format!(
+            "measured alternately on an empty store and the filled one, {} rounds: mean {on_empty:.0} vs \
+             {on_filled:.0} tx/s",
+            cli.rounds.max(1)
+        ),
+        format!("throughput change with the store filled: {change:+.1} %"),
+    ];
+    let rss = [filled.peak_rss_mb(), empty.peak_rss_mb()].into_iter().flatten().reduce(f64::max);
+    let startup = [filled.startup_ms(), empty.startup_ms()].into_iter().flatten().reduce(f64::max);
+    filled.stop().await;
+    empty.stop().await;
+    Ok(Report {
+        mode: "growth".into(),
+        store: store_label(cli),
+        nodes: cli.nodes,
+        startup_ms: startup,
+        peak_rss_mb: rss,
+        cases: rows.into_iter().map(|(_, r)| r).collect(),
+        notes,
+    })
+}
+
+/// [`growth`] on one store: empty, fill (and VACUUM on PostgreSQL), filled.
+async fn growth_in_sequence(cli: &Cli) -> anyhow::Result<Report> {
+    let setup = Setup::start(cli, &[], 0).await?;
+    let empty =
+        measure(&setup, cli, Case::Saga, "saga (empty store)".into(), cli.transactions, cli.concurrency)
+            .await;
+    let env = &setup.env;
+    let (fill_time, fill_errors) = fill(env, cli).await;
     let settle = match cli.postgres_url() {
         Some(url) => Some(vacuum(url).await?),
         None => None,
