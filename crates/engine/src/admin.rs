@@ -17,6 +17,9 @@ impl Engine {
     /// processing it (if any) is fenced out at its next write and calls nobody else.
     pub async fn force_stop(&self, gid: &str) -> Result<()> {
         check_gid(gid)?;
+        // Before the write: a round of this node that starts a call after this point sees it
+        // and writes (fenced) first, so no call starts after the stop is answered.
+        self.inner.force_stops.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let now = self.inner.clock.now();
         match self.inner.store.force_stop(gid, "force stopped by an operator", now).await {
             Ok(was) => {

@@ -112,6 +112,10 @@ pub(crate) struct Inner {
     policy: Option<Arc<dtx_core::allow::Policy>>,
     /// The last count of finished transactions (`Engine::status_counts`).
     finished: retention::FinishedCounts,
+    /// Operator stops this node has begun (`Engine::force_stop`). A round calls a saga action
+    /// recorded ahead by its insert only while this is what it was when the round started
+    /// (ADR 20): any stop since then sends its calls through a fenced write again.
+    force_stops: AtomicU64,
 }
 
 impl Engine {
@@ -197,6 +201,7 @@ impl Engine {
                 policy,
                 rounds,
                 finished: retention::FinishedCounts::default(),
+                force_stops: AtomicU64::new(0),
             }),
         };
         engine.inner.health.bind(Arc::downgrade(&engine.inner));

@@ -53,6 +53,12 @@ pub struct EngineOptions {
     pub participant_allow: AllowList,
     /// dtx's own listeners: never called as participants.
     pub own_listeners: Vec<SocketAddr>,
+    /// On a store one node uses (SQLite), a new saga's insert also records the first attempt
+    /// of its later rollbackable actions, so a sequential saga calls them without a write in
+    /// between and writes its results once, at the end (ADR 20). After a crash, the steps done
+    /// since the round's last write are called again (as every participant call may be).
+    /// `false`: a fenced write of each result before the next action (DTM's default).
+    pub record_actions_ahead: bool,
 }
 
 impl Default for EngineOptions {
@@ -81,6 +87,7 @@ impl Default for EngineOptions {
             participant_tls: crate::ParticipantTls::default(),
             participant_allow: AllowList::default(),
             own_listeners: Vec::new(),
+            record_actions_ahead: true,
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use dtx_core::lifecycle::{self, OnPrepare, OnSubmit};
 use dtx_core::{GlobalStatus, Timestamp, TransType, timeout};
@@ -80,8 +81,12 @@ impl Engine {
         // A round slot before anything is stored: a saturated node refuses (503) with nothing
         // kept, rather than store work it cannot start.
         let slot = if owned { Some(self.round_slot().await?) } else { None };
+        // Read before the insert: an operator stop that begins after it may find the saga
+        // stored, and must then keep the round from calling ahead (ADR 20).
+        let ahead = (inner.opts.record_actions_ahead && inner.store.single_node())
+            .then(|| inner.force_stops.load(Ordering::SeqCst));
         let premarks = if owned && req.trans_type == TransType::Saga {
-            round::saga::premark_first_actions(&global, &mut branches, now)
+            round::saga::premark_first_actions(&global, &mut branches, now, ahead)
         } else {
             Premarks::new()
         };
@@ -97,7 +102,8 @@ impl Engine {
         if !owned {
             return Ok(SubmitReply::Accepted);
         }
-        let loaded = Loaded { global: tx.global, branches: tx.branches, taken_over: false };
+        let mut loaded = Loaded { global: tx.global, branches: tx.branches, taken_over: false };
+        round::saga::unmark_ahead(&premarks, &mut loaded.branches);
         Ok(self.process(loaded, owner, premarks, req.options.wait_result, slot).await)
     }
 

@@ -87,6 +87,10 @@ impl Store for GuardedStore {
         self.bounded("list", self.inner.list(filter)).await
     }
 
+    fn single_node(&self) -> bool {
+        self.inner.single_node()
+    }
+
     async fn shared_clock(&self) -> Result<Option<Timestamp>> {
         self.bounded("a clock read", self.inner.shared_clock()).await
     }

@@ -49,6 +49,10 @@ impl Store for ObservedStore {
         self.inner.list(filter).await
     }
 
+    fn single_node(&self) -> bool {
+        self.inner.single_node()
+    }
+
     async fn shared_clock(&self) -> Result<Option<Timestamp>> {
         self.inner.shared_clock().await
     }

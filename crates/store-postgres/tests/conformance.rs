@@ -74,6 +74,10 @@ impl Store for OnDatabaseClock {
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Global>> {
         self.store.list(filter).await
     }
+    fn single_node(&self) -> bool {
+        self.store.single_node()
+    }
+
     async fn shared_clock(&self) -> Result<Option<Timestamp>> {
         self.store.shared_clock().await
     }

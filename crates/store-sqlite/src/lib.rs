@@ -198,6 +198,11 @@ fn open_writer(path: &std::path::Path, synchronous: Synchronous) -> Result<rusql
 
 #[async_trait]
 impl Store for SqliteStore {
+    /// The file belongs to one node: its writer thread and leases on that node's clock.
+    fn single_node(&self) -> bool {
+        true
+    }
+
     async fn create(&self, tx: NewTransaction) -> Result<()> {
         self.inner.writes.create(tx).await
     }

@@ -345,6 +345,14 @@ pub trait Store: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Whether one dtx node is all this store ever serves (the embedded SQLite file, the
+    /// in-memory store). Then only that node's own operator actions can stop its rounds, and
+    /// the engine may call a saga's later actions on attempts its insert recorded (ADR 20);
+    /// a store shared by nodes (PostgreSQL, MySQL) keeps a fenced write before each of them.
+    fn single_node(&self) -> bool {
+        false
+    }
+
     /// Claims up to `limit` due transactions for `owner`, atomically: status in
     /// (prepared, submitted, aborting), `next_cron_time <= now`, and no valid lease
     /// (`owner` null or `lease_until < now`). Sets `owner` and `lease_until`. No two callers

@@ -131,6 +131,8 @@ type Hook = Arc<dyn Fn(usize, &Write) -> Fault + Send + Sync>;
 pub struct MemoryStore {
     state: Mutex<State>,
     hook: Mutex<Option<Hook>>,
+    /// Reports itself shared by nodes ([`MemoryStore::set_shared`]).
+    shared: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -163,6 +165,12 @@ impl MemoryStore {
     /// An empty store without faults.
     pub fn new() -> MemoryStore {
         MemoryStore::default()
+    }
+
+    /// Makes the store report itself shared by several nodes, as PostgreSQL (`single_node`
+    /// false), so the engine behaves as it does there.
+    pub fn set_shared(&self, shared: bool) {
+        self.shared.store(shared, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Decides the fault of every later write: `hook(seq, write)`, called before the write.
@@ -246,6 +254,10 @@ impl State {
 
 #[async_trait]
 impl Store for MemoryStore {
+    fn single_node(&self) -> bool {
+        !self.shared.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     async fn create(&self, tx: NewTransaction) -> Result<()> {
         let write = Write::Create { gid: tx.global.gid.clone(), owner: tx.global.owner.clone() };
         self.write(write, |state| {

@@ -3,6 +3,7 @@
 //! the executor (`exec.rs`), which flushes before it calls.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,10 +17,23 @@ use crate::Inner;
 use crate::participant::CallRequest;
 use crate::round::RoundEnd;
 
-/// Attempts persisted before the round started and not yet used by a call: the branch rows a
-/// new saga's insert marked attempted, as `(branch_id, op, attempt count written)`. A call of
-/// exactly that row at exactly that count needs no write of its own. (A handful of entries.)
-pub(crate) type Premarks = Vec<(String, Op, u32)>;
+/// Attempts persisted before the round started and not yet used by a call (a handful).
+pub(crate) type Premarks = Vec<Premark>;
+
+/// An attempt a branch row's insert (or the submit of a prepared transaction) persisted ahead
+/// of its call. A call of exactly that row at exactly that count needs no write of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Premark {
+    pub(crate) branch_id: String,
+    pub(crate) op: Op,
+    /// The attempt count written.
+    pub(crate) attempts: u32,
+    /// `None`: a first call, counted in the round's rows too. `Some(stops)`: a later saga
+    /// action recorded ahead (ADR 20), not counted in the round's rows until it is called
+    /// (a live round never compensates an action it did not call), and usable only while
+    /// the node's operator-stop count is still `stops`.
+    pub(crate) ahead: Option<u64>,
+}
 
 pub(crate) struct Ctx<'a> {
     pub(crate) inner: &'a Inner,
@@ -97,9 +111,9 @@ impl<'a> Ctx<'a> {
         self.dirty.insert(row);
     }
 
-    /// Whether a call of `row` now would use an attempt the insert already persisted.
-    pub(crate) fn is_premarked(&self, row: usize) -> bool {
-        self.premark_of(row).is_some()
+    /// Whether a call of `row` now would use an attempt persisted for a first call.
+    pub(crate) fn is_premarked_first(&self, row: usize) -> bool {
+        self.premark_of(row).is_some_and(|i| self.premarks[i].ahead.is_none())
     }
 
     fn premark_of(&self, row: usize) -> Option<usize> {
@@ -107,27 +121,37 @@ impl<'a> Ctx<'a> {
         // (renewed no later than a third of it from now): a slow insert must not let a call
         // start on a lease that another node may already have taken over.
         let fresh_until = self.now().add(self.inner.opts.lease * 2 / 3);
-        if self.global.lease_until.is_none_or(|until| until < fresh_until) {
+        if self.premarks.is_empty() || self.global.lease_until.is_none_or(|until| until < fresh_until) {
             return None;
         }
         let b = &self.branches[row];
-        self.premarks.iter().position(|(id, op, n)| *id == b.branch_id && *op == b.op && *n == b.attempts)
+        let stops = || self.inner.force_stops.load(Ordering::SeqCst);
+        self.premarks.iter().position(|p| {
+            p.branch_id == b.branch_id
+                && p.op == b.op
+                && match p.ahead {
+                    None => p.attempts == b.attempts,
+                    Some(seen) => p.attempts == b.attempts + 1 && seen == stops(),
+                }
+        })
     }
 
-    /// Uses up the persisted attempt of `row`, if it has one (see [`Premarks`]).
+    /// Uses up the persisted attempt of `row`, if it has one (see [`Premark`]).
     pub(crate) fn take_premark(&mut self, row: usize) -> bool {
         match self.premark_of(row) {
             Some(i) => {
-                self.premarks.swap_remove(i);
+                let p = self.premarks.swap_remove(i);
+                // Ahead of its call, the attempt was on record but not in the round's rows.
+                self.branches[row].attempts = p.attempts;
                 true
             }
             None => false,
         }
     }
 
-    /// Something is waiting to be written (results, attempt marks, a status change).
-    pub(crate) fn has_unsaved(&self) -> bool {
-        !self.dirty.is_empty() || self.status_change.is_some()
+    /// A status change is waiting to be written.
+    pub(crate) fn has_status_change(&self) -> bool {
+        self.status_change.is_some()
     }
 
     /// Completes when the lease is due for renewal ([`Ctx::renew_lease`]).
@@ -299,6 +323,22 @@ impl<'a> Ctx<'a> {
 
     /// One fenced write of everything gathered since the last one.
     pub(crate) async fn flush(&mut self, lease: LeaseChange) -> Result<(), RoundEnd> {
+        // Attempts the insert recorded ahead and no call used yet are taken back by any write
+        // of the round (ADR 20): a later round, or this one rolling back, then sees those
+        // actions as never attempted and does not compensate them. Only a round that ends
+        // without writing again (a crash, a lost lease) leaves them on record.
+        if self.premarks.iter().any(|p| p.ahead.is_some()) {
+            let (ahead, kept): (Vec<Premark>, Vec<Premark>) =
+                std::mem::take(&mut self.premarks).into_iter().partition(|p| p.ahead.is_some());
+            self.premarks = kept;
+            for p in ahead {
+                if let Some(row) =
+                    self.branches.iter().position(|b| b.branch_id == p.branch_id && b.op == p.op)
+                {
+                    self.dirty.insert(row);
+                }
+            }
+        }
         let branches = self
             .dirty
             .iter()

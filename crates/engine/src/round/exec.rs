@@ -5,7 +5,8 @@
 //! written, e.g. `aborting` before the first compensation) has succeeded. A write that comes
 //! back `Fenced` (lease lost, forceStop) or fails ends the round before anyone is called. The
 //! only exception is an attempt the insert itself persisted ([`Premarks`]): exactly that row at
-//! exactly that attempt count, used once.
+//! exactly that attempt count, used once, while the insert's lease is fresh (and, for a saga
+//! action recorded ahead, while no operator stop began on this node: ADR 20).
 //!
 //! The caller lives in [`Effects`] with a private field, so no other module can reach it.
 
@@ -65,7 +66,10 @@ impl<'a> Ctx<'a> {
         // Calling now: no longer held (its next release writes that); later calls of this round
         // are judged as any other transaction's.
         self.global.held_host = None;
-        let mut write = self.has_unsaved();
+        // Results gathered since the last write may wait for the next one (a call that is
+        // already on record needs no write, and a lost result only repeats an idempotent
+        // call); attempt marks and status changes may not.
+        let mut write = self.has_status_change();
         let mut requests = Vec::with_capacity(calls.len());
         for (tag, target) in calls {
             let req = match target {
@@ -138,10 +142,11 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Whether every row of `rows` would start on an attempt the insert persisted (such calls
-    /// may still start while the node shuts down: they are already on record).
+    /// Whether every row of `rows` would start on an attempt the insert persisted for a first
+    /// call (such calls may still start while the node shuts down: they are already on record;
+    /// an action recorded ahead is not started then, and the round's release takes it back).
     pub(crate) fn all_premarked(&self, rows: &[usize]) -> bool {
-        !rows.is_empty() && rows.iter().all(|&r| self.is_premarked(r))
+        !rows.is_empty() && rows.iter().all(|&r| self.is_premarked_first(r))
     }
 }
 

@@ -147,7 +147,12 @@ pub(crate) fn premark_first_calls(
         .map(|row| {
             let b = &mut loaded.branches[row];
             b.attempts += 1;
-            premarks.push((b.branch_id.clone(), b.op, b.attempts));
+            premarks.push(ctx::Premark {
+                branch_id: b.branch_id.clone(),
+                op: b.op,
+                attempts: b.attempts,
+                ahead: None,
+            });
             dtx_store::BranchUpdate {
                 branch_id: b.branch_id.clone(),
                 op: b.op,

@@ -19,7 +19,7 @@ use tracing::{debug, error, info};
 
 use crate::Inner;
 use crate::round::RoundEnd;
-use crate::round::ctx::{Ctx, Premarks};
+use crate::round::ctx::{Ctx, Premark, Premarks};
 use crate::round::exec::{Running, Target};
 
 /// Which of a step's two rows a call is for.
@@ -316,18 +316,60 @@ const IMMEDIATE_RETRY_MAX_PAUSE: std::time::Duration = std::time::Duration::from
 
 /// Marks the first actions of a new saga as attempted, so its insert also records them.
 /// Returns those attempts, for the round to use without a write of its own.
-pub(crate) fn premark_first_actions(global: &Global, branches: &mut [Branch], now: Timestamp) -> Premarks {
+///
+/// With `ahead` (the node's operator-stop count, on a store only this node uses) the insert
+/// also records the first attempt of every later rollbackable action (ADR 20): a sequential
+/// saga then calls all its actions without a write between them, and writes once at its end.
+/// Such a mark may precede a call that never comes (the saga rolled back first); after a crash
+/// the action counts as attempted and is compensated, which participants take as a null
+/// compensation, as after a crash between any attempt's write and its call (ADR 2). A pivot
+/// (no compensation) is never marked ahead: an attempted pivot stops the rollback.
+/// [`unmark_ahead`] takes those marks back out of the rows the round starts with.
+pub(crate) fn premark_first_actions(
+    global: &Global,
+    branches: &mut [Branch],
+    now: Timestamp,
+    ahead: Option<u64>,
+) -> Premarks {
     let mut premarks = Premarks::new();
     let Ok(shape) = SagaShape::of(global, branches) else {
         return premarks;
     };
-    for row in shape.first_actions(global, branches) {
+    let first = shape.first_actions(global, branches);
+    for &row in &first {
         let b = &mut branches[row];
         b.attempts += 1;
         b.update_time = now;
-        premarks.push((b.branch_id.clone(), b.op, b.attempts));
+        premarks.push(Premark {
+            branch_id: b.branch_id.clone(),
+            op: b.op,
+            attempts: b.attempts,
+            ahead: None,
+        });
+    }
+    let Some(stops) = ahead else {
+        return premarks;
+    };
+    for (step, rows) in shape.rows.iter().enumerate() {
+        let b = &mut branches[rows.action];
+        if first.contains(&rows.action) || !shape.layout.is_rollbackable(step) || b.attempts != 0 {
+            continue;
+        }
+        b.attempts = 1;
+        b.update_time = now;
+        premarks.push(Premark { branch_id: b.branch_id.clone(), op: b.op, attempts: 1, ahead: Some(stops) });
     }
     premarks
+}
+
+/// The rows a round starts with after an insert that recorded attempts ahead: those attempts
+/// are on record but not yet made, so the round counts them only when it calls.
+pub(crate) fn unmark_ahead(premarks: &Premarks, branches: &mut [Branch]) {
+    for p in premarks.iter().filter(|p| p.ahead.is_some()) {
+        if let Some(b) = branches.iter_mut().find(|b| b.branch_id == p.branch_id && b.op == p.op) {
+            b.attempts = p.attempts - 1;
+        }
+    }
 }
 
 #[cfg(test)]

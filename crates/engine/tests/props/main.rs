@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use dtx_core::{GlobalStatus, TransOptions, TransType};
+use dtx_core::{GlobalStatus, Op, TransOptions, TransType};
 use dtx_engine::{Clock, Engine, RegisterBranch, Step, TransRequest};
 use proptest::prelude::*;
 use world::{Answer, GID, Injected, LEASE, World};
@@ -429,11 +429,60 @@ fn a_submitted_prepared_tcc_is_due_at_once_in_the_same_fenced_write() {
     });
 }
 
-/// The hot path keeps its cost: a new sequential two-step saga whose participants succeed is
-/// three writes (the insert, which also records the first attempt; the second attempt with the
-/// first result; the final status), as before the executor.
+/// ADR 20: the insert records the later actions' first attempts too, but a round that rolls
+/// back before reaching them calls neither them nor their compensations, and its first write
+/// takes those attempts back.
 #[test]
-fn a_two_step_saga_costs_three_writes() {
+fn a_rollback_leaves_the_actions_recorded_ahead_alone() {
+    block_on(async {
+        let w = World::new(
+            TransType::Saga,
+            vec![true, true, true],
+            vec![(Answer::Failure, 0)],
+            BTreeMap::new(),
+            vec![10],
+        );
+        let engine = w.engine();
+        let steps = (0..3).map(|i| Step { action: url("a", i), compensate: url("c", i) }).collect();
+        let wait = TransOptions { wait_result: true, ..TransOptions::default() };
+        let reply = w.drive(engine.submit(req(TransType::Saga, steps, String::new(), wait))).await;
+        assert!(matches!(reply, Some(Ok(dtx_engine::SubmitReply::Finished { .. }))), "{reply:?}");
+        let (violations, calls) = w.violations();
+        assert_eq!(violations, Vec::<String>::new());
+        let first = &calls[0].0;
+        assert!(calls.iter().all(|(id, _, _)| id == first), "only the first step was called: {calls:?}");
+        let t = w.store.snapshot(GID).expect("stored");
+        assert_eq!(t.global.status, GlobalStatus::Failed);
+        // Recorded by the insert, taken back by the write that began the rollback.
+        let later = t.branches.iter().filter(|b| b.branch_id != *first && b.op == Op::Action);
+        assert!(later.clone().count() == 2 && later.clone().all(|b| b.attempts == 0), "taken back: {t:?}");
+    });
+}
+
+/// ADR 20 holds only where one node uses the store: on a store shared by nodes (PostgreSQL,
+/// MySQL) another node's operator stop must fence the round, so each later call keeps its
+/// own write (three for two steps).
+#[test]
+fn on_a_shared_store_each_later_call_keeps_its_write() {
+    block_on(async {
+        let w = World::new(TransType::Saga, vec![true, true], Vec::new(), BTreeMap::new(), vec![10]);
+        w.store.set_shared(true);
+        w.calm();
+        let engine = w.engine();
+        let steps = (0..2).map(|i| Step { action: url("a", i), compensate: url("c", i) }).collect();
+        let wait = TransOptions { wait_result: true, ..TransOptions::default() };
+        let reply = w.drive(engine.submit(req(TransType::Saga, steps, String::new(), wait))).await;
+        assert!(matches!(reply, Some(Ok(dtx_engine::SubmitReply::Finished { .. }))), "{reply:?}");
+        let writes: Vec<_> = w.store.writes().into_iter().map(|r| r.write).collect();
+        assert_eq!(writes.len(), 3, "{writes:#?}");
+    });
+}
+
+/// The hot path keeps its cost: a new sequential two-step saga whose participants succeed is
+/// two writes on a store one node uses: the insert, which also records the first attempt of
+/// both actions (ADR 20), and the final status with both results.
+#[test]
+fn a_two_step_saga_costs_two_writes() {
     block_on(async {
         let w = World::new(TransType::Saga, vec![true, true], Vec::new(), BTreeMap::new(), vec![10]);
         w.calm();
@@ -443,7 +492,7 @@ fn a_two_step_saga_costs_three_writes() {
         let reply = w.drive(engine.submit(req(TransType::Saga, steps, String::new(), wait))).await;
         assert!(matches!(reply, Some(Ok(dtx_engine::SubmitReply::Finished { .. }))), "{reply:?}");
         let writes: Vec<_> = w.store.writes().into_iter().map(|r| r.write).collect();
-        assert_eq!(writes.len(), 3, "{writes:#?}");
+        assert_eq!(writes.len(), 2, "{writes:#?}");
     });
 }
 
