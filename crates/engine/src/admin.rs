@@ -9,6 +9,23 @@ use tracing::info;
 use crate::request::{Subscriber, TOPICS, check_branch_url, check_gid, check_text};
 use crate::{Engine, Error, Result};
 
+/// An operator stop under way: begun when made, done when dropped (also when the request is
+/// dropped mid-write).
+struct StopUnderWay<'a>(&'a crate::Inner);
+
+impl<'a> StopUnderWay<'a> {
+    fn begin(inner: &'a crate::Inner) -> StopUnderWay<'a> {
+        inner.stops_begun.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        StopUnderWay(inner)
+    }
+}
+
+impl Drop for StopUnderWay<'_> {
+    fn drop(&mut self) {
+        self.0.stops_done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// Concurrent subscribers of one topic race on its version; this many retries settle it.
 const KV_CAS_TRIES: usize = 16;
 
@@ -17,9 +34,10 @@ impl Engine {
     /// processing it (if any) is fenced out at its next write and calls nobody else.
     pub async fn force_stop(&self, gid: &str) -> Result<()> {
         check_gid(gid)?;
-        // Before the write: a round of this node that starts a call after this point sees it
-        // and writes (fenced) first, so no call starts after the stop is answered.
-        self.inner.force_stops.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // Begun before the write: a round of this node that starts a call after this point
+        // sees it and writes (fenced) first, so no call starts after the stop is answered; and
+        // no marks ahead are made until the write is done (ADR 21).
+        let _stop = StopUnderWay::begin(&self.inner);
         let now = self.inner.clock.now();
         match self.inner.store.force_stop(gid, "force stopped by an operator", now).await {
             Ok(was) => {

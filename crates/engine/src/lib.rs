@@ -112,10 +112,11 @@ pub(crate) struct Inner {
     policy: Option<Arc<dtx_core::allow::Policy>>,
     /// The last count of finished transactions (`Engine::status_counts`).
     finished: retention::FinishedCounts,
-    /// Operator stops this node has begun (`Engine::force_stop`). A round calls a saga action
-    /// recorded ahead by its insert only while this is what it was when the round started
-    /// (ADR 20): any stop since then sends its calls through a fenced write again.
-    force_stops: AtomicU64,
+    /// Operator stops this node has begun and finished (`Engine::force_stop`). A call recorded
+    /// ahead (ADR 21) is made without a write only while no stop has begun since the mark was
+    /// written, and marks are made only while no stop is under way.
+    stops_begun: AtomicU64,
+    stops_done: AtomicU64,
 }
 
 impl Engine {
@@ -201,7 +202,8 @@ impl Engine {
                 policy,
                 rounds,
                 finished: retention::FinishedCounts::default(),
-                force_stops: AtomicU64::new(0),
+                stops_begun: AtomicU64::new(0),
+                stops_done: AtomicU64::new(0),
             }),
         };
         engine.inner.health.bind(Arc::downgrade(&engine.inner));
@@ -308,6 +310,23 @@ impl Engine {
 const EVENTS_BUFFER: usize = 1024;
 
 impl Inner {
+    /// The count of operator stops begun, for calls recorded ahead in a write about to be
+    /// made (ADR 21): `None` (no marks ahead) when the store is shared by nodes, when the
+    /// engine writes each branch (`record_calls_ahead` off) or while a stop is under way
+    /// (its write could land after the marks).
+    pub(crate) fn marks_ahead(&self) -> Option<u64> {
+        if !self.opts.record_calls_ahead || !self.store.single_node() {
+            return None;
+        }
+        let begun = self.stops_begun.load(Ordering::SeqCst);
+        (self.stops_done.load(Ordering::SeqCst) == begun).then_some(begun)
+    }
+
+    /// Whether no operator stop has begun since `seen` ([`Inner::marks_ahead`]).
+    pub(crate) fn no_stop_since(&self, seen: u64) -> bool {
+        self.stops_begun.load(Ordering::SeqCst) == seen
+    }
+
     /// Tells observers, if any.
     fn emit(&self, event: EngineEvent) {
         let _ = self.events.send(event);

@@ -53,12 +53,14 @@ pub struct EngineOptions {
     pub participant_allow: AllowList,
     /// dtx's own listeners: never called as participants.
     pub own_listeners: Vec<SocketAddr>,
-    /// On a store one node uses (SQLite), a new saga's insert also records the first attempt
-    /// of its later rollbackable actions, so a sequential saga calls them without a write in
-    /// between and writes its results once, at the end (ADR 20). After a crash, the steps done
-    /// since the round's last write are called again (as every participant call may be).
-    /// `false`: a fenced write of each result before the next action (DTM's default).
-    pub record_actions_ahead: bool,
+    /// On a store one node uses (SQLite), the write that starts a transaction's calls (a new
+    /// saga's insert, the submit of a TCC, XA or message) also records the first attempt of
+    /// its later calls (a saga's rollbackable actions, every confirm, commit or message
+    /// action), so they run without a write in between and the results are written once, at
+    /// the end (ADR 21). After a crash, the calls done since the round's last write are made
+    /// again (as every participant call may be). `false`: a fenced write of each result before
+    /// the next call (DTM's default).
+    pub record_calls_ahead: bool,
 }
 
 impl Default for EngineOptions {
@@ -87,7 +89,7 @@ impl Default for EngineOptions {
             participant_tls: crate::ParticipantTls::default(),
             participant_allow: AllowList::default(),
             own_listeners: Vec::new(),
-            record_actions_ahead: true,
+            record_calls_ahead: true,
         }
     }
 }

@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use dtx_core::lifecycle::{self, OnPrepare, OnSubmit};
 use dtx_core::{GlobalStatus, Timestamp, TransType, timeout};
@@ -82,9 +81,8 @@ impl Engine {
         // kept, rather than store work it cannot start.
         let slot = if owned { Some(self.round_slot().await?) } else { None };
         // Read before the insert: an operator stop that begins after it may find the saga
-        // stored, and must then keep the round from calling ahead (ADR 20).
-        let ahead = (inner.opts.record_actions_ahead && inner.store.single_node())
-            .then(|| inner.force_stops.load(Ordering::SeqCst));
+        // stored, and must then keep the round from calling ahead (ADR 21).
+        let ahead = inner.marks_ahead();
         let premarks = if owned && req.trans_type == TransType::Saga {
             round::saga::premark_first_actions(&global, &mut branches, now, ahead)
         } else {
@@ -186,7 +184,7 @@ impl Engine {
                 let branches = if delay > 0 {
                     Vec::new()
                 } else {
-                    round::premark_first_calls(&mut loaded, &mut premarks)
+                    round::premark_first_calls(&mut loaded, &mut premarks, inner.marks_ahead())
                 };
                 inner
                     .store

@@ -176,13 +176,14 @@ pub struct Settings {
     /// resumes every transaction waiting for it at once (at the resume rate).
     #[arg(long, env = "DTX_HOST_HEALTH", value_name = "BOOL")]
     pub host_health: Option<bool>,
-    /// Saga step writes (`true` / `false`): a fenced write of each step's result before the
-    /// next action is called (DTM's default). `false` (the default) on SQLite: the insert
-    /// records every rollbackable action's first attempt, a sequential saga writes once more
-    /// at its end, and after a crash the steps done since its last write are called again.
-    /// PostgreSQL and MySQL (several nodes) always write each step.
-    #[arg(long, env = "DTX_SAGA_STEP_WRITES", value_name = "BOOL")]
-    pub saga_step_writes: Option<bool>,
+    /// A write per branch (`true` / `false`): a fenced write of each call's result before the
+    /// transaction's next call (DTM's default). `false` (the default) on SQLite: the write
+    /// that starts a transaction's calls (a saga's insert, a TCC, XA or message submit) also
+    /// records its later calls' first attempts, the results are written once, at the end, and
+    /// after a crash the calls done since the last write are made again. PostgreSQL and MySQL
+    /// (several nodes) always write each branch.
+    #[arg(long, env = "DTX_WRITE_EACH_BRANCH", value_name = "BOOL")]
+    pub write_each_branch: Option<bool>,
     /// Consecutive failures (connection failure, timeout, 5xx) that mark a host down.
     #[arg(long, env = "DTX_HOST_FAILURE_THRESHOLD")]
     pub host_failure_threshold: Option<u32>,
@@ -496,7 +497,7 @@ impl Settings {
             retention: Some(DEFAULT_RETENTION.into()),
             admin_token: None,
             host_health: Some(e.health.is_some()),
-            saga_step_writes: Some(!e.record_actions_ahead),
+            write_each_branch: Some(!e.record_calls_ahead),
             host_failure_threshold: Some(h.failure_threshold),
             host_probe_interval: Some(duration_text(h.probe_interval)),
             host_probe_cap: Some(duration_text(h.probe_cap)),
@@ -553,7 +554,7 @@ impl Settings {
             retention: self.retention.or(lower.retention),
             admin_token: self.admin_token.or(lower.admin_token),
             host_health: self.host_health.or(lower.host_health),
-            saga_step_writes: self.saga_step_writes.or(lower.saga_step_writes),
+            write_each_branch: self.write_each_branch.or(lower.write_each_branch),
             host_failure_threshold: self.host_failure_threshold.or(lower.host_failure_threshold),
             host_probe_interval: self.host_probe_interval.or(lower.host_probe_interval),
             host_probe_cap: self.host_probe_cap.or(lower.host_probe_cap),
@@ -751,7 +752,7 @@ impl Settings {
             grpc_channel_cache,
             participant_tls,
             participant_allow,
-            record_actions_ahead: !req(s.saga_step_writes, "--saga-step-writes")?,
+            record_calls_ahead: !req(s.write_each_branch, "--write-each-branch")?,
             ..EngineOptions::default()
         };
         Ok(Config {

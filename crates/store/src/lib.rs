@@ -347,7 +347,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether one dtx node is all this store ever serves (the embedded SQLite file, the
     /// in-memory store). Then only that node's own operator actions can stop its rounds, and
-    /// the engine may call a saga's later actions on attempts its insert recorded (ADR 20);
+    /// the engine may call a saga's later actions on attempts its insert recorded (ADR 21);
     /// a store shared by nodes (PostgreSQL, MySQL) keeps a fenced write before each of them.
     fn single_node(&self) -> bool {
         false

@@ -38,9 +38,9 @@ async fn with_step_writes_a_step_done_before_a_kill_is_not_called_again() {
     kill_during_step_two_then_restart(true).await;
 }
 
-/// kill -9 while step 2's call is in flight, then a restart. By default (ADR 20) a saga on
+/// kill -9 while step 2's call is in flight, then a restart. By default (ADR 21) a saga on
 /// SQLite writes its results at its end, so step 1's success was not on record yet: step 1
-/// runs again, then step 2. With `--saga-step-writes=true` each result is written before the
+/// runs again, then step 2. With `--write-each-branch=true` each result is written before the
 /// next call, so only step 2 (whose answer was lost) runs again.
 async fn kill_during_step_two_then_restart(step_writes: bool) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -53,7 +53,7 @@ async fn kill_during_step_two_then_restart(step_writes: bool) {
     let flags: Vec<&str> = FLAGS
         .iter()
         .copied()
-        .chain(["--saga-step-writes", if step_writes { "true" } else { "false" }])
+        .chain(["--write-each-branch", if step_writes { "true" } else { "false" }])
         .collect();
 
     let mut dtx = DtxProcess::start(&sqlite_url(dir.path()), free_port(), &flags, &log).await;

@@ -469,7 +469,7 @@ async fn kill_during_a_grpc_action_then_restart_finishes_the_saga() {
     })
     .await;
     assert_eq!(branch_statuses(&q), ["prepared", "succeed", "prepared", "succeed"]);
-    // Step 1's success was to be written with the saga's end (ADR 20), so it runs again.
+    // Step 1's success was to be written with the saga's end (ADR 21), so it runs again.
     assert_eq!(p.calls_for("TransOut").len(), 2, "step 1 again after the restart: {:?}", p.methods());
     let ins = p.calls_for("TransIn");
     assert_eq!(ins.len(), 2, "step 2 again after the restart: {:?}", p.methods());

@@ -3,7 +3,6 @@
 //! the executor (`exec.rs`), which flushes before it calls.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,7 +28,7 @@ pub(crate) struct Premark {
     /// The attempt count written.
     pub(crate) attempts: u32,
     /// `None`: a first call, counted in the round's rows too. `Some(stops)`: a later saga
-    /// action recorded ahead (ADR 20), not counted in the round's rows until it is called
+    /// action recorded ahead (ADR 21), not counted in the round's rows until it is called
     /// (a live round never compensates an action it did not call), and usable only while
     /// the node's operator-stop count is still `stops`.
     pub(crate) ahead: Option<u64>,
@@ -125,13 +124,12 @@ impl<'a> Ctx<'a> {
             return None;
         }
         let b = &self.branches[row];
-        let stops = || self.inner.force_stops.load(Ordering::SeqCst);
         self.premarks.iter().position(|p| {
             p.branch_id == b.branch_id
                 && p.op == b.op
                 && match p.ahead {
                     None => p.attempts == b.attempts,
-                    Some(seen) => p.attempts == b.attempts + 1 && seen == stops(),
+                    Some(seen) => p.attempts == b.attempts + 1 && self.inner.no_stop_since(seen),
                 }
         })
     }
@@ -324,7 +322,7 @@ impl<'a> Ctx<'a> {
     /// One fenced write of everything gathered since the last one.
     pub(crate) async fn flush(&mut self, lease: LeaseChange) -> Result<(), RoundEnd> {
         // Attempts the insert recorded ahead and no call used yet are taken back by any write
-        // of the round (ADR 20): a later round, or this one rolling back, then sees those
+        // of the round (ADR 21): a later round, or this one rolling back, then sees those
         // actions as never attempted and does not compensate them. Only a round that ends
         // without writing again (a crash, a lost lease) leaves them on record.
         if self.premarks.iter().any(|p| p.ahead.is_some()) {

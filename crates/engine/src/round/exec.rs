@@ -6,7 +6,7 @@
 //! back `Fenced` (lease lost, forceStop) or fails ends the round before anyone is called. The
 //! only exception is an attempt the insert itself persisted ([`Premarks`]): exactly that row at
 //! exactly that attempt count, used once, while the insert's lease is fresh (and, for a saga
-//! action recorded ahead, while no operator stop began on this node: ADR 20).
+//! action recorded ahead, while no operator stop began on this node: ADR 21).
 //!
 //! The caller lives in [`Effects`] with a private field, so no other module can reach it.
 

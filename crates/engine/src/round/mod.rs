@@ -107,60 +107,92 @@ async fn run_mode(inner: &Inner, loaded: Loaded, owner: String, premarks: Premar
     }
 }
 
-/// The rows the first round of a transaction just submitted from `prepared` calls first: the
-/// first phase-two row of a TCC or XA, the first action(s) of a message. Their attempts are
-/// written with the status change (the submit's one write), so the round's first call needs
-/// no write of its own, as a new saga's first actions ([`saga::premark_first_actions`]). Every
-/// later call is still preceded by its own fenced write.
+/// The rows the first round of a transaction just submitted from `prepared` calls: the
+/// phase-two rows of a TCC or XA (one at a time), the actions of a message, in the order
+/// their plan calls them when every call succeeds. The first call(s)' attempts are written
+/// with the status change (the submit's one write), so the round's first call needs no write
+/// of its own, as a new saga's first actions ([`saga::premark_first_actions`]). With `ahead`
+/// ([`crate::Inner::marks_ahead`], ADR 21) the same write records the first attempt of every
+/// later call too (not counted in the round's rows until it is called); these modes never
+/// compensate, so a mark whose call never came only means the call is made by a later round,
+/// as it would be anyway. Without `ahead`, every later call is preceded by its own write.
 pub(crate) fn premark_first_calls(
     loaded: &mut Loaded,
     premarks: &mut ctx::Premarks,
+    ahead: Option<u64>,
 ) -> Vec<dtx_store::BranchUpdate> {
-    let (global, branches) = (&loaded.global, &loaded.branches);
-    let rows = || -> Vec<dtx_core::tcc::Row> {
-        branches.iter().map(|b| dtx_core::tcc::Row { op: b.op, status: b.status }).collect()
-    };
-    let first: Vec<usize> = match global.trans_type {
+    let waves = calls_in_order(&loaded.global, &loaded.branches);
+    let mut updates = Vec::new();
+    for (wave, rows) in waves.into_iter().enumerate() {
+        let later = wave > 0;
+        if later && ahead.is_none() {
+            break;
+        }
+        for row in rows {
+            let b = &mut loaded.branches[row];
+            if later && b.attempts != 0 {
+                continue;
+            }
+            let attempts = b.attempts + 1;
+            if !later {
+                b.attempts = attempts;
+            }
+            premarks.push(ctx::Premark {
+                branch_id: b.branch_id.clone(),
+                op: b.op,
+                attempts,
+                ahead: if later { ahead } else { None },
+            });
+            updates.push(dtx_store::BranchUpdate {
+                branch_id: b.branch_id.clone(),
+                op: b.op,
+                status: b.status,
+                attempts,
+                last_error: b.last_error.clone(),
+                finish_time: b.finish_time,
+            });
+        }
+    }
+    updates
+}
+
+/// The calls a submitted TCC, XA or message makes if every one succeeds, in waves (rows called
+/// together), by asking its plan again after each wave as if it had succeeded.
+fn calls_in_order(global: &dtx_core::Global, branches: &[dtx_core::Branch]) -> Vec<Vec<usize>> {
+    let mut waves = Vec::new();
+    match global.trans_type {
         TransType::Tcc | TransType::Xa => {
             let plan =
                 if global.trans_type == TransType::Tcc { dtx_core::tcc::plan } else { dtx_core::xa::plan };
-            match plan(global.status, &rows(), false) {
-                dtx_core::tcc::Decision::Call(row) => vec![row],
-                _ => Vec::new(),
+            let mut rows: Vec<dtx_core::tcc::Row> =
+                branches.iter().map(|b| dtx_core::tcc::Row { op: b.op, status: b.status }).collect();
+            while let dtx_core::tcc::Decision::Call(row) = plan(global.status, &rows, false) {
+                if waves.len() > branches.len() {
+                    break;
+                }
+                rows[row].status = dtx_core::BranchStatus::Succeed;
+                waves.push(vec![row]);
             }
         }
         TransType::Msg => {
             let actions: Vec<usize> = (0..branches.len()).filter(|&i| branches[i].op == Op::Action).collect();
-            let phases: Vec<Phase> = actions
+            let mut phases: Vec<Phase> = actions
                 .iter()
                 .map(|&i| Phase::from_stored(branches[i].status, branches[i].attempts))
                 .collect();
-            match dtx_core::msg::plan(global.status, &phases, global.options.concurrent, false) {
-                dtx_core::msg::Decision::Start(start) => start.into_iter().map(|k| actions[k]).collect(),
-                _ => Vec::new(),
+            while let dtx_core::msg::Decision::Start(start) =
+                dtx_core::msg::plan(global.status, &phases, global.options.concurrent, false)
+            {
+                if waves.len() > actions.len() {
+                    break;
+                }
+                for &k in &start {
+                    phases[k] = Phase::Succeeded;
+                }
+                waves.push(start.into_iter().map(|k| actions[k]).collect());
             }
         }
-        TransType::Saga | TransType::Workflow => Vec::new(),
-    };
-    first
-        .into_iter()
-        .map(|row| {
-            let b = &mut loaded.branches[row];
-            b.attempts += 1;
-            premarks.push(ctx::Premark {
-                branch_id: b.branch_id.clone(),
-                op: b.op,
-                attempts: b.attempts,
-                ahead: None,
-            });
-            dtx_store::BranchUpdate {
-                branch_id: b.branch_id.clone(),
-                op: b.op,
-                status: b.status,
-                attempts: b.attempts,
-                last_error: b.last_error.clone(),
-                finish_time: b.finish_time,
-            }
-        })
-        .collect()
+        TransType::Saga | TransType::Workflow => {}
+    }
+    waves
 }

@@ -318,7 +318,7 @@ const IMMEDIATE_RETRY_MAX_PAUSE: std::time::Duration = std::time::Duration::from
 /// Returns those attempts, for the round to use without a write of its own.
 ///
 /// With `ahead` (the node's operator-stop count, on a store only this node uses) the insert
-/// also records the first attempt of every later rollbackable action (ADR 20): a sequential
+/// also records the first attempt of every later rollbackable action (ADR 21): a sequential
 /// saga then calls all its actions without a write between them, and writes once at its end.
 /// Such a mark may precede a call that never comes (the saga rolled back first); after a crash
 /// the action counts as attempted and is compensated, which participants take as a null

@@ -429,7 +429,7 @@ fn a_submitted_prepared_tcc_is_due_at_once_in_the_same_fenced_write() {
     });
 }
 
-/// ADR 20: the insert records the later actions' first attempts too, but a round that rolls
+/// ADR 21: the insert records the later actions' first attempts too, but a round that rolls
 /// back before reaching them calls neither them nor their compensations, and its first write
 /// takes those attempts back.
 #[test]
@@ -459,7 +459,7 @@ fn a_rollback_leaves_the_actions_recorded_ahead_alone() {
     });
 }
 
-/// ADR 20 holds only where one node uses the store: on a store shared by nodes (PostgreSQL,
+/// ADR 21 holds only where one node uses the store: on a store shared by nodes (PostgreSQL,
 /// MySQL) another node's operator stop must fence the round, so each later call keeps its
 /// own write (three for two steps).
 #[test]
@@ -478,9 +478,46 @@ fn on_a_shared_store_each_later_call_keeps_its_write() {
     });
 }
 
+/// ADR 21 for TCC: the submit's write records both confirms' attempts, so the second confirm
+/// needs no write of its own; a store shared by nodes keeps that write.
+#[test]
+fn a_tcc_submit_records_its_later_confirms_ahead() {
+    let writes = |shared: bool| {
+        block_on(async {
+            let w = World::new(TransType::Tcc, Vec::new(), Vec::new(), BTreeMap::new(), vec![10]);
+            w.store.set_shared(shared);
+            w.calm();
+            let engine = w.engine();
+            let wait = TransOptions { wait_result: true, ..TransOptions::default() };
+            let prepare = req(TransType::Tcc, Vec::new(), String::new(), wait);
+            w.drive(engine.prepare(prepare.clone())).await.expect("no crash").expect("prepared");
+            for i in 0..2 {
+                let reg = RegisterBranch {
+                    gid: GID.into(),
+                    trans_type: "tcc".into(),
+                    branch_id: format!("0{}", i + 1),
+                    data: Vec::new(),
+                    confirm: url("confirm", i),
+                    cancel: url("cancel", i),
+                    ..RegisterBranch::default()
+                };
+                w.drive(engine.register_branch(reg)).await.expect("no crash").expect("registered");
+            }
+            let reply = w.drive(engine.submit(prepare)).await;
+            assert!(matches!(reply, Some(Ok(dtx_engine::SubmitReply::Finished { .. }))), "{reply:?}");
+            assert_eq!(w.confirms_and_cancels(), (2, 0));
+            assert_eq!(w.violations().0, Vec::<String>::new());
+            w.store.writes().len()
+        })
+    };
+    // prepare, two registrations, the submit's claim and save, then the end; shared: plus the
+    // write before the second confirm.
+    assert_eq!((writes(false), writes(true)), (6, 7));
+}
+
 /// The hot path keeps its cost: a new sequential two-step saga whose participants succeed is
 /// two writes on a store one node uses: the insert, which also records the first attempt of
-/// both actions (ADR 20), and the final status with both results.
+/// both actions (ADR 21), and the final status with both results.
 #[test]
 fn a_two_step_saga_costs_two_writes() {
     block_on(async {
