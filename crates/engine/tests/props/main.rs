@@ -459,78 +459,28 @@ fn a_rollback_leaves_the_actions_recorded_ahead_alone() {
     });
 }
 
-/// ADR 21 holds only where one node uses the store: on a store shared by nodes (PostgreSQL,
-/// MySQL) another node's operator stop must fence the round, so each later call keeps its
-/// own write (three for two steps).
+/// The hot path keeps its cost: a new sequential two-step saga whose participants succeed is
+/// two writes on a store one node uses: the insert, which also records the first attempt of
+/// both actions (ADR 21), and the final status with both results. On a store shared by nodes
+/// (PostgreSQL, MySQL) another node's operator stop must fence the round, so the second call
+/// keeps its own write (three).
 #[test]
-fn on_a_shared_store_each_later_call_keeps_its_write() {
-    block_on(async {
-        let w = World::new(TransType::Saga, vec![true, true], Vec::new(), BTreeMap::new(), vec![10]);
-        w.store.set_shared(true);
-        w.calm();
-        let engine = w.engine();
-        let steps = (0..2).map(|i| Step { action: url("a", i), compensate: url("c", i) }).collect();
-        let wait = TransOptions { wait_result: true, ..TransOptions::default() };
-        let reply = w.drive(engine.submit(req(TransType::Saga, steps, String::new(), wait))).await;
-        assert!(matches!(reply, Some(Ok(dtx_engine::SubmitReply::Finished { .. }))), "{reply:?}");
-        let writes: Vec<_> = w.store.writes().into_iter().map(|r| r.write).collect();
-        assert_eq!(writes.len(), 3, "{writes:#?}");
-    });
-}
-
-/// ADR 21 for TCC: the submit's write records both confirms' attempts, so the second confirm
-/// needs no write of its own; a store shared by nodes keeps that write.
-#[test]
-fn a_tcc_submit_records_its_later_confirms_ahead() {
+fn a_two_step_saga_costs_two_writes_or_three_on_a_shared_store() {
     let writes = |shared: bool| {
         block_on(async {
-            let w = World::new(TransType::Tcc, Vec::new(), Vec::new(), BTreeMap::new(), vec![10]);
+            let w = World::new(TransType::Saga, vec![true, true], Vec::new(), BTreeMap::new(), vec![10]);
             w.store.set_shared(shared);
             w.calm();
             let engine = w.engine();
+            let steps = (0..2).map(|i| Step { action: url("a", i), compensate: url("c", i) }).collect();
             let wait = TransOptions { wait_result: true, ..TransOptions::default() };
-            let prepare = req(TransType::Tcc, Vec::new(), String::new(), wait);
-            w.drive(engine.prepare(prepare.clone())).await.expect("no crash").expect("prepared");
-            for i in 0..2 {
-                let reg = RegisterBranch {
-                    gid: GID.into(),
-                    trans_type: "tcc".into(),
-                    branch_id: format!("0{}", i + 1),
-                    data: Vec::new(),
-                    confirm: url("confirm", i),
-                    cancel: url("cancel", i),
-                    ..RegisterBranch::default()
-                };
-                w.drive(engine.register_branch(reg)).await.expect("no crash").expect("registered");
-            }
-            let reply = w.drive(engine.submit(prepare)).await;
+            let reply = w.drive(engine.submit(req(TransType::Saga, steps, String::new(), wait))).await;
             assert!(matches!(reply, Some(Ok(dtx_engine::SubmitReply::Finished { .. }))), "{reply:?}");
-            assert_eq!(w.confirms_and_cancels(), (2, 0));
             assert_eq!(w.violations().0, Vec::<String>::new());
             w.store.writes().len()
         })
     };
-    // prepare, two registrations, the submit's claim and save, then the end; shared: plus the
-    // write before the second confirm.
-    assert_eq!((writes(false), writes(true)), (6, 7));
-}
-
-/// The hot path keeps its cost: a new sequential two-step saga whose participants succeed is
-/// two writes on a store one node uses: the insert, which also records the first attempt of
-/// both actions (ADR 21), and the final status with both results.
-#[test]
-fn a_two_step_saga_costs_two_writes() {
-    block_on(async {
-        let w = World::new(TransType::Saga, vec![true, true], Vec::new(), BTreeMap::new(), vec![10]);
-        w.calm();
-        let engine = w.engine();
-        let steps = (0..2).map(|i| Step { action: url("a", i), compensate: url("c", i) }).collect();
-        let wait = TransOptions { wait_result: true, ..TransOptions::default() };
-        let reply = w.drive(engine.submit(req(TransType::Saga, steps, String::new(), wait))).await;
-        assert!(matches!(reply, Some(Ok(dtx_engine::SubmitReply::Finished { .. }))), "{reply:?}");
-        let writes: Vec<_> = w.store.writes().into_iter().map(|r| r.write).collect();
-        assert_eq!(writes.len(), 2, "{writes:#?}");
-    });
+    assert_eq!((writes(false), writes(true)), (2, 3));
 }
 
 #[test]
