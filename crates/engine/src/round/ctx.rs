@@ -27,10 +27,10 @@ pub(crate) struct Premark {
     pub(crate) op: Op,
     /// The attempt count written.
     pub(crate) attempts: u32,
-    /// `None`: a first call, counted in the round's rows too. `Some(stops)`: a later saga
-    /// action recorded ahead (ADR 21), not counted in the round's rows until it is called
-    /// (a live round never compensates an action it did not call), and usable only while
-    /// the node's operator-stop count is still `stops`.
+    /// `None`: a first call, counted in the round's rows too. `Some(stops)`: a later call
+    /// recorded ahead (ADR 21), not counted in the round's rows until it is made (a live saga
+    /// never compensates an action it did not call), and usable only while the node's count
+    /// of operator stops begun is still `stops`.
     pub(crate) ahead: Option<u64>,
 }
 
@@ -321,10 +321,10 @@ impl<'a> Ctx<'a> {
 
     /// One fenced write of everything gathered since the last one.
     pub(crate) async fn flush(&mut self, lease: LeaseChange) -> Result<(), RoundEnd> {
-        // Attempts the insert recorded ahead and no call used yet are taken back by any write
-        // of the round (ADR 21): a later round, or this one rolling back, then sees those
-        // actions as never attempted and does not compensate them. Only a round that ends
-        // without writing again (a crash, a lost lease) leaves them on record.
+        // Attempts recorded ahead that no call used yet are taken back by any write of the
+        // round (ADR 21): a later round, or this one rolling back, then sees those calls as
+        // never made (a saga does not compensate them). Only a round that ends without
+        // writing again (a crash, a lost lease) leaves them on record.
         if self.premarks.iter().any(|p| p.ahead.is_some()) {
             let (ahead, kept): (Vec<Premark>, Vec<Premark>) =
                 std::mem::take(&mut self.premarks).into_iter().partition(|p| p.ahead.is_some());

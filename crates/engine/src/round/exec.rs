@@ -5,8 +5,8 @@
 //! written, e.g. `aborting` before the first compensation) has succeeded. A write that comes
 //! back `Fenced` (lease lost, forceStop) or fails ends the round before anyone is called. The
 //! only exception is an attempt the insert itself persisted ([`Premarks`]): exactly that row at
-//! exactly that attempt count, used once, while the insert's lease is fresh (and, for a saga
-//! action recorded ahead, while no operator stop began on this node: ADR 21).
+//! exactly that attempt count, used once, while the lease of that write is fresh (and, for a
+//! later call recorded ahead, while no operator stop began on this node since: ADR 21).
 //!
 //! The caller lives in [`Effects`] with a private field, so no other module can reach it.
 
