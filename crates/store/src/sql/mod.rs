@@ -28,8 +28,8 @@ mod sqlx_conn;
 pub mod templates;
 
 pub use ops::{
-    branch_conflict, finished_counts, kv_get, kv_scan, lease_columns, list, load_in, missing_branch, run,
-    unfinished_counts,
+    branch_args, branch_conflict, finished_counts, kv_get, kv_scan, lease_columns, list, load_in,
+    missing_branch, run, unfinished_counts,
 };
 
 /// Statements this process has sent to its database, on every backend: reads, writes and

@@ -82,7 +82,7 @@ pub async fn run<C: Conn>(conn: &mut C, op: &WriteOp) -> Result<Output> {
 }
 
 /// The parameters of [`super::templates::INSERT_BRANCH`].
-pub(crate) fn branch_args<'a>(gid: &'a str, b: &'a Branch) -> [Arg<'a>; 11] {
+pub fn branch_args<'a>(gid: &'a str, b: &'a Branch) -> [Arg<'a>; 11] {
     [
         Arg::text(gid),
         Arg::text(&b.branch_id),
