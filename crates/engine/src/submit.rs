@@ -80,11 +80,10 @@ impl Engine {
         // A round slot before anything is stored: a saturated node refuses (503) with nothing
         // kept, rather than store work it cannot start.
         let slot = if owned { Some(self.round_slot().await?) } else { None };
-        // Read before the insert: an operator stop that begins after it may find the saga
-        // stored, and must then keep the round from calling ahead (ADR 21).
-        let ahead = inner.marks_ahead();
         let premarks = if owned && req.trans_type == TransType::Saga {
-            round::saga::premark_first_actions(&global, &mut branches, now, ahead)
+            // Read before the insert: an operator stop that begins after it may find the saga
+            // stored, and must then keep the round from calling ahead (ADR 21).
+            round::saga::premark_first_actions(&global, &mut branches, now, inner.marks_ahead())
         } else {
             Premarks::new()
         };

@@ -12,8 +12,8 @@ use dtx_core::Timestamp;
 use dtx_core::{Branch, Global};
 use dtx_store::rows::Columns;
 use dtx_store::sql::{
-    Arg, Conn, Decode, Dialect, Placeholders, Sql, Statements, branch_args, branch_conflict, render,
-    templates,
+    Arg, Conn, Decode, Dialect, Placeholders, Sql, Statements, branch_args, insert_branches_one_by_one,
+    render, templates,
 };
 use dtx_store::{Error, Result};
 use rusqlite::types::{ToSql, ToSqlOutput, Value, ValueRef};
@@ -196,11 +196,7 @@ impl Conn for Lite<'_> {
                     Err(e) => return Err(e),
                 }
             }
-            for b in rows {
-                self.execute(&SQL.insert_branch, &branch_args(gid, b), "insert branch")
-                    .await
-                    .map_err(|e| branch_conflict(e, gid, &format!("branch {}/{}", b.branch_id, b.op)))?;
-            }
+            insert_branches_one_by_one(self, gid, rows).await?;
         }
         Ok(())
     }

@@ -325,18 +325,15 @@ impl<'a> Ctx<'a> {
         // round (ADR 21): a later round, or this one rolling back, then sees those calls as
         // never made (a saga does not compensate them). Only a round that ends without
         // writing again (a crash, a lost lease) leaves them on record.
-        if self.premarks.iter().any(|p| p.ahead.is_some()) {
-            let (ahead, kept): (Vec<Premark>, Vec<Premark>) =
-                std::mem::take(&mut self.premarks).into_iter().partition(|p| p.ahead.is_some());
-            self.premarks = kept;
-            for p in ahead {
-                if let Some(row) =
-                    self.branches.iter().position(|b| b.branch_id == p.branch_id && b.op == p.op)
-                {
-                    self.dirty.insert(row);
-                }
+        let (branches, dirty) = (&self.branches, &mut self.dirty);
+        self.premarks.retain(|p| {
+            if p.ahead.is_some()
+                && let Some(row) = branches.iter().position(|b| b.branch_id == p.branch_id && b.op == p.op)
+            {
+                dirty.insert(row);
             }
-        }
+            p.ahead.is_none()
+        });
         let branches = self
             .dirty
             .iter()

@@ -28,8 +28,8 @@ mod sqlx_conn;
 pub mod templates;
 
 pub use ops::{
-    branch_args, branch_conflict, finished_counts, kv_get, kv_scan, lease_columns, list, load_in,
-    missing_branch, run, unfinished_counts,
+    branch_args, branch_conflict, finished_counts, insert_branches_one_by_one, kv_get, kv_scan,
+    lease_columns, list, load_in, missing_branch, run, unfinished_counts,
 };
 
 /// Statements this process has sent to its database, on every backend: reads, writes and
@@ -326,15 +326,7 @@ pub trait Conn: Send {
 
     /// Inserts branch rows of `gid`, exactly as given; their ids ascend in the order given.
     fn insert_branches(&mut self, gid: &str, branches: &[Branch]) -> impl Future<Output = Result<()>> + Send {
-        async move {
-            let sql = &self.sql().insert_branch;
-            for b in branches {
-                self.execute(sql, &ops::branch_args(gid, b), "insert branch")
-                    .await
-                    .map_err(|e| ops::branch_conflict(e, gid, &format!("branch {}/{}", b.branch_id, b.op)))?;
-            }
-            Ok(())
-        }
+        ops::insert_branches_one_by_one(self, gid, branches)
     }
 
     /// Inserts branch rows of a registration (as [`Conn::insert_branches`]) and bumps the

@@ -120,6 +120,22 @@ pub fn branch_conflict(err: Error, gid: &str, which: &str) -> Error {
     }
 }
 
+/// Inserts branch rows one statement each, in the order given; a duplicate is a `Conflict`
+/// naming the row ([`Conn::insert_branches`], and SQLite's fallback from a multi-row insert).
+pub async fn insert_branches_one_by_one<C: Conn + ?Sized>(
+    conn: &mut C,
+    gid: &str,
+    branches: &[Branch],
+) -> Result<()> {
+    let sql = &conn.sql().insert_branch;
+    for b in branches {
+        conn.execute(sql, &branch_args(gid, b), "insert branch")
+            .await
+            .map_err(|e| branch_conflict(e, gid, &format!("branch {}/{}", b.branch_id, b.op)))?;
+    }
+    Ok(())
+}
+
 /// A save naming a branch that does not exist is an engine bug: the whole save is refused
 /// rather than a result silently dropped (the caller rolls the global update back too).
 pub fn missing_branch(gid: &str, branch_id: &str, op: &str) -> Error {
