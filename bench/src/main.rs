@@ -348,15 +348,27 @@ async fn steady(cli: &Cli) -> anyhow::Result<Report> {
         rss = max_opt(rss, setup.peak_rss_mb());
         setup.stop().await;
     }
-    Ok(Report {
-        mode: "steady".into(),
+    Ok(report(cli, "steady", startup, rss, with_ratios(rows, &baselines, &order), Vec::new()))
+}
+
+/// The report of a mode's run against `cli`'s store and nodes.
+fn report(
+    cli: &Cli,
+    mode: &str,
+    startup_ms: Option<f64>,
+    peak_rss_mb: Option<f64>,
+    cases: Vec<CaseResult>,
+    notes: Vec<String>,
+) -> Report {
+    Report {
+        mode: mode.into(),
         store: store_label(cli),
         nodes: cli.nodes,
-        startup_ms: startup,
-        peak_rss_mb: rss,
-        cases: with_ratios(rows, &baselines, &order),
-        notes: Vec::new(),
-    })
+        startup_ms,
+        peak_rss_mb,
+        cases,
+        notes,
+    }
 }
 
 fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
@@ -464,15 +476,7 @@ async fn drain(cli: &Cli) -> anyhow::Result<Report> {
         node.stop().await;
     }
     back.stop().await;
-    Ok(Report {
-        mode: "drain".into(),
-        store: store_label(cli),
-        nodes: cli.nodes,
-        startup_ms: None,
-        peak_rss_mb: rss,
-        cases: vec![row],
-        notes,
-    })
+    Ok(report(cli, "drain", None, rss, vec![row], notes))
 }
 
 /// Vacuums and analyzes the tables a fill wrote. A million inserts set off autovacuum on
@@ -564,19 +568,11 @@ async fn growth(cli: &Cli) -> anyhow::Result<Report> {
         ),
         format!("throughput change with the store filled: {change:+.1} %"),
     ];
-    let rss = [filled.peak_rss_mb(), empty.peak_rss_mb()].into_iter().flatten().reduce(f64::max);
-    let startup = [filled.startup_ms(), empty.startup_ms()].into_iter().flatten().reduce(f64::max);
+    let rss = max_opt(filled.peak_rss_mb(), empty.peak_rss_mb());
+    let startup = max_opt(filled.startup_ms(), empty.startup_ms());
     filled.stop().await;
     empty.stop().await;
-    Ok(Report {
-        mode: "growth".into(),
-        store: store_label(cli),
-        nodes: cli.nodes,
-        startup_ms: startup,
-        peak_rss_mb: rss,
-        cases: rows.into_iter().map(|(_, r)| r).collect(),
-        notes,
-    })
+    Ok(report(cli, "growth", startup, rss, rows.into_iter().map(|(_, r)| r).collect(), notes))
 }
 
 /// [`growth`] on one store: empty, fill (and VACUUM on PostgreSQL), filled.
@@ -614,16 +610,7 @@ async fn growth_in_sequence(cli: &Cli) -> anyhow::Result<Report> {
             took.as_secs_f64()
         ));
     }
-    let rss = setup.peak_rss_mb();
-    let startup = setup.startup_ms();
+    let (rss, startup) = (setup.peak_rss_mb(), setup.startup_ms());
     setup.stop().await;
-    Ok(Report {
-        mode: "growth".into(),
-        store: store_label(cli),
-        nodes: cli.nodes,
-        startup_ms: startup,
-        peak_rss_mb: rss,
-        cases: vec![empty, full],
-        notes,
-    })
+    Ok(report(cli, "growth", startup, rss, vec![empty, full], notes))
 }
