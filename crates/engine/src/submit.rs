@@ -5,8 +5,11 @@ use std::future::Future;
 use std::sync::Arc;
 
 use dtx_core::lifecycle::{self, OnPrepare, OnSubmit};
+use std::time::Duration;
+
+use dtx_core::retry::RetryPolicy;
 use dtx_core::{GlobalStatus, Timestamp, TransType, timeout};
-use dtx_store::{Error as StoreError, LeaseChange, Loaded, NewTransaction, Save, StatusChange};
+use dtx_store::{Error as StoreError, LeaseChange, Loaded, NewTransaction, Save, StatusChange, ThenSave};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
 
@@ -56,13 +59,19 @@ impl Engine {
         let delay =
             if req.trans_type == TransType::Msg { req.msg_delay()?.map_or(0, |d| d.as_secs()) } else { 0 };
         if matches!(req.trans_type, TransType::Tcc | TransType::Xa | TransType::Msg) {
-            // These are usually prepared first: claim the stored row straight away (one write)
-            // rather than fail an insert, read it and then claim it. Absent, it is created.
+            // These are usually prepared first: claim the stored row straight away rather than
+            // fail an insert, read it and then claim it; absent, it is created. The claim
+            // carries the prepared -> submitted save, decided on the claimed row inside the
+            // same write where the store can (ADR 22).
             let slot = self.round_slot().await?;
             let now = inner.clock.now();
             let owner = inner.fresh_owner();
-            if let Some(loaded) = inner.store.claim(&req.gid, &owner, now, now.add(inner.opts.lease)).await? {
-                return self.submit_claimed(&req, loaded, owner, slot, delay).await;
+            let plan = Arc::new(self.submit_plan(&req, &owner, now, delay));
+            let decide = plan.clone();
+            let then = ThenSave(Arc::new(move |loaded: &Loaded| decide.decide(loaded.clone()).into_save()));
+            let lease_until = now.add(inner.opts.lease);
+            if let Some(c) = inner.store.claim_then(&req.gid, &owner, now, lease_until, then).await? {
+                return self.submit_claimed(&req, c.loaded, owner, slot, &plan, c.saved).await;
             }
         }
         let now = inner.clock.now();
@@ -137,85 +146,72 @@ impl Engine {
                         SubmitReply::Accepted
                     });
                 };
-                self.submit_claimed(req, loaded, owner, slot, delay).await
+                let plan = self.submit_plan(req, &owner, now, delay);
+                self.submit_claimed(req, loaded, owner, slot, &plan, false).await
             }
+        }
+    }
+
+    /// What a submit does with the row it claims, for [`SubmitPlan::decide`].
+    fn submit_plan(&self, req: &TransRequest, owner: &str, now: Timestamp, delay: u64) -> SubmitPlan {
+        let opts = &self.inner.opts;
+        SubmitPlan {
+            gid: req.gid.clone(),
+            trans_type: req.trans_type,
+            owner: owner.to_owned(),
+            now,
+            delay,
+            lease: opts.lease,
+            retry: opts.retry,
+            // Read before the write, as for a saga's insert: an operator stop that begins after
+            // it keeps the round from calling ahead (ADR 21).
+            ahead: if delay > 0 { None } else { self.inner.marks_ahead() },
         }
     }
 
     /// `submit` of a gid this node has just claimed: a prepared transaction becomes submitted
     /// (durably, before the answer), with the attempts of the calls its first round will make
-    /// written in the same write; a submitted or aborting one is processed again.
+    /// written in the same write; a submitted or aborting one is processed again. `saved`: the
+    /// claim's write already carried the plan's save ([`dtx_store::Store::claim_then`]).
     async fn submit_claimed(
         &self,
         req: &TransRequest,
-        mut loaded: Loaded,
+        loaded: Loaded,
         owner: String,
         slot: OwnedSemaphorePermit,
-        delay: u64,
+        plan: &SubmitPlan,
+        saved: bool,
     ) -> Result<SubmitReply> {
-        let inner = &self.inner;
-        let now = inner.clock.now();
-        if loaded.global.trans_type != req.trans_type {
-            self.release_now(&loaded, &owner).await;
-            return Err(Error::Conflict(format!(
-                "gid {} is used by a {} transaction, not {}",
-                req.gid, loaded.global.trans_type, req.trans_type
-            )));
-        }
-        let mut premarks = Premarks::new();
-        match lifecycle::on_submit(Some(loaded.global.status)) {
-            OnSubmit::Reprocess => {}
-            OnSubmit::FromPrepared => {
-                // prepared -> submitted, fenced by the claim just made.
-                let lease = if delay > 0 {
-                    LeaseChange::Release {
-                        next_cron_time: now.add(std::time::Duration::from_secs(delay)),
-                        next_cron_interval: loaded.global.next_cron_interval,
-                    }
-                } else {
-                    self.renewed_due_now(&loaded, now)
-                };
-                let lease_until = match lease {
-                    LeaseChange::RenewRescheduled { lease_until, .. } => Some(lease_until),
-                    _ => None,
-                };
-                loaded.global.status = GlobalStatus::Submitted;
-                let branches = if delay > 0 {
-                    Vec::new()
-                } else {
-                    round::premark_first_calls(&mut loaded, &mut premarks, inner.marks_ahead())
-                };
-                inner
-                    .store
-                    .save(Save {
-                        gid: req.gid.clone(),
-                        owner: owner.clone(),
-                        now,
-                        branches,
-                        status: Some(StatusChange {
-                            to: GlobalStatus::Submitted,
-                            rollback_reason: None,
-                            result: None,
-                        }),
-                        lease,
-                    })
-                    .await?;
-                debug!(gid = %req.gid, "prepared transaction submitted");
-                if delay > 0 {
-                    return Ok(SubmitReply::Accepted);
-                }
-                loaded.global.lease_until = lease_until;
+        match plan.decide(loaded) {
+            OnClaimed::WrongType(loaded) => {
+                self.release_now(&loaded, &owner).await;
+                Err(Error::Conflict(format!(
+                    "gid {} is used by a {} transaction, not {}",
+                    req.gid, loaded.global.trans_type, req.trans_type
+                )))
             }
-            other => {
+            OnClaimed::Refuse(loaded, other) => {
                 // Changed between the load and the claim: give it back untouched.
                 self.release_now(&loaded, &owner).await;
                 let s = loaded.global.status;
-                return Err(Error::Conflict(format!("current status '{s}', cannot submit ({other:?})")));
+                Err(Error::Conflict(format!("current status '{s}', cannot submit ({other:?})")))
+            }
+            // The submit request's options apply to this answer (DTM: wait_result of the
+            // request), the stored ones to the processing.
+            OnClaimed::Reprocess(loaded) => {
+                Ok(self.process(loaded, owner, Premarks::new(), req.options.wait_result, Some(slot)).await)
+            }
+            OnClaimed::Submit { save, loaded, premarks } => {
+                if !saved {
+                    self.inner.store.save(save).await?;
+                }
+                debug!(gid = %req.gid, "prepared transaction submitted");
+                if plan.delay > 0 {
+                    return Ok(SubmitReply::Accepted);
+                }
+                Ok(self.process(loaded, owner, premarks, req.options.wait_result, Some(slot)).await)
             }
         }
-        // The submit request's options apply to this answer (DTM: wait_result of the request),
-        // the stored ones to the processing.
-        Ok(self.process(loaded, owner, premarks, req.options.wait_result, Some(slot)).await)
     }
 
     /// `prepare`: stores a tcc, xa or msg `prepared`, not owned, due when it times out.
@@ -280,12 +276,7 @@ impl Engine {
     /// status change, so that if this node dies the next one takes it over as soon as the
     /// lease expires, not at the old timeout.
     pub(crate) fn renewed_due_now(&self, loaded: &Loaded, now: Timestamp) -> LeaseChange {
-        let inner = &self.inner;
-        LeaseChange::RenewRescheduled {
-            lease_until: now.add(inner.opts.lease),
-            next_cron_time: now,
-            next_cron_interval: inner.opts.retry.base(loaded.global.options.retry_interval),
-        }
+        renewed_due_now(self.inner.opts.lease, &self.inner.opts.retry, loaded, now)
     }
 
     /// Gives a claimed row back at once, unchanged.
@@ -361,6 +352,107 @@ fn reply_of(end: RoundEnd) -> SubmitReply {
         RoundEnd::Pending { status, reason } => SubmitReply::InProgress { status, reason },
         RoundEnd::Abandoned => {
             SubmitReply::InProgress { status: GlobalStatus::Submitted, reason: String::new() }
+        }
+    }
+}
+
+/// [`Engine::renewed_due_now`] with the node's lease and retry policy given.
+fn renewed_due_now(lease: Duration, retry: &RetryPolicy, loaded: &Loaded, now: Timestamp) -> LeaseChange {
+    LeaseChange::RenewRescheduled {
+        lease_until: now.add(lease),
+        next_cron_time: now,
+        next_cron_interval: retry.base(loaded.global.options.retry_interval),
+    }
+}
+
+/// Everything the submit of a claimed transaction depends on besides the row, so that the
+/// decision can be taken inside the claim's write ([`dtx_store::Store::claim_then`]) and again on the row
+/// the claim returns, to the same result.
+#[derive(Debug)]
+struct SubmitPlan {
+    gid: String,
+    trans_type: TransType,
+    owner: String,
+    now: Timestamp,
+    /// A message's `delay` in seconds: submitted but not processed before then.
+    delay: u64,
+    lease: Duration,
+    retry: RetryPolicy,
+    /// [`Inner::marks_ahead`] as read before the write.
+    ahead: Option<u64>,
+}
+
+/// What the submit does with a row it claimed.
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a value of the moment, matched at once; boxing would allocate"
+)]
+enum OnClaimed {
+    /// The gid belongs to a transaction of another mode.
+    WrongType(Loaded),
+    /// Its status cannot be submitted (it changed since it was read).
+    Refuse(Loaded, OnSubmit),
+    /// Submitted or aborting already: processed again as it is.
+    Reprocess(Loaded),
+    /// Prepared: made submitted by `save`, then processed (unless delayed).
+    Submit { save: Save, loaded: Loaded, premarks: Premarks },
+}
+
+impl OnClaimed {
+    fn into_save(self) -> Option<Save> {
+        match self {
+            OnClaimed::Submit { save, .. } => Some(save),
+            _ => None,
+        }
+    }
+}
+
+impl SubmitPlan {
+    fn decide(&self, mut loaded: Loaded) -> OnClaimed {
+        if loaded.global.trans_type != self.trans_type {
+            return OnClaimed::WrongType(loaded);
+        }
+        match lifecycle::on_submit(Some(loaded.global.status)) {
+            OnSubmit::Reprocess => OnClaimed::Reprocess(loaded),
+            OnSubmit::FromPrepared => {
+                let now = self.now;
+                // prepared -> submitted, fenced by the claim.
+                let lease = if self.delay > 0 {
+                    LeaseChange::Release {
+                        next_cron_time: now.add(Duration::from_secs(self.delay)),
+                        next_cron_interval: loaded.global.next_cron_interval,
+                    }
+                } else {
+                    renewed_due_now(self.lease, &self.retry, &loaded, now)
+                };
+                let lease_until = match lease {
+                    LeaseChange::RenewRescheduled { lease_until, .. } => Some(lease_until),
+                    _ => None,
+                };
+                loaded.global.status = GlobalStatus::Submitted;
+                let mut premarks = Premarks::new();
+                let branches = if self.delay > 0 {
+                    Vec::new()
+                } else {
+                    round::premark_first_calls(&mut loaded, &mut premarks, self.ahead)
+                };
+                loaded.global.lease_until = lease_until;
+                let save = Save {
+                    gid: self.gid.clone(),
+                    owner: self.owner.clone(),
+                    now,
+                    branches,
+                    status: Some(StatusChange {
+                        to: GlobalStatus::Submitted,
+                        rollback_reason: None,
+                        result: None,
+                    }),
+                    lease,
+                };
+                OnClaimed::Submit { save, loaded, premarks }
+            }
+            other => OnClaimed::Refuse(loaded, other),
         }
     }
 }

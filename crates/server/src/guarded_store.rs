@@ -20,7 +20,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dtx_core::{Branch, Global, GlobalStatus, Timestamp};
-use dtx_store::{Error, KvRow, ListFilter, Loaded, NewTransaction, Result, Save, StatusCounts, Store};
+use dtx_store::{
+    ClaimedThen, Error, KvRow, ListFilter, Loaded, NewTransaction, Result, Save, StatusCounts, Store,
+    ThenSave,
+};
 use tokio::sync::Semaphore;
 
 /// Limits of a [`GuardedStore`].
@@ -113,6 +116,17 @@ impl Store for GuardedStore {
         lease_until: Timestamp,
     ) -> Result<Option<Loaded>> {
         self.admitted("claim", self.inner.claim(gid, owner, now, lease_until)).await
+    }
+
+    async fn claim_then(
+        &self,
+        gid: &str,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        then: ThenSave,
+    ) -> Result<Option<ClaimedThen>> {
+        self.admitted("claim", self.inner.claim_then(gid, owner, now, lease_until, then)).await
     }
 
     async fn save(&self, save: Save) -> Result<()> {

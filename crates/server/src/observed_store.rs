@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use dtx_core::{Branch, Global, GlobalStatus, Timestamp};
-use dtx_store::{KvRow, ListFilter, Loaded, NewTransaction, Result, Save, StatusCounts, Store};
+use dtx_store::{
+    ClaimedThen, KvRow, ListFilter, Loaded, NewTransaction, Result, Save, StatusCounts, Store, ThenSave,
+};
 
 use crate::metrics::Metrics;
 
@@ -75,6 +77,17 @@ impl Store for ObservedStore {
         lease_until: Timestamp,
     ) -> Result<Option<Loaded>> {
         self.write("claim", self.inner.claim(gid, owner, now, lease_until)).await
+    }
+
+    async fn claim_then(
+        &self,
+        gid: &str,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        then: ThenSave,
+    ) -> Result<Option<ClaimedThen>> {
+        self.write("claim_then", self.inner.claim_then(gid, owner, now, lease_until, then)).await
     }
 
     async fn save(&self, save: Save) -> Result<()> {

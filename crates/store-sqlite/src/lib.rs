@@ -27,7 +27,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dtx_core::{Branch, Global, GlobalStatus, Timestamp};
 use dtx_store::write::Writes;
-use dtx_store::{Error, KvRow, ListFilter, Loaded, NewTransaction, Result, Save, StatusCounts, Store};
+use dtx_store::{
+    ClaimedThen, Error, KvRow, ListFilter, Loaded, NewTransaction, Result, Save, StatusCounts, Store,
+    ThenSave,
+};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 use tracing::info;
@@ -233,6 +236,18 @@ impl Store for SqliteStore {
         lease_until: Timestamp,
     ) -> Result<Option<Loaded>> {
         self.inner.writes.claim(gid, owner, now, lease_until).await
+    }
+
+    /// One write: the writer runs the claim and its save in turn, nothing in between.
+    async fn claim_then(
+        &self,
+        gid: &str,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        then: ThenSave,
+    ) -> Result<Option<ClaimedThen>> {
+        self.inner.writes.claim_then(gid, owner, now, lease_until, then).await
     }
 
     async fn save(&self, save: Save) -> Result<()> {

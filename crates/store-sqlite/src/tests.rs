@@ -258,3 +258,36 @@ async fn branch_rows_go_in_by_several_per_statement_in_order() {
     }
     assert_eq!(store.load("dup").await.expect("load"), None, "nothing of it written");
 }
+
+/// A claim and its save are one write (ADR 22): a save the writer refuses takes the claim
+/// back with it, where the two writes of the trait's default would leave the row leased.
+#[tokio::test]
+async fn a_claim_and_its_save_are_one_write() {
+    use dtx_core::{BranchStatus, GlobalStatus, Op};
+    use dtx_store::testsuite::{at, get, put, saga_with};
+    use dtx_store::{BranchUpdate, LeaseChange, ThenSave};
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open_in(&dir, SqliteOptions::default()).await;
+    put(&store, saga_with("one", GlobalStatus::Prepared, at(1000), None)).await;
+    let refused = ThenSave(std::sync::Arc::new(|l: &Loaded| {
+        Some(Save {
+            gid: l.global.gid.clone(),
+            owner: "me".to_owned(),
+            now: at(10),
+            branches: vec![BranchUpdate {
+                branch_id: "99".to_owned(),
+                op: Op::Action,
+                status: BranchStatus::Prepared,
+                attempts: 1,
+                last_error: String::new(),
+                finish_time: None,
+            }],
+            status: None,
+            lease: LeaseChange::Renew { lease_until: at(40) },
+        })
+    }));
+    let result = store.claim_then("one", "me", at(10), at(30), refused).await;
+    assert!(matches!(result, Err(Error::NotFound(_))), "{result:?}");
+    let row = get(&store, "one").await.global;
+    assert_eq!((row.owner, row.lease_until), (None, None), "the claim was rolled back with its save");
+}

@@ -208,6 +208,32 @@ pub enum LeaseChange {
     },
 }
 
+/// What to save with a claim, decided on the row just claimed ([`Store::claim_then`]): the
+/// fenced write to apply in the same store write, or `None` to keep the claim alone. Called
+/// inside the store's write (possibly more than once, if the batch is retried), so it must be
+/// a pure function of the row.
+#[derive(Clone)]
+pub struct ThenSave(pub std::sync::Arc<DecideSave>);
+
+/// The function inside a [`ThenSave`].
+pub type DecideSave = dyn Fn(&Loaded) -> Option<Save> + Send + Sync;
+
+impl std::fmt::Debug for ThenSave {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ThenSave(..)")
+    }
+}
+
+/// A row [`Store::claim_then`] claimed, as it was before the save, and whether the save was
+/// applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedThen {
+    /// The claimed transaction, as the claim read it.
+    pub loaded: Loaded,
+    /// The decision was a save, and it was written with the claim.
+    pub saved: bool,
+}
+
 /// One fenced write: applied only if the transaction is still owned by `owner`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Save {
@@ -379,6 +405,32 @@ pub trait Store: Send + Sync + 'static {
     /// Applies a fenced write. [`Error::Fenced`] (and nothing written) when `owner` no longer
     /// owns the transaction. Durable before it returns `Ok`.
     async fn save(&self, save: Save) -> Result<()>;
+
+    /// [`Store::claim`], then the save `then` decides on the claimed row, if any. A store whose
+    /// one writer runs requests in turn (SQLite) does both in one write, so a prepared
+    /// transaction's submit waits for one commit instead of two (ADR 22); the default is the
+    /// two writes. Either way the save is durable before `Ok`, and a failed save leaves the
+    /// row claimed (the lease expires) or, in one write, unclaimed.
+    async fn claim_then(
+        &self,
+        gid: &str,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        then: ThenSave,
+    ) -> Result<Option<ClaimedThen>> {
+        let Some(loaded) = self.claim(gid, owner, now, lease_until).await? else {
+            return Ok(None);
+        };
+        let saved = match (then.0)(&loaded) {
+            Some(save) => {
+                self.save(save).await?;
+                true
+            }
+            None => false,
+        };
+        Ok(Some(ClaimedThen { loaded, saved }))
+    }
 
     /// Adds branch rows to a transaction, atomically, only while it is `prepared`, not owned
     /// under a valid lease (no round is processing it) and passes `expect` (mode, timeout). A

@@ -46,7 +46,7 @@ pub use branches::{
     add_branches_only_while_prepared_and_unowned, add_branches_unknown_gid_not_found,
 };
 pub use claim::{
-    claim_by_gid, claim_due_respects_limit, claim_due_takes_only_eligible,
+    claim_by_gid, claim_due_respects_limit, claim_due_takes_only_eligible, claim_then_claims_and_saves,
     claimed_row_not_claimable_until_lease_expires, concurrent_claimers_never_share,
 };
 pub use create::{
@@ -89,6 +89,7 @@ macro_rules! store_test_suite {
             claimed_row_not_claimable_until_lease_expires,
             concurrent_claimers_never_share,
             claim_by_gid,
+            claim_then_claims_and_saves,
             stale_owner_is_fenced,
             save_applies_branches_and_renews,
             release_clears_owner_and_reschedules,

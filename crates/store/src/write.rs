@@ -8,7 +8,7 @@ use std::time::Duration;
 use dtx_core::{Branch, GlobalStatus, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Error, Expect, Loaded, NewTransaction, Result, Save};
+use crate::{ClaimedThen, Error, Expect, Loaded, NewTransaction, Result, Save, ThenSave};
 
 /// One write operation. Kept apart from its reply so that it can be run again.
 #[derive(Debug)]
@@ -19,6 +19,8 @@ pub enum WriteOp {
     ClaimDue { owner: String, now: Timestamp, lease_until: Timestamp, limit: u32 },
     /// [`crate::Store::claim`].
     Claim { gid: String, owner: String, now: Timestamp, lease_until: Timestamp },
+    /// [`crate::Store::claim_then`], in one write.
+    ClaimThen { gid: String, owner: String, now: Timestamp, lease_until: Timestamp, then: ThenSave },
     /// [`crate::Store::save`].
     Save(Save),
     /// [`crate::Store::add_branches`].
@@ -50,6 +52,8 @@ pub enum Output {
     Claimed(Vec<Loaded>),
     /// The row claimed by [`WriteOp::Claim`] (boxed: much larger than the other outputs).
     ClaimedOne(Option<Box<Loaded>>),
+    /// The row claimed by [`WriteOp::ClaimThen`], and whether its save was written.
+    ClaimedThen(Option<Box<ClaimedThen>>),
     /// The status a force-stopped transaction had.
     Stopped(GlobalStatus),
     /// Rows changed.
@@ -81,6 +85,15 @@ impl FromOutput for Option<Loaded> {
     fn from_output(output: Output) -> Option<Option<Loaded>> {
         match output {
             Output::ClaimedOne(v) => Some(v.map(|b| *b)),
+            _ => None,
+        }
+    }
+}
+
+impl FromOutput for Option<ClaimedThen> {
+    fn from_output(output: Output) -> Option<Option<ClaimedThen>> {
+        match output {
+            Output::ClaimedThen(v) => Some(v.map(|b| *b)),
             _ => None,
         }
     }
@@ -191,6 +204,19 @@ impl Writes {
         lease_until: Timestamp,
     ) -> Result<Option<Loaded>> {
         self.run(WriteOp::Claim { gid: gid.to_owned(), owner: owner.to_owned(), now, lease_until }).await
+    }
+
+    /// [`crate::Store::claim_then`], as one write.
+    pub async fn claim_then(
+        &self,
+        gid: &str,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        then: ThenSave,
+    ) -> Result<Option<ClaimedThen>> {
+        let op = WriteOp::ClaimThen { gid: gid.to_owned(), owner: owner.to_owned(), now, lease_until, then };
+        self.run(op).await
     }
 
     /// [`crate::Store::save`].

@@ -9,8 +9,8 @@ use super::{Arg, Conn};
 use crate::rows;
 use crate::write::{Output, WriteOp};
 use crate::{
-    BranchUpdate, Error, Expect, KvRow, LeaseChange, ListFilter, Loaded, NewTransaction, Result, Save,
-    StatusCounts,
+    BranchUpdate, ClaimedThen, Error, Expect, KvRow, LeaseChange, ListFilter, Loaded, NewTransaction, Result,
+    Save, StatusCounts, ThenSave,
 };
 
 /// Runs one write operation.
@@ -22,6 +22,9 @@ pub async fn run<C: Conn>(conn: &mut C, op: &WriteOp) -> Result<Output> {
         }
         WriteOp::Claim { gid, owner, now, lease_until } => {
             Output::ClaimedOne(claim(conn, gid, owner, *now, *lease_until).await?.map(Box::new))
+        }
+        WriteOp::ClaimThen { gid, owner, now, lease_until, then } => {
+            Output::ClaimedThen(claim_then(conn, gid, owner, *now, *lease_until, then).await?.map(Box::new))
         }
         WriteOp::Save(s) => save(conn, s).await.map(|()| Output::Done)?,
         WriteOp::AddBranches { gid, expect, branches, now } => {
@@ -211,6 +214,28 @@ async fn claim<C: Conn>(
         return Ok(None);
     };
     with_branches(conn, global).await.map(Some)
+}
+
+/// A claim and the save its decision asks for, in the caller's one transaction.
+async fn claim_then<C: Conn>(
+    conn: &mut C,
+    gid: &str,
+    owner: &str,
+    now: Timestamp,
+    lease_until: Timestamp,
+    then: &ThenSave,
+) -> Result<Option<ClaimedThen>> {
+    let Some(loaded) = claim(conn, gid, owner, now, lease_until).await? else {
+        return Ok(None);
+    };
+    let saved = match (then.0)(&loaded) {
+        Some(s) => {
+            save(conn, &s).await?;
+            true
+        }
+        None => false,
+    };
+    Ok(Some(ClaimedThen { loaded, saved }))
 }
 
 /// Pairs a global row with its branch rows.

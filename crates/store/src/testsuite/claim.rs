@@ -148,3 +148,85 @@ pub async fn claim_by_gid(store: Arc<dyn Store>) {
     let held = store.claim("held", "me", at(51), at(80)).await.expect("expired");
     assert_eq!(held.expect("expired lease").global.owner.as_deref(), Some("me"));
 }
+
+/// `claim_then`: the claim, then the save decided on the claimed row; nothing decided for a
+/// row that is not claimable; a refused save writes nothing of it.
+pub async fn claim_then_claims_and_saves(store: Arc<dyn Store>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use dtx_core::Op;
+
+    use crate::{BranchUpdate, LeaseChange, Save, StatusChange, ThenSave};
+
+    for gid in ["then-save", "then-keep", "then-refused"] {
+        put(&*store, saga_with(gid, GlobalStatus::Prepared, at(1000), None)).await;
+    }
+    let asked = Arc::new(AtomicUsize::new(0));
+    // prepared -> submitted with the first action's attempt; `missing` names a row that does
+    // not exist, so the save is refused.
+    let submit = |missing: bool| {
+        let asked = asked.clone();
+        ThenSave(Arc::new(move |l: &crate::Loaded| {
+            asked.fetch_add(1, Ordering::SeqCst);
+            assert_eq!(l.global.owner.as_deref(), Some("me"), "decided on the claimed row");
+            (l.global.gid != "then-keep").then(|| Save {
+                gid: l.global.gid.clone(),
+                owner: "me".to_owned(),
+                now: at(10),
+                branches: vec![BranchUpdate {
+                    branch_id: if missing { "99".to_owned() } else { "01".to_owned() },
+                    op: Op::Action,
+                    status: dtx_core::BranchStatus::Prepared,
+                    attempts: 1,
+                    last_error: String::new(),
+                    finish_time: None,
+                }],
+                status: Some(StatusChange {
+                    to: GlobalStatus::Submitted,
+                    rollback_reason: None,
+                    result: None,
+                }),
+                lease: LeaseChange::RenewRescheduled {
+                    lease_until: at(40),
+                    next_cron_time: at(10),
+                    next_cron_interval: std::time::Duration::from_secs(5),
+                },
+            })
+        }))
+    };
+
+    let c = store.claim_then("then-save", "me", at(10), at(30), submit(false)).await.expect("claim_then");
+    let c = c.expect("claimable");
+    assert!(c.saved);
+    assert_eq!((c.loaded.global.status, c.loaded.global.lease_until), (GlobalStatus::Prepared, Some(at(30))));
+    let row = get(&*store, "then-save").await;
+    assert_eq!(row.global.status, GlobalStatus::Submitted);
+    assert_eq!((row.global.owner.as_deref(), row.global.lease_until), (Some("me"), Some(at(40))));
+    assert_eq!(row.global.next_cron_time, at(10));
+    let action = row.branches.iter().find(|b| b.branch_id == "01" && b.op == Op::Action).expect("row 01");
+    assert_eq!(action.attempts, 1);
+
+    let c = store.claim_then("then-keep", "me", at(10), at(30), submit(false)).await.expect("claim_then");
+    assert!(!c.expect("claimable").saved);
+    let row = get(&*store, "then-keep").await.global;
+    assert_eq!(
+        (row.status, row.owner.as_deref(), row.lease_until),
+        (GlobalStatus::Prepared, Some("me"), Some(at(30)))
+    );
+
+    // Leased by "me" now: another claimer gets nothing, and nothing is decided.
+    let before = asked.load(Ordering::SeqCst);
+    let other = store.claim_then("then-save", "other", at(11), at(31), submit(false)).await.expect("leased");
+    assert_eq!(other, None);
+    assert_eq!(
+        store.claim_then("unknown", "me", at(11), at(31), submit(false)).await.expect("unknown"),
+        None
+    );
+    assert_eq!(asked.load(Ordering::SeqCst), before);
+
+    let refused = store.claim_then("then-refused", "me", at(10), at(30), submit(true)).await;
+    assert!(matches!(refused, Err(crate::Error::NotFound(_))), "{refused:?}");
+    let row = get(&*store, "then-refused").await;
+    assert_eq!(row.global.status, GlobalStatus::Prepared, "the refused save wrote nothing");
+    assert!(row.branches.iter().all(|b| b.attempts == 0));
+}
