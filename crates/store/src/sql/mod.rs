@@ -369,7 +369,10 @@ pub trait Conn: Send {
             let json = serde_json::to_string(gids)
                 .map_err(|e| crate::Error::Internal(anyhow::Error::new(e).context("gid list")))?;
             let sql = &self.sql().branches_of_json;
-            self.fetch(sql, &[Arg::text(&json)], "branches", crate::rows::branch).await
+            let mut rows = self.fetch(sql, &[Arg::text(&json)], "branches", crate::rows::branch).await?;
+            // The statement does not order them (see the template).
+            rows.sort_by_key(|(_, b)| b.id);
+            Ok(rows)
         }
     }
 

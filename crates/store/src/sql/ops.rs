@@ -242,7 +242,10 @@ async fn claim_then<C: Conn>(
 async fn with_branches<C: Conn>(conn: &mut C, global: Global) -> Result<Loaded> {
     let branches =
         conn.fetch(&conn.sql().branches_of_gid, &[Arg::text(&global.gid)], "branches", rows::branch).await?;
-    Ok(Loaded { global, branches: branches.into_iter().map(|(_, b)| b).collect(), taken_over: false })
+    let mut branches: Vec<Branch> = branches.into_iter().map(|(_, b)| b).collect();
+    // The statement does not order them (see the template).
+    branches.sort_by_key(|b| b.id);
+    Ok(Loaded { global, branches, taken_over: false })
 }
 
 /// The fenced write. The global UPDATE goes first and carries the fence (`owner = $token`): if

@@ -76,15 +76,18 @@ pub const CLAIM: &str = concat!(
     crate::global_columns!()
 );
 
-/// One transaction's branch rows.
+/// One transaction's branch rows, in no particular order: the caller sorts them by id. The
+/// rows come through the `(gid, branch_id, op)` key, so an `ORDER BY id` is a sort, and SQLite
+/// sorts even four rows through a temporary b-tree: about as much again as the select itself.
 pub const BRANCHES_OF_GID: &str =
-    concat!("SELECT ", crate::branch_columns!(), " FROM trans_branch_op WHERE gid = $1 ORDER BY id");
+    concat!("SELECT ", crate::branch_columns!(), " FROM trans_branch_op WHERE gid = $1");
 
-/// The branch rows of the transactions in the JSON array `$1` (the text stays static).
+/// The branch rows of the transactions in the JSON array `$1` (the text stays static), in no
+/// particular order, as [`BRANCHES_OF_GID`].
 pub const BRANCHES_OF_JSON: &str = concat!(
     "SELECT ",
     crate::branch_columns!(),
-    " FROM trans_branch_op WHERE gid IN (SELECT value FROM json_each($1)) ORDER BY id"
+    " FROM trans_branch_op WHERE gid IN (SELECT value FROM json_each($1))"
 );
 
 /// The fenced write of the global row: matches nothing unless `owner = $12`. Renew keeps the
