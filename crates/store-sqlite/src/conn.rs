@@ -45,6 +45,10 @@ pub(crate) static CLAIM_DUE_PICK: LazyLock<Sql> =
     LazyLock::new(|| render::<Lite3>(templates::CLAIM_DUE_PICK));
 static CLAIM_DUE_TAKE: LazyLock<Sql> = LazyLock::new(|| render::<Lite3>(templates::CLAIM_DUE_TAKE));
 
+/// The claim by gid in two statements, without `RETURNING` (see the templates).
+static CLAIM_PICK: LazyLock<Sql> = LazyLock::new(|| render::<Lite3>(templates::CLAIM_PICK));
+static CLAIM_TAKE: LazyLock<Sql> = LazyLock::new(|| render::<Lite3>(templates::CLAIM_TAKE));
+
 /// The most branch rows one INSERT writes (a saga step is two rows).
 const MULTI_ROWS: usize = 8;
 
@@ -203,6 +207,27 @@ impl Conn for Lite<'_> {
 
     async fn control(&mut self, sql: &'static str) -> Result<()> {
         exec(self.0, sql).map_err(|e| map_rusqlite("transaction control", e))
+    }
+
+    async fn claim_row(
+        &mut self,
+        gid: &str,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Option<Global>> {
+        let args = [Arg::time(now), Arg::text(gid)];
+        let picked = self.fetch(&CLAIM_PICK, &args, "claim", dtx_store::rows::global).await?;
+        let Some(mut global) = picked.into_iter().next() else {
+            return Ok(None);
+        };
+        let args = [Arg::time(now), Arg::text(owner), Arg::time(lease_until), Arg::int(global.id)];
+        if self.execute(&CLAIM_TAKE, &args, "claim").await? != 1 {
+            return Err(Error::Internal(anyhow::anyhow!("claim of {gid}: the row it read is gone")));
+        }
+        global.owner = Some(owner.to_owned());
+        global.lease_until = Some(lease_until);
+        Ok(Some(global))
     }
 
     async fn claim_due_rows(
