@@ -14,8 +14,19 @@ use serde_json::{Map, Value, json};
 use crate::api::error::ApiError;
 
 /// One element of `steps` as sent: `{"action": url, "compensate": url, "data": payload}`, any
-/// key possibly missing or `null`, the element itself possibly `null`.
-pub type RawStep = Option<BTreeMap<String, Option<String>>>;
+/// key possibly missing or `null` (other keys ignored), the element itself possibly `null`. A
+/// struct rather than a map: no map node and key strings allocated per step.
+pub type RawStep = Option<StepKeys>;
+
+/// The keys of a step that dtx reads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct StepKeys {
+    pub action: Option<String>,
+    pub compensate: Option<String>,
+    /// The legacy place of a step's payload (before `payloads`).
+    pub data: Option<String>,
+}
 
 /// The global request body. Every key is optional and may be `null`; unknown keys
 /// (`passthrough_headers`, storage-only keys...) are ignored.
@@ -43,7 +54,13 @@ pub struct GlobalRequest {
 /// DTM removes `\n`, `\r` and `;` from gids received over HTTP; the rest is checked by the
 /// gid rule every front door shares (`dtx_core::gid`).
 pub fn clean_gid(raw: Option<&str>) -> Result<String, ApiError> {
-    let gid: String = raw.unwrap_or_default().chars().filter(|c| !matches!(c, '\n' | '\r' | ';')).collect();
+    let raw = raw.unwrap_or_default();
+    let removed = ['\n', '\r', ';'];
+    let gid: String = if raw.contains(removed) {
+        raw.chars().filter(|c| !removed.contains(c)).collect()
+    } else {
+        raw.to_owned()
+    };
     dtx_core::gid::check_gid(&gid).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     Ok(gid)
 }
@@ -87,10 +104,10 @@ impl GlobalRequest {
         let mut steps = Vec::with_capacity(raw_steps.len());
         let mut legacy_payloads = Vec::new();
         for (i, s) in raw_steps.into_iter().enumerate() {
-            let mut s = s.ok_or_else(|| ApiError::BadRequest(format!("steps[{i}] is null")))?;
-            let mut take = |k: &str| s.remove(k).flatten().unwrap_or_default();
-            let step = Step { action: take("action"), compensate: take("compensate") };
-            let data = take("data");
+            let s = s.ok_or_else(|| ApiError::BadRequest(format!("steps[{i}] is null")))?;
+            let step =
+                Step { action: s.action.unwrap_or_default(), compensate: s.compensate.unwrap_or_default() };
+            let data = s.data.unwrap_or_default();
             if !data.is_empty() {
                 legacy_payloads.push(data.into_bytes());
             }
@@ -243,6 +260,20 @@ mod tests {
         let saga = r.into_request("g".into(), TransType::Saga).unwrap();
         assert_eq!(saga.payloads, vec![br#"{"x":1}"#.to_vec()]);
         assert_eq!(saga.steps[0].compensate, "http://h/c");
+    }
+
+    #[test]
+    fn step_keys_may_be_null_or_missing_and_others_are_ignored() {
+        let body = r#"{"steps":[{"action":"http://h/a","compensate":null,"note":"x"},{}],
+            "payloads":["p1",null]}"#;
+        let r: GlobalRequest = serde_json::from_str(body).unwrap();
+        let saga = r.into_request("g".into(), TransType::Saga).unwrap();
+        assert_eq!((saga.steps[0].action.as_str(), saga.steps[0].compensate.as_str()), ("http://h/a", ""));
+        assert_eq!((saga.steps[1].action.as_str(), saga.steps[1].compensate.as_str()), ("", ""));
+        assert_eq!(saga.payloads, vec![b"p1".to_vec(), Vec::new()]);
+        let null_step: GlobalRequest = serde_json::from_str(r#"{"steps":[null]}"#).unwrap();
+        let err = null_step.into_request("g".into(), TransType::Saga).unwrap_err();
+        assert!(matches!(&err, ApiError::BadRequest(m) if m.contains("steps[0] is null")), "{err:?}");
     }
 
     #[test]

@@ -89,7 +89,8 @@ pub const CLAIM_PICK: &str = concat!(
 );
 
 /// Takes the row [`CLAIM_PICK`] read (`$1` now, `$2` owner, `$3` lease_until, `$4` its id).
-pub const CLAIM_TAKE: &str = "UPDATE trans_global SET owner = $2, lease_until = {now} + ($3 - $1) WHERE id = $4";
+pub const CLAIM_TAKE: &str =
+    "UPDATE trans_global SET owner = $2, lease_until = {now} + ($3 - $1) WHERE id = $4";
 
 /// One transaction's branch rows, in no particular order: the caller sorts them by id. The
 /// rows come through the `(gid, branch_id, op)` key, so an `ORDER BY id` is a sort, and SQLite
