@@ -152,6 +152,60 @@ pub struct Metrics {
     host_probes: Family<HostLabel, Counter>,
     held_calls: Family<HostLabel, Counter>,
     resumed: Family<HostLabel, Counter>,
+    /// Handles of the label sets met on every request and participant call (see [`Seen`]).
+    seen_api: Seen<ApiHandles>,
+    seen_branch: Seen<Counter>,
+    seen_host: Seen<Counter>,
+}
+
+/// A request's handles in `dtm_server_response_duration` and `dtm_server_process_total`.
+#[derive(Clone, Debug)]
+struct ApiHandles {
+    duration: Histogram,
+    ok: Counter,
+    fail: Counter,
+}
+
+/// Most values of one label remembered per combination of the fixed labels: past it, a new
+/// value is counted through its family as before, just not remembered.
+const SEEN_VALUES: usize = 1024;
+
+type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Metric handles by the label values they were created for: a family's lookup hashes its
+/// label struct with SipHash and needs the struct built (owned strings) first, ~1,500
+/// instructions per API request and per participant call; this is a foldhash lookup under a
+/// read lock. Handles share their family's value (counters and histograms are `Arc`s inside).
+/// The key: up to three labels that are constants, and one free-text label (bounded by
+/// [`SEEN_VALUES`]).
+#[derive(Debug)]
+struct Seen<V>(std::sync::RwLock<FastMap<[&'static str; 3], Values<V>>>);
+
+/// The handles of one combination of the fixed labels, by the free-text label's value.
+type Values<V> = FastMap<Box<str>, V>;
+
+impl<V> Default for Seen<V> {
+    fn default() -> Self {
+        Seen(std::sync::RwLock::default())
+    }
+}
+
+impl<V: Clone> Seen<V> {
+    fn get(&self, fixed: [&'static str; 3], value: &str, make: impl FnOnce() -> V) -> V {
+        if let Ok(map) = self.0.read()
+            && let Some(v) = map.get(&fixed).and_then(|m| m.get(value))
+        {
+            return v.clone();
+        }
+        let v = make();
+        if let Ok(mut map) = self.0.write() {
+            let values = map.entry(fixed).or_default();
+            if values.len() < SEEN_VALUES {
+                values.insert(value.into(), v.clone());
+            }
+        }
+        v
+    }
 }
 
 impl Default for Metrics {
@@ -193,6 +247,9 @@ impl Metrics {
             host_probes: Family::default(),
             held_calls: Family::default(),
             resumed: Family::default(),
+            seen_api: Seen::default(),
+            seen_branch: Seen::default(),
+            seen_host: Seen::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -305,12 +362,29 @@ impl Metrics {
 
     /// One HTTP or gRPC API request (`kind` = `http` / `grpc`); `api` is lower-cased here.
     pub fn api_request(&self, kind: &'static str, api: &str, ok: bool, elapsed: Duration) {
-        let api = api.to_ascii_lowercase();
-        self.server_duration
-            .get_or_create(&ApiLabels { r#type: kind, api: api.clone() })
-            .observe(elapsed.as_secs_f64());
-        let status = if ok { "ok" } else { "fail" };
-        self.server_process.get_or_create(&ProcessLabels { r#type: kind, api, status }).inc();
+        let handles = self.seen_api.get([kind, "", ""], api, || {
+            let api = api.to_ascii_lowercase();
+            let process = |status| {
+                self.server_process.get_or_create_owned(&ProcessLabels {
+                    r#type: kind,
+                    api: api.clone(),
+                    status,
+                })
+            };
+            ApiHandles {
+                duration: self
+                    .server_duration
+                    .get_or_create_owned(&ApiLabels { r#type: kind, api: api.clone() }),
+                ok: process("ok"),
+                fail: process("fail"),
+            }
+        });
+        handles.duration.observe(elapsed.as_secs_f64());
+        if ok {
+            handles.ok.inc()
+        } else {
+            handles.fail.inc()
+        };
     }
 
     /// A store write started (queue depth up).
@@ -391,16 +465,23 @@ impl Observer for Metrics {
 
     fn branch_called(&self, call: &CallRequest, outcome: &Outcome, _elapsed: Duration) {
         let status = if matches!(outcome, Outcome::Success) { "ok" } else { "fail" };
-        self.branch_process
-            .get_or_create(&BranchLabels {
-                model: call.trans_type.as_str(),
-                branchid: call.branch_id.clone(),
-                branchtype: call.op.as_str(),
-                status,
+        let (model, branchtype) = (call.trans_type.as_str(), call.op.as_str());
+        self.seen_branch
+            .get([model, branchtype, status], &call.branch_id, || {
+                self.branch_process.get_or_create_owned(&BranchLabels {
+                    model,
+                    branchid: call.branch_id.clone(),
+                    branchtype,
+                    status,
+                })
             })
             .inc();
-        self.participant_calls
-            .get_or_create(&HostOutcome { host: host_of(&call.url).to_owned(), outcome: outcome.name() })
+        let host = host_of(&call.url);
+        self.seen_host
+            .get([outcome.name(), "", ""], host, || {
+                self.participant_calls
+                    .get_or_create_owned(&HostOutcome { host: host.to_owned(), outcome: outcome.name() })
+            })
             .inc();
     }
 
@@ -565,5 +646,67 @@ mod tests {
         assert_eq!(route_api("/api/dtmsvr/submit"), "submit");
         assert_eq!(route_api("/api/dtmsvr/topic/{topic}"), "topic");
         assert_eq!(route_api("/api/ping"), "ping");
+    }
+
+    fn exposition(m: &Metrics) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &m.registry).unwrap();
+        text
+    }
+
+    fn call(branch_id: &str, url: &str) -> CallRequest {
+        CallRequest {
+            url: url.into(),
+            gid: "g".into(),
+            trans_type: dtx_core::TransType::Saga,
+            branch_id: branch_id.into(),
+            op: dtx_core::Op::Action,
+            op_name: None,
+            payload: Default::default(),
+            headers: Default::default(),
+            timeout: Duration::from_secs(1),
+            json_rpc: false,
+        }
+    }
+
+    /// The remembered handles count into the families' own series: what a scrape shows is what
+    /// counting through the families showed, past the cap of remembered values too.
+    #[test]
+    fn remembered_handles_count_into_their_families() {
+        let m = Metrics::new();
+        for ok in [true, true, false] {
+            m.api_request("http", "Submit", ok, Duration::from_millis(3));
+        }
+        m.api_request("grpc", "Submit", true, Duration::from_millis(3));
+        for _ in 0..2 {
+            m.branch_called(&call("01", "http://h1:1/a"), &Outcome::Success, Duration::ZERO);
+        }
+        m.branch_called(&call("01", "http://h1:1/a"), &Outcome::Failure("no".into()), Duration::ZERO);
+        m.branch_called(&call("02", "http://h2:2/a"), &Outcome::Success, Duration::ZERO);
+        for i in 0..SEEN_VALUES + 5 {
+            m.branch_called(&call(&format!("x{i}"), "http://h3:3/a"), &Outcome::Success, Duration::ZERO);
+        }
+        m.branch_called(
+            &call(&format!("x{}", SEEN_VALUES + 1), "http://h3:3/a"),
+            &Outcome::Success,
+            Duration::ZERO,
+        );
+        let text = exposition(&m);
+        let has = |line: &str| assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+        has(r#"dtm_server_process_total{type="http",api="submit",status="ok"} 2"#);
+        has(r#"dtm_server_process_total{type="http",api="submit",status="fail"} 1"#);
+        has(r#"dtm_server_process_total{type="grpc",api="submit",status="ok"} 1"#);
+        has(r#"dtm_server_response_duration_count{type="http",api="submit"} 3"#);
+        has(r#"dtm_branch_process_total{model="saga",branchid="01",branchtype="action",status="ok"} 2"#);
+        has(r#"dtm_branch_process_total{model="saga",branchid="01",branchtype="action",status="fail"} 1"#);
+        has(r#"dtm_branch_process_total{model="saga",branchid="02",branchtype="action",status="ok"} 1"#);
+        let past_cap = format!(
+            r#"dtm_branch_process_total{{model="saga",branchid="x{}",branchtype="action",status="ok"}} 2"#,
+            SEEN_VALUES + 1
+        );
+        has(&past_cap);
+        has(r#"dtx_participant_calls_total{host="h1:1",outcome="success"} 2"#);
+        has(r#"dtx_participant_calls_total{host="h1:1",outcome="failure"} 1"#);
+        has(&format!(r#"dtx_participant_calls_total{{host="h3:3",outcome="success"}} {}"#, SEEN_VALUES + 6));
     }
 }

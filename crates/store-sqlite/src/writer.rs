@@ -19,7 +19,7 @@ use rusqlite::Connection;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::conn::{Lite, exec, now};
+use crate::conn::{Lite, Names, exec, now};
 use crate::error::map_rusqlite;
 
 /// The writer loop, on its own thread: blocks for the first request, takes whatever else is
@@ -28,6 +28,7 @@ use crate::error::map_rusqlite;
 pub(crate) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
     let max_batch = max_batch.max(1);
     let mut batch = Vec::with_capacity(max_batch);
+    let mut names = Names::default();
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < max_batch {
@@ -36,7 +37,7 @@ pub(crate) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, max_batch: 
                 Err(_) => break,
             }
         }
-        run_batch(&mut conn, batch.drain(..));
+        run_batch(&mut conn, &mut names, batch.drain(..));
     }
     debug!("sqlite writer stopping: all store handles dropped");
     if let Err((_, e)) = conn.close() {
@@ -44,7 +45,7 @@ pub(crate) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, max_batch: 
     }
 }
 
-fn run_batch(conn: &mut Connection, batch: impl Iterator<Item = Job>) {
+fn run_batch(conn: &mut Connection, names: &mut Names, batch: impl Iterator<Item = Job>) {
     let mut alone = Vec::new();
     // As in `dtx_store::sql::group`: after a failure the requests before the failed one (they
     // ran fine) and those after it are tried again as two batches, so each request runs at
@@ -56,7 +57,7 @@ fn run_batch(conn: &mut Connection, batch: impl Iterator<Item = Job>) {
         if jobs.is_empty() {
             continue;
         }
-        match attempt(conn, jobs) {
+        match attempt(conn, names, jobs) {
             Attempt::Committed => {}
             Attempt::RolledBack { failed, mut rest } => {
                 let after = rest.split_off(failed + 1);
@@ -78,7 +79,7 @@ fn run_batch(conn: &mut Connection, batch: impl Iterator<Item = Job>) {
     }
     for job in alone {
         debug!("running a request alone: it failed in its batch");
-        run_alone(conn, job);
+        run_alone(conn, names, job);
     }
 }
 
@@ -94,13 +95,13 @@ enum Attempt {
 }
 
 /// One try of a batch in one transaction.
-fn attempt(conn: &mut Connection, jobs: Vec<Job>) -> Attempt {
+fn attempt(conn: &mut Connection, names: &mut Names, jobs: Vec<Job>) -> Attempt {
     if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
         return Attempt::Broken(map_rusqlite("begin batch", e), jobs);
     }
     let mut outputs = Vec::with_capacity(jobs.len());
     for (i, job) in jobs.iter().enumerate() {
-        match now(dtx_store::sql::run(&mut Lite(conn), &job.op)) {
+        match now(dtx_store::sql::run(&mut Lite { conn: &mut *conn, names: &mut *names }, &job.op)) {
             // As before the batch: the write of a caller that gave up meanwhile must not land.
             Ok(output) if !job.abandoned() => outputs.push(output),
             _ => {
@@ -121,12 +122,12 @@ fn attempt(conn: &mut Connection, jobs: Vec<Job>) -> Attempt {
 }
 
 /// Runs one request in a transaction of its own and answers it.
-fn run_alone(conn: &mut Connection, job: Job) {
+fn run_alone(conn: &mut Connection, names: &mut Names, job: Job) {
     if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
         job.answer(Err(map_rusqlite("begin", e)));
         return;
     }
-    let result = now(dtx_store::sql::run(&mut Lite(conn), &job.op));
+    let result = now(dtx_store::sql::run(&mut Lite { conn: &mut *conn, names: &mut *names }, &job.op));
     let result = match result {
         Ok(output) if !job.abandoned() => match exec(conn, "COMMIT") {
             Ok(()) => Ok(output),
