@@ -326,8 +326,10 @@ impl Engine {
             return reply_of(end);
         }
         let inner: Arc<Inner> = self.inner.clone();
+        // The round boxed: tokio copies a task's whole future when it spawns it and again
+        // when it stores its end (`set_stage`); unboxed that is the round's state, kilobytes.
         self.inner.tasks.spawn(async move {
-            round::run(&inner, loaded, owner, premarks, RoundMode::Submit).await;
+            Box::pin(round::run(&inner, loaded, owner, premarks, RoundMode::Submit)).await;
             drop(slot);
         });
         SubmitReply::Accepted

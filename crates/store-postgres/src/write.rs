@@ -55,7 +55,14 @@ dtx_store::sqlx_conn!(PgConn, Postgres, PgRow, map_sqlx, {
         insert_branches(&mut self.conn, gid, branches, None).await
     }
 
-    async fn register_branches(&mut self, gid: &str, branches: &[Branch], now: Timestamp) -> Result<()> {
+    /// The insert and the touch (by gid) in one statement (ADR 12).
+    async fn register_branches(
+        &mut self,
+        gid: &str,
+        _id: i64,
+        branches: &[Branch],
+        now: Timestamp,
+    ) -> Result<()> {
         insert_branches(&mut self.conn, gid, branches, Some(now)).await
     }
 

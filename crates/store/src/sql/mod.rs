@@ -330,17 +330,19 @@ pub trait Conn: Send {
     }
 
     /// Inserts branch rows of a registration (as [`Conn::insert_branches`]) and bumps the
-    /// transaction's `update_time` to `now`; the caller holds the global row's lock.
+    /// `update_time` of the transaction (row `id`) to `now`; the caller holds the global row's
+    /// lock.
     fn register_branches(
         &mut self,
         gid: &str,
+        id: i64,
         branches: &[Branch],
         now: Timestamp,
     ) -> impl Future<Output = Result<()>> + Send {
         async move {
             self.insert_branches(gid, branches).await?;
             let touch = &self.sql().touch;
-            self.execute(touch, &[Arg::time(now), Arg::text(gid)], "add branches: touch").await?;
+            self.execute(touch, &[Arg::time(now), Arg::int(id)], "add branches: touch").await?;
             Ok(())
         }
     }

@@ -326,6 +326,7 @@ pub fn lease_columns(lease: &LeaseChange) -> (bool, Option<i64>, Option<i64>, Op
 
 /// What [`add_branches`] checks first.
 struct Check {
+    id: i64,
     trans_type: TransType,
     status: String,
     owner: Option<String>,
@@ -341,6 +342,7 @@ fn check(row: &dyn rows::Columns) -> Result<Check> {
     let options = TransOptions::from_json(&options)
         .map_err(|source| crate::CorruptRow::Options { gid: gid.clone(), source })?;
     Ok(Check {
+        id: row.int("id")?,
         trans_type: rows::parsed(row, "trans_type", &gid)?,
         status: row.text("status")?,
         owner: row.opt_text("owner")?,
@@ -381,7 +383,7 @@ async fn add_branches<C: Conn>(
             row.db_now
         )));
     }
-    conn.register_branches(gid, branches, now).await
+    conn.register_branches(gid, row.id, branches, now).await
 }
 
 /// Operator stop of a non-final transaction: `failed`, owner cleared (the round holding it is

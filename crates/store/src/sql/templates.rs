@@ -135,11 +135,11 @@ pub const UPDATE_BRANCH: &str = "UPDATE trans_branch_op SET status = $1, attempt
      finish_time = $4, update_time = $5 WHERE gid = $6 AND branch_id = $7 AND op = $8";
 
 /// The check before adding branches, locking the row until the inserts are done.
-pub const ADD_BRANCHES_CHECK: &str = "SELECT gid, trans_type, status, owner, lease_until, create_time, \
-     options, {now} AS db_now FROM trans_global WHERE gid = $2{lock}";
+pub const ADD_BRANCHES_CHECK: &str = "SELECT id, gid, trans_type, status, owner, lease_until, \
+     create_time, options, {now} AS db_now FROM trans_global WHERE gid = $2{lock}";
 
-/// Bumps `update_time`.
-pub const TOUCH: &str = "UPDATE trans_global SET update_time = $1 WHERE gid = $2";
+/// Bumps `update_time` of the row the check read (by its id: no second lookup by gid).
+pub const TOUCH: &str = "UPDATE trans_global SET update_time = $1 WHERE id = $2";
 
 /// The status before an operator stop, locked.
 pub const FORCE_STOP_READ: &str = "SELECT status FROM trans_global WHERE gid = $1{lock}";
