@@ -55,9 +55,12 @@ const MULTI_ROWS: usize = 8;
 /// `INSERT_BRANCH` with 2 to [`MULTI_ROWS`] rows (index: rows - 2). A statement costs the
 /// writer ~6,000 instructions besides its rows (the statement cache, binding, opening the
 /// table's and the key index's cursors, resetting), so a saga's four rows in one statement
-/// save about 18,000 (ADR 21).
+/// save about 18,000 (ADR 21). `OR IGNORE`: a statement that can stop half-way (a duplicate
+/// row) makes SQLite copy every page it first touches into a statement journal, to undo that
+/// statement alone (~3,000 instructions per saga, ADR 24); a skipped duplicate is found by
+/// the count of rows inserted instead (see [`Lite::insert_branches`]).
 static INSERT_BRANCHES: LazyLock<Vec<Sql>> = LazyLock::new(|| {
-    let template = templates::INSERT_BRANCH;
+    let template = templates::INSERT_BRANCH.replacen("INSERT INTO", "INSERT OR IGNORE INTO", 1);
     let (head, one) = template.split_at(template.find("VALUES").unwrap_or(template.len()));
     let per_row = one.matches('$').count();
     (2..=MULTI_ROWS)
@@ -73,6 +76,10 @@ static INSERT_BRANCHES: LazyLock<Vec<Sql>> = LazyLock::new(|| {
         })
         .collect()
 });
+
+/// Takes back the rows one [`INSERT_BRANCHES`] statement inserted (ids `$1 < id <= $2`).
+static DELETE_INSERTED: LazyLock<Sql> =
+    LazyLock::new(|| render::<Lite3>("DELETE FROM trans_branch_op WHERE id > $1 AND id <= $2"));
 
 dtx_store::sqlx_conn!(ReadConn, Sqlite, SqliteRow, map_sqlx);
 
@@ -207,9 +214,10 @@ impl Conn for Lite<'_> {
     }
 
     /// Up to [`MULTI_ROWS`] rows per statement, in the order given (SQLite inserts a VALUES
-    /// list in order, so ids still ascend as given). A statement that fails is undone alone,
-    /// so a duplicate row is then found by inserting its rows one by one, for the error that
-    /// names it.
+    /// list in order, so ids still ascend as given). A statement that inserted fewer rows than
+    /// it lists skipped a duplicate: the rows it did insert are taken back (they hold the
+    /// newest ids: the writer is alone, and a new row's id is the largest one plus one), and
+    /// the rows go in one by one, for the error that names the duplicate.
     async fn insert_branches(&mut self, gid: &str, branches: &[Branch]) -> Result<()> {
         for rows in branches.chunks(MULTI_ROWS) {
             let multi = match rows.len() {
@@ -218,11 +226,15 @@ impl Conn for Lite<'_> {
             };
             if let Some(sql) = multi {
                 let args: Vec<Arg<'_>> = rows.iter().flat_map(|b| branch_args(gid, b)).collect();
-                match self.execute(sql, &args, "insert branches").await {
-                    Ok(_) => continue,
-                    Err(Error::Conflict(_)) => {}
-                    Err(e) => return Err(e),
+                let inserted = self.execute(sql, &args, "insert branches").await?;
+                if inserted == rows.len() as u64 {
+                    continue;
                 }
+                // At most MULTI_ROWS: the cast cannot wrap.
+                let last = self.conn.last_insert_rowid();
+                let first = last - inserted.min(rows.len() as u64) as i64;
+                self.execute(&DELETE_INSERTED, &[Arg::int(first), Arg::int(last)], "insert branches: undo")
+                    .await?;
             }
             insert_branches_one_by_one(self, gid, rows).await?;
         }

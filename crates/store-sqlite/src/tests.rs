@@ -291,3 +291,30 @@ async fn a_claim_and_its_save_are_one_write() {
     let row = get(&store, "one").await.global;
     assert_eq!((row.owner, row.lease_until), (None, None), "the claim was rolled back with its save");
 }
+
+/// A multi-row branch insert skips a duplicate instead of stopping (no statement journal, ADR
+/// 24); the rows it did insert are taken back, so the one-by-one retry names the duplicate,
+/// not a row of the request that collides with its own earlier insert.
+#[tokio::test]
+async fn a_skipped_duplicate_is_named_and_the_rest_of_its_statement_taken_back() {
+    use dtx_core::{Branch, GlobalStatus, Op, TransType};
+    use dtx_store::Expect;
+    use dtx_store::testsuite::{T0, at, get, put, saga_with};
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open_in(&dir, SqliteOptions::default()).await;
+    put(&store, saga_with("dups", GlobalStatus::Prepared, at(0), None)).await;
+    let before = get(&store, "dups").await;
+    let row =
+        |id: &str| Branch::new(id.to_owned(), Op::Action, format!("http://svc/{id}"), b"{}".to_vec(), T0);
+    let expect = Expect { trans_type: TransType::Saga, default_timeout: std::time::Duration::ZERO };
+    // The stored "01"/action comes after three new rows in one statement.
+    let added = vec![row("03"), row("04"), row("05"), row("01")];
+    match store.add_branches("dups", expect, added, at(5)).await {
+        Err(Error::Conflict(m)) => assert!(m.contains("branch 01/action"), "names the stored row: {m}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(get(&store, "dups").await, before, "nothing of it written");
+    // The ids the taken-back rows had are free again, and the next insert goes in whole.
+    store.add_branches("dups", expect, vec![row("03"), row("04")], at(6)).await.expect("add");
+    assert_eq!(get(&store, "dups").await.branches.len(), before.branches.len() + 2);
+}
