@@ -58,24 +58,37 @@ const MULTI_ROWS: usize = 8;
 /// save about 18,000 (ADR 21). `OR IGNORE`: a statement that can stop half-way (a duplicate
 /// row) makes SQLite copy every page it first touches into a statement journal, to undo that
 /// statement alone (~3,000 instructions per saga, ADR 24); a skipped duplicate is found by
-/// the count of rows inserted instead (see [`Lite::insert_branches`]).
-static INSERT_BRANCHES: LazyLock<Vec<Sql>> = LazyLock::new(|| {
+/// the count of rows inserted instead (see [`Lite::insert_branches`]). Every row names the
+/// one gid parameter, `$1` (the template's first): a text bound once, not once per row
+/// ([`multi_row_args`]).
+pub(crate) static INSERT_BRANCHES: LazyLock<Vec<Sql>> = LazyLock::new(|| {
     let template = templates::INSERT_BRANCH.replacen("INSERT INTO", "INSERT OR IGNORE INTO", 1);
     let (head, one) = template.split_at(template.find("VALUES").unwrap_or(template.len()));
-    let per_row = one.matches('$').count();
+    let per_row = one.matches('$').count() - 1;
     (2..=MULTI_ROWS)
         .map(|rows| {
             let values: Vec<String> = (0..rows)
                 .map(|r| {
                     let params: Vec<String> =
-                        (1..=per_row).map(|p| format!("${}", r * per_row + p)).collect();
-                    format!("({})", params.join(", "))
+                        (1..=per_row).map(|p| format!("${}", 1 + r * per_row + p)).collect();
+                    format!("($1, {})", params.join(", "))
                 })
                 .collect();
             render::<Lite3>(&format!("{head}VALUES {}", values.join(", ")))
         })
         .collect()
 });
+
+/// The arguments of an [`INSERT_BRANCHES`] statement: the gid, then each row's own.
+fn multi_row_args<'a>(gid: &'a str, rows: &'a [Branch]) -> Vec<Arg<'a>> {
+    let mut args = Vec::with_capacity(1 + rows.len() * 10);
+    args.push(Arg::text(gid));
+    for b in rows {
+        // `branch_args` starts with the gid (`$1` of the template).
+        args.extend(branch_args(gid, b).into_iter().skip(1));
+    }
+    args
+}
 
 /// Takes back the rows one [`INSERT_BRANCHES`] statement inserted (ids `$1 < id <= $2`).
 static DELETE_INSERTED: LazyLock<Sql> =
@@ -225,8 +238,7 @@ impl Conn for Lite<'_> {
                 n => INSERT_BRANCHES.get(n - 2),
             };
             if let Some(sql) = multi {
-                let args: Vec<Arg<'_>> = rows.iter().flat_map(|b| branch_args(gid, b)).collect();
-                let inserted = self.execute(sql, &args, "insert branches").await?;
+                let inserted = self.execute(sql, &multi_row_args(gid, rows), "insert branches").await?;
                 if inserted == rows.len() as u64 {
                     continue;
                 }

@@ -318,3 +318,11 @@ async fn a_skipped_duplicate_is_named_and_the_rest_of_its_statement_taken_back()
     store.add_branches("dups", expect, vec![row("03"), row("04")], at(6)).await.expect("add");
     assert_eq!(get(&store, "dups").await.branches.len(), before.branches.len() + 2);
 }
+
+/// Every row of a multi-row branch insert names the one gid parameter (bound once).
+#[test]
+fn multi_row_branch_inserts_bind_the_gid_once() {
+    let two = crate::conn::INSERT_BRANCHES[0].text;
+    assert!(two.contains("VALUES (?1, ?2, ") && two.contains("), (?1, ?12, "), "{two}");
+    assert!(two.ends_with("?21)"), "{two}");
+}
