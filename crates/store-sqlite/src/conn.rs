@@ -64,7 +64,7 @@ const MULTI_ROWS: usize = 8;
 pub(crate) static INSERT_BRANCHES: LazyLock<Vec<Sql>> = LazyLock::new(|| {
     let template = templates::INSERT_BRANCH.replacen("INSERT INTO", "INSERT OR IGNORE INTO", 1);
     let (head, one) = template.split_at(template.find("VALUES").unwrap_or(template.len()));
-    let per_row = one.matches('$').count() - 1;
+    let per_row = one.matches('$').count().saturating_sub(1);
     (2..=MULTI_ROWS)
         .map(|rows| {
             let values: Vec<String> = (0..rows)
