@@ -104,15 +104,17 @@ def save(layout, i):
 
 def workload(layout, n):
     out = ["PRAGMA journal_mode=WAL;", "PRAGMA synchronous=OFF;"]
+    saved = 0  # sagas created in earlier transactions are saved in the next one
     for start in range(0, n, PER_COMMIT):
         out.append("BEGIN IMMEDIATE;")
         for i in range(start, min(n, start + PER_COMMIT)):
             out += create(layout, i)
-        for i in range(max(0, start - PER_COMMIT), start):
+        for i in range(saved, start):
             out += save(layout, i)
+        saved = start
         out.append("COMMIT;")
     out.append("BEGIN IMMEDIATE;")
-    for i in range(max(0, n - PER_COMMIT), n):
+    for i in range(saved, n):
         out += save(layout, i)
     out.append("COMMIT;")
     return "\n".join(out) + "\n"
@@ -137,7 +139,8 @@ def step_instructions(work, layout, schema, n):
 
 def main():
     n1, n2 = (int(a) for a in sys.argv[1:3]) if len(sys.argv) > 2 else (2000, 6000)
-    a = schema_a(tempfile.mkdtemp())
+    with tempfile.TemporaryDirectory() as work:
+        a = schema_a(work)
     print(f"{'layout':<60} {'sqlite3_step per saga':>22} {'file after ' + str(n2):>18}")
     for layout, name, schema in (("A", "today's: branch rows keyed by gid text", a),
                                  ("C", "branch rows keyed by the global row's integer id", schema_c(a)),
