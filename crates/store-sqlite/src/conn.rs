@@ -8,14 +8,15 @@ use std::pin::pin;
 use std::sync::LazyLock;
 use std::task::{Context, Poll, Waker};
 
-use dtx_core::Timestamp;
+use dtx_core::time::duration_millis;
 use dtx_core::{Branch, Global};
+use dtx_core::{Timestamp, timeout};
 use dtx_store::rows::Columns;
 use dtx_store::sql::{
     Arg, Conn, Decode, Dialect, Placeholders, Sql, Statements, branch_args, insert_branches_one_by_one,
-    render, templates,
+    render, save_args, templates,
 };
-use dtx_store::{Error, Result};
+use dtx_store::{Error, Expect, Result, Save};
 use rusqlite::types::{ToSql, ToSqlOutput, Value, ValueRef};
 use sqlx::Sqlite;
 use sqlx::sqlite::SqliteRow;
@@ -48,6 +49,8 @@ static CLAIM_DUE_TAKE: LazyLock<Sql> = LazyLock::new(|| render::<Lite3>(template
 /// The claim by gid in two statements, without `RETURNING` (see the templates).
 static CLAIM_PICK: LazyLock<Sql> = LazyLock::new(|| render::<Lite3>(templates::CLAIM_PICK));
 static CLAIM_TAKE: LazyLock<Sql> = LazyLock::new(|| render::<Lite3>(templates::CLAIM_TAKE));
+/// The take and a save decided on the picked row, in one UPDATE (ADR 25).
+pub(crate) static CLAIM_SAVE: LazyLock<Sql> = LazyLock::new(|| render::<Lite3>(templates::CLAIM_SAVE));
 
 /// The most branch rows one INSERT writes (a saga step is two rows).
 const MULTI_ROWS: usize = 8;
@@ -93,6 +96,19 @@ fn multi_row_args<'a>(gid: &'a str, rows: &'a [Branch]) -> Vec<Arg<'a>> {
 /// Takes back the rows one [`INSERT_BRANCHES`] statement inserted (ids `$1 < id <= $2`).
 static DELETE_INSERTED: LazyLock<Sql> =
     LazyLock::new(|| render::<Lite3>("DELETE FROM trans_branch_op WHERE id > $1 AND id <= $2"));
+
+/// A registration's touch that is also its check (ADR 25): `update_time = $1` only where the
+/// row is of mode `$3`, `prepared`, not under a lease running at `$1`, and not timed out. The
+/// timeout is the row's own `timeout_to_fail` (seconds, in its options) or else `$4` (the
+/// server default for the mode in milliseconds; 0 = none), as `dtx_core::timeout` decides it.
+static REGISTER_TOUCH: LazyLock<Sql> = LazyLock::new(|| {
+    render::<Lite3>(
+        "UPDATE trans_global SET update_time = $1 WHERE gid = $2 AND trans_type = $3 \
+         AND status = 'prepared' AND (owner IS NULL OR lease_until IS NULL OR lease_until < $1) \
+         AND COALESCE($1 - create_time < NULLIF(COALESCE(NULLIF(json_extract(NULLIF(options, ''), \
+         '$.timeout_to_fail'), 0) * 1000, $4), 0), 1)",
+    )
+});
 
 dtx_store::sqlx_conn!(ReadConn, Sqlite, SqliteRow, map_sqlx);
 
@@ -253,6 +269,30 @@ impl Conn for Lite<'_> {
         Ok(())
     }
 
+    /// The touch that checks (see [`REGISTER_TOUCH`]), then the rows: two statements instead
+    /// of three, and no options JSON decoded in Rust. Nothing matched: the caller's check reads
+    /// the row and says why.
+    async fn try_register_branches(
+        &mut self,
+        gid: &str,
+        expect: &Expect,
+        branches: &[Branch],
+        now: Timestamp,
+    ) -> Result<bool> {
+        let default = timeout::effective_timeout(expect.trans_type, 0, expect.default_timeout);
+        let args = [
+            Arg::time(now),
+            Arg::text(gid),
+            Arg::text(expect.trans_type.as_str()),
+            Arg::int(default.map_or(0, duration_millis)),
+        ];
+        if self.execute(&REGISTER_TOUCH, &args, "add branches").await? == 0 {
+            return Ok(false);
+        }
+        self.insert_branches(gid, branches).await?;
+        Ok(true)
+    }
+
     async fn control(&mut self, sql: &'static str) -> Result<()> {
         exec(self.conn, sql).map_err(|e| map_rusqlite("transaction control", e))
     }
@@ -264,18 +304,47 @@ impl Conn for Lite<'_> {
         now: Timestamp,
         lease_until: Timestamp,
     ) -> Result<Option<Global>> {
-        let args = [Arg::time(now), Arg::text(gid)];
-        let picked = self.fetch(&CLAIM_PICK, &args, "claim", dtx_store::rows::global).await?;
-        let Some(mut global) = picked.into_iter().next() else {
+        let Some(mut global) = self.pick_row(gid, now).await? else {
             return Ok(None);
         };
-        let args = [Arg::time(now), Arg::text(owner), Arg::time(lease_until), Arg::int(global.id)];
-        if self.execute(&CLAIM_TAKE, &args, "claim").await? != 1 {
-            return Err(Error::Internal(anyhow::anyhow!("claim of {gid}: the row it read is gone")));
-        }
+        self.take_row(global.id, owner, now, lease_until, None).await?;
         global.owner = Some(owner.to_owned());
         global.lease_until = Some(lease_until);
         Ok(Some(global))
+    }
+
+    /// The writer is alone: nothing changes between a pick and its take.
+    const ALONE: bool = true;
+
+    async fn pick_row(&mut self, gid: &str, now: Timestamp) -> Result<Option<Global>> {
+        let args = [Arg::time(now), Arg::text(gid)];
+        let picked = self.fetch(&CLAIM_PICK, &args, "claim", dtx_store::rows::global).await?;
+        Ok(picked.into_iter().next())
+    }
+
+    async fn take_row(
+        &mut self,
+        id: i64,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        save: Option<&Save>,
+    ) -> Result<()> {
+        let taken = match save {
+            None => {
+                let args = [Arg::time(now), Arg::text(owner), Arg::time(lease_until), Arg::int(id)];
+                self.execute(&CLAIM_TAKE, &args, "claim").await?
+            }
+            Some(save) => {
+                let mut args = save_args(self.fixed(save.now), save).to_vec();
+                args.push(Arg::int(id));
+                self.execute(&CLAIM_SAVE, &args, "claim and save").await?
+            }
+        };
+        if taken != 1 {
+            return Err(Error::Internal(anyhow::anyhow!("claim of row {id}: the row it read is gone")));
+        }
+        Ok(())
     }
 
     async fn claim_due_rows(

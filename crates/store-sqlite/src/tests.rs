@@ -326,3 +326,123 @@ fn multi_row_branch_inserts_bind_the_gid_once() {
     assert!(two.contains("VALUES (?1, ?2, ") && two.contains("), (?1, ?12, "), "{two}");
     assert!(two.ends_with("?21)"), "{two}");
 }
+
+/// A registration's touch is also its check (ADR 25): it matches exactly when the check would
+/// let the rows in, so the check's read runs only for a registration it refuses.
+#[tokio::test]
+async fn a_registration_checks_in_its_touch() {
+    use dtx_core::{Branch, GlobalStatus, Op, TransType};
+    use dtx_store::Expect;
+    use dtx_store::sql::Conn;
+    use dtx_store::testsuite::{T0, at, put, saga_with};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open_in(&dir, SqliteOptions::default()).await;
+    let prepared = |gid: &str, own: u64, owner: Option<(&str, u64)>| {
+        let mut tx = saga_with(gid, GlobalStatus::Prepared, at(0), owner.map(|(o, l)| (o, at(l))));
+        tx.global.trans_type = TransType::Tcc;
+        tx.global.create_time = T0;
+        tx.global.options.timeout_to_fail = own;
+        tx.branches.clear();
+        tx
+    };
+    put(&store, prepared("open", 0, None)).await;
+    put(&store, prepared("own-3s", 3, None)).await;
+    put(&store, prepared("leased", 0, Some(("node", 8)))).await;
+    put(&store, prepared("no-options", 0, None)).await;
+    let mut submitted = prepared("submitted", 0, None);
+    submitted.global.status = GlobalStatus::Submitted;
+    put(&store, submitted).await;
+    put(&store, saga_with("saga", GlobalStatus::Prepared, at(0), None)).await;
+    drop(store);
+
+    let mut conn = rusqlite::Connection::open(dir.path().join("t.db")).expect("open");
+    conn.execute("UPDATE trans_global SET options = '' WHERE gid = 'no-options'", []).expect("options");
+    let mut names = crate::conn::Names::default();
+    let tcc = Expect { trans_type: TransType::Tcc, default_timeout: Duration::from_secs(10) };
+    let mut try_at = |gid: &str, expect: Expect, secs: u64| {
+        let row = Branch::new(format!("b{secs}"), Op::Confirm, "http://svc/c".to_owned(), b"{}".to_vec(), T0);
+        let mut lite = crate::conn::Lite { conn: &mut conn, names: &mut names };
+        crate::conn::now(lite.try_register_branches(gid, &expect, &[row], at(secs))).expect("register")
+    };
+    // The server's timeout (10 s) for a row without its own; the boundary is timed out.
+    assert!(try_at("open", tcc, 9));
+    assert!(!try_at("open", tcc, 10));
+    assert!(try_at("no-options", tcc, 9));
+    assert!(!try_at("no-options", tcc, 10));
+    // The row's own timeout wins over the server's.
+    assert!(try_at("own-3s", tcc, 2));
+    assert!(!try_at("own-3s", tcc, 3));
+    // No timeout at all when neither has one.
+    let none = Expect { default_timeout: Duration::ZERO, ..tcc };
+    assert!(try_at("open", none, 100_000));
+    // A running lease refuses; an expired one does not.
+    assert!(!try_at("leased", tcc, 7));
+    assert!(!try_at("leased", tcc, 8), "a lease ending now is still running");
+    assert!(try_at("leased", none, 9));
+    // Another status, another mode, an unknown gid.
+    assert!(!try_at("submitted", tcc, 1));
+    assert!(!try_at("saga", tcc, 1));
+    assert!(!try_at("ghost", tcc, 1));
+
+    let stored = |gid: &str| -> (i64, i64) {
+        conn.query_row(
+            "SELECT g.update_time, (SELECT count(*) FROM trans_branch_op b WHERE b.gid = g.gid) \
+             FROM trans_global g WHERE g.gid = ?1",
+            [gid],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("row")
+    };
+    // Each registration that matched touched the row and added its row; the others nothing.
+    assert_eq!(stored("open"), (at(100_000).as_millis(), 2));
+    assert_eq!(stored("own-3s"), (at(2).as_millis(), 1));
+    assert_eq!(stored("leased"), (at(9).as_millis(), 1));
+    assert_eq!(stored("submitted").1, 0);
+}
+
+/// The claim and its save's global half are one UPDATE here (ADR 25): a release decided on the
+/// picked row leaves it unowned, and a save fenced by another owner (which no decision makes)
+/// still fails as fenced, taking the claim back with it.
+#[tokio::test]
+async fn a_claim_takes_the_row_in_its_save() {
+    use dtx_core::GlobalStatus;
+    use dtx_store::testsuite::{at, get, put, saga_with};
+    use dtx_store::{LeaseChange, StatusChange, ThenSave};
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open_in(&dir, SqliteOptions::default()).await;
+    put(&store, saga_with("release", GlobalStatus::Prepared, at(1000), None)).await;
+    put(&store, saga_with("foreign", GlobalStatus::Prepared, at(1000), None)).await;
+    let decide = |owner: &'static str, lease: LeaseChange| {
+        ThenSave(std::sync::Arc::new(move |l: &Loaded| {
+            Some(Save {
+                gid: l.global.gid.clone(),
+                owner: owner.to_owned(),
+                now: at(10),
+                branches: Vec::new(),
+                status: Some(StatusChange {
+                    to: GlobalStatus::Aborting,
+                    rollback_reason: None,
+                    result: None,
+                }),
+                lease: lease.clone(),
+            })
+        }))
+    };
+    let release = LeaseChange::Release {
+        next_cron_time: at(50),
+        next_cron_interval: std::time::Duration::from_secs(5),
+    };
+    let c =
+        store.claim_then("release", "me", at(10), at(30), decide("me", release)).await.expect("claim_then");
+    assert!(c.expect("claimable").saved);
+    let row = get(&store, "release").await.global;
+    assert_eq!((row.status, row.owner, row.lease_until), (GlobalStatus::Aborting, None, None));
+    assert_eq!(row.next_cron_time, at(50));
+
+    let renew = LeaseChange::Renew { lease_until: at(40) };
+    let fenced = store.claim_then("foreign", "me", at(10), at(30), decide("other", renew)).await;
+    assert!(matches!(fenced, Err(Error::Fenced { .. })), "{fenced:?}");
+    let row = get(&store, "foreign").await.global;
+    assert_eq!((row.status, row.owner, row.lease_until), (GlobalStatus::Prepared, None, None));
+}

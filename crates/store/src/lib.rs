@@ -266,7 +266,8 @@ pub struct Expect {
 impl Expect {
     /// [`Error::Precondition`] when the stored transaction (of `trans_type`, created at
     /// `create_time`, with its own `timeout_to_fail` seconds) is of another mode or timed out
-    /// by `now`.
+    /// by `now`. SQLite's registration touch says the same in SQL (`REGISTER_TOUCH` in
+    /// `dtx-store-sqlite`, ADR 25): change both together.
     pub fn check(
         &self,
         gid: &str,

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use dtx_core::{Branch, Global, Timestamp};
 
 use crate::rows::Columns;
-use crate::{BranchUpdate, NewTransaction, Result, Save};
+use crate::{BranchUpdate, Expect, NewTransaction, Result, Save};
 
 pub mod group;
 mod ops;
@@ -29,7 +29,7 @@ pub mod templates;
 
 pub use ops::{
     branch_args, branch_conflict, finished_counts, insert_branches_one_by_one, kv_get, kv_scan,
-    lease_columns, list, load_in, missing_branch, run, unfinished_counts,
+    lease_columns, list, load_in, missing_branch, run, save_args, unfinished_counts,
 };
 
 /// Statements this process has sent to its database, on every backend: reads, writes and
@@ -266,6 +266,11 @@ impl Statements {
     }
 }
 
+/// The error of a step only a writer that is alone has ([`Conn::ALONE`]).
+fn alone_only(step: &str) -> crate::Error {
+    crate::Error::Internal(anyhow::anyhow!("{step} is only for a writer that is alone (Conn::ALONE)"))
+}
+
 /// Decodes one result row.
 pub type Decode<T> = fn(&dyn Columns) -> Result<T>;
 
@@ -347,6 +352,22 @@ pub trait Conn: Send {
         }
     }
 
+    /// A registration in its common case, without the check's read: a backend whose writer is
+    /// alone (SQLite) bumps `update_time` only where the transaction is of `expect`'s mode,
+    /// `prepared`, not leased and not timed out, and inserts the rows if that matched.
+    /// `Ok(false)`: not tried, or the transaction is not in that state; the caller then
+    /// checks it and says why (or registers after all, if the check finds nothing wrong).
+    fn try_register_branches(
+        &mut self,
+        gid: &str,
+        expect: &Expect,
+        branches: &[Branch],
+        now: Timestamp,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        let _ = (gid, expect, branches, now);
+        async { Ok(false) }
+    }
+
     /// Applies the branch half of a save; `NotFound` names an update that matched no row.
     fn update_branches(
         &mut self,
@@ -397,6 +418,32 @@ pub trait Conn: Send {
             ];
             self.fetch(&self.sql().claim_due, &args, "claim due", crate::rows::claimed).await
         }
+    }
+
+    /// Whether this connection's writer is alone (SQLite): a row [`Conn::pick_row`] read is
+    /// still as read when [`Conn::take_row`] takes it later in the same request, so a claim
+    /// and the save decided on it can be one UPDATE ([`crate::Store::claim_then`]).
+    const ALONE: bool = false;
+
+    /// The row a claim by gid would take (not final, no valid lease), read but not taken.
+    /// Only where [`Conn::ALONE`].
+    fn pick_row(&mut self, gid: &str, now: Timestamp) -> impl Future<Output = Result<Option<Global>>> + Send {
+        let _ = (gid, now);
+        async { Err(alone_only("pick_row")) }
+    }
+
+    /// Takes the row [`Conn::pick_row`] read (by its id): owner and lease, and with `save`
+    /// the global half of that save in the same UPDATE. Only where [`Conn::ALONE`].
+    fn take_row(
+        &mut self,
+        id: i64,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        save: Option<&Save>,
+    ) -> impl Future<Output = Result<()>> + Send {
+        let _ = (id, owner, now, lease_until, save);
+        async { Err(alone_only("take_row")) }
     }
 
     /// Takes one transaction if it is not final and has no valid lease.

@@ -225,6 +225,9 @@ async fn claim_then<C: Conn>(
     lease_until: Timestamp,
     then: &ThenSave,
 ) -> Result<Option<ClaimedThen>> {
+    if C::ALONE {
+        return claim_then_alone(conn, gid, owner, now, lease_until, then).await;
+    }
     let Some(loaded) = claim(conn, gid, owner, now, lease_until).await? else {
         return Ok(None);
     };
@@ -234,6 +237,47 @@ async fn claim_then<C: Conn>(
             true
         }
         None => false,
+    };
+    Ok(Some(ClaimedThen { loaded, saved }))
+}
+
+/// [`claim_then`] of a writer that is alone: the row and its branches are read, the save is
+/// decided on them, and one UPDATE both takes the row and writes the save's global half
+/// (`CLAIM_SAVE`), where a claim's UPDATE and the save's are two. A save fenced by another
+/// owner (which no decision makes) goes the long way: take, then a fenced save.
+async fn claim_then_alone<C: Conn>(
+    conn: &mut C,
+    gid: &str,
+    owner: &str,
+    now: Timestamp,
+    lease_until: Timestamp,
+    then: &ThenSave,
+) -> Result<Option<ClaimedThen>> {
+    let Some(mut global) = conn.pick_row(gid, now).await? else {
+        return Ok(None);
+    };
+    let id = global.id;
+    global.owner = Some(owner.to_owned());
+    global.lease_until = Some(lease_until);
+    let loaded = with_branches(conn, global).await?;
+    let saved = match (then.0)(&loaded) {
+        Some(s) if s.owner == owner && s.gid == gid => {
+            conn.take_row(id, owner, now, lease_until, Some(&s)).await?;
+            if !s.branches.is_empty() {
+                conn.update_branches(&s.gid, s.now, &s.branches).await?;
+            }
+            true
+        }
+        other => {
+            conn.take_row(id, owner, now, lease_until, None).await?;
+            match other {
+                Some(s) => {
+                    save(conn, &s).await?;
+                    true
+                }
+                None => false,
+            }
+        }
     };
     Ok(Some(ClaimedThen { loaded, saved }))
 }
@@ -275,12 +319,19 @@ async fn save<C: Conn>(conn: &mut C, save: &Save) -> Result<()> {
 
 /// The global half of a save that changes more than the lease: [`super::templates::SAVE`].
 async fn save_global<C: Conn>(conn: &mut C, save: &Save) -> Result<u64> {
+    let args = save_args(conn.fixed(save.now), save);
+    conn.execute(&conn.sql().save, &args, "save").await
+}
+
+/// The parameters of [`super::templates::SAVE`] (`$1` to `$14`) for `save`, `fixed` being
+/// the connection's `$1` ([`Conn::fixed`]).
+pub fn save_args(fixed: Option<i64>, save: &Save) -> [Arg<'_>; 14] {
     let status = save.status.as_ref().map(|s| s.to.as_str());
     let reason = save.status.as_ref().and_then(|s| s.rollback_reason.as_deref());
     let result = save.status.as_ref().and_then(|s| s.result.as_deref());
     let (release, lease_until, next_cron_time, next_cron_interval, held_host) = lease_columns(&save.lease);
-    let args = [
-        Arg::Int(conn.fixed(save.now)),
+    [
+        Arg::Int(fixed),
         Arg::time(save.now),
         Arg::Text(status),
         Arg::text(GlobalStatus::Succeed.as_str()),
@@ -294,8 +345,7 @@ async fn save_global<C: Conn>(conn: &mut C, save: &Save) -> Result<u64> {
         Arg::text(&save.owner),
         Arg::Text(result),
         Arg::Text(held_host),
-    ];
-    conn.execute(&conn.sql().save, &args, "save").await
+    ]
 }
 
 /// The columns a [`LeaseChange`] writes: whether the owner is released, then `lease_until`,
@@ -357,7 +407,8 @@ fn check(row: &dyn rows::Columns) -> Result<Check> {
 /// the clock). The global row is read `{lock}`ed: until this transaction ends, a claim of it
 /// waits or skips it, so no round can start between the check and the inserts (on SQLite the
 /// writer is alone, which is the same). A duplicate `(gid, branch_id, op)` fails the request,
-/// and its savepoint is rolled back.
+/// and its savepoint is rolled back. A backend may first try the common case without the read
+/// ([`Conn::try_register_branches`]); the check then runs only when that matched nothing.
 async fn add_branches<C: Conn>(
     conn: &mut C,
     gid: &str,
@@ -365,6 +416,9 @@ async fn add_branches<C: Conn>(
     branches: &[Branch],
     now: Timestamp,
 ) -> Result<()> {
+    if conn.try_register_branches(gid, expect, branches, now).await? {
+        return Ok(());
+    }
     let args = [Arg::Int(conn.fixed(now)), Arg::text(gid)];
     let row = conn.fetch(&conn.sql().add_branches_check, &args, "add branches: check", check).await?;
     let row = row.into_iter().next().ok_or_else(|| Error::NotFound(format!("transaction {gid}")))?;

@@ -106,22 +106,44 @@ pub const BRANCHES_OF_JSON: &str = concat!(
     " FROM trans_branch_op WHERE gid IN (SELECT value FROM json_each($1))"
 );
 
+/// The columns [`SAVE`] and [`CLAIM_SAVE`] set before `owner`.
+macro_rules! save_head {
+    () => {
+        "UPDATE trans_global SET update_time = $2, \
+         status = COALESCE($3, status), \
+         finish_time = CASE WHEN $3 = $4 THEN $2 ELSE finish_time END, \
+         rollback_time = CASE WHEN $3 = $5 THEN $2 ELSE rollback_time END, \
+         rollback_reason = COALESCE($6, rollback_reason), "
+    };
+}
+
+/// The columns [`SAVE`] and [`CLAIM_SAVE`] set after `owner`.
+macro_rules! save_tail {
+    () => {
+        "lease_until = {now} + ($8 - $2), \
+         next_cron_time = COALESCE({now} + ($9 - $2), next_cron_time), \
+         next_cron_interval = COALESCE($10, next_cron_interval), \
+         result = COALESCE($13, result), \
+         held_host = CASE WHEN $7 THEN $14 ELSE held_host END "
+    };
+}
+
 /// The fenced write of the global row: matches nothing unless `owner = $12`. Renew keeps the
 /// owner and moves `lease_until`; Release (`$7`) clears both and reschedules, and sets
 /// `held_host` to `$14` (NULL unless the release is a hold). `$13`: a workflow's result,
 /// when it finishes.
-pub const SAVE: &str = "UPDATE trans_global SET update_time = $2, \
-     status = COALESCE($3, status), \
-     finish_time = CASE WHEN $3 = $4 THEN $2 ELSE finish_time END, \
-     rollback_time = CASE WHEN $3 = $5 THEN $2 ELSE rollback_time END, \
-     rollback_reason = COALESCE($6, rollback_reason), \
-     owner = CASE WHEN $7 THEN NULL ELSE owner END, \
-     lease_until = {now} + ($8 - $2), \
-     next_cron_time = COALESCE({now} + ($9 - $2), next_cron_time), \
-     next_cron_interval = COALESCE($10, next_cron_interval), \
-     result = COALESCE($13, result), \
-     held_host = CASE WHEN $7 THEN $14 ELSE held_host END \
-     WHERE gid = $11 AND owner = $12";
+pub const SAVE: &str = concat!(
+    save_head!(),
+    "owner = CASE WHEN $7 THEN NULL ELSE owner END, ",
+    save_tail!(),
+    "WHERE gid = $11 AND owner = $12"
+);
+
+/// [`SAVE`] of a row that [`CLAIM_PICK`] read and nothing took yet (SQLite: the writer is
+/// alone): it takes the row too, setting `owner = $12` (or clearing it on a release), found by
+/// its id `$15` instead of the fence. One UPDATE where [`CLAIM_TAKE`] and [`SAVE`] are two.
+pub const CLAIM_SAVE: &str =
+    concat!(save_head!(), "owner = CASE WHEN $7 THEN NULL ELSE $12 END, ", save_tail!(), "WHERE id = $15");
 
 /// The fenced write of a save that only renews the lease (no status, reason, result,
 /// reschedule or hold): the mid-round write before each later call. It names no column of the
