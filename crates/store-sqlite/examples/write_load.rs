@@ -16,6 +16,7 @@ use dtx_store_sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
 fn step(branch_id: &str) -> BranchUpdate {
     BranchUpdate {
+        id: 0,
         branch_id: branch_id.to_owned(),
         op: Op::Action,
         status: BranchStatus::Succeed,

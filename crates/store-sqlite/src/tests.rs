@@ -91,6 +91,8 @@ async fn the_writes_of_a_round_build_no_ephemeral_tables() {
         ("save", &sql.save.text),
         ("renew", &sql.renew.text),
         ("update_branch", &sql.update_branch.text),
+        ("update_branch_by_id", &sql.update_branch_by_id.text),
+        ("claim_save", &crate::conn::CLAIM_SAVE.text),
         ("insert_branch", &sql.insert_branch.text),
         ("force_stop", &sql.force_stop.text),
     ] {
@@ -275,6 +277,7 @@ async fn a_claim_and_its_save_are_one_write() {
             owner: "me".to_owned(),
             now: at(10),
             branches: vec![BranchUpdate {
+                id: 0,
                 branch_id: "99".to_owned(),
                 op: Op::Action,
                 status: BranchStatus::Prepared,
@@ -445,4 +448,46 @@ async fn a_claim_takes_the_row_in_its_save() {
     assert!(matches!(fenced, Err(Error::Fenced { .. })), "{fenced:?}");
     let row = get(&store, "foreign").await.global;
     assert_eq!((row.status, row.owner, row.lease_until), (GlobalStatus::Prepared, None, None));
+}
+
+/// A branch row whose id the caller read is updated by its rowid (ADR 25), and only if that
+/// row is the one its key names: an id of another row matches nothing.
+#[tokio::test]
+async fn a_branch_row_with_a_known_id_is_updated_by_it() {
+    use dtx_core::{BranchStatus, GlobalStatus, Op};
+    use dtx_store::testsuite::{at, get, put, saga_with};
+    use dtx_store::{BranchUpdate, LeaseChange};
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open_in(&dir, SqliteOptions::default()).await;
+    let plan = plan(&store, crate::conn::SQL.update_branch_by_id.text, &[1, 1, 1, 1, 1, 1, 1, 1, 1]).await;
+    assert!(plan.iter().any(|d| d.contains("INTEGER PRIMARY KEY (rowid=?)")), "plan: {plan:?}");
+
+    put(&store, saga_with("mine", GlobalStatus::Submitted, at(0), Some(("me", at(60))))).await;
+    put(&store, saga_with("other", GlobalStatus::Submitted, at(0), None)).await;
+    let mine = get(&store, "mine").await.branches;
+    let other = get(&store, "other").await.branches;
+    let action = mine.iter().find(|b| b.op == Op::Action).expect("an action row");
+    let save = |id: i64| Save {
+        gid: "mine".to_owned(),
+        owner: "me".to_owned(),
+        now: at(5),
+        branches: vec![BranchUpdate {
+            id,
+            branch_id: action.branch_id.clone(),
+            op: Op::Action,
+            status: BranchStatus::Succeed,
+            attempts: 1,
+            last_error: String::new(),
+            finish_time: Some(at(5)),
+        }],
+        status: None,
+        lease: LeaseChange::Renew { lease_until: at(60) },
+    };
+    // Another transaction's row id under this row's key: nothing matches, nothing is written.
+    let wrong = store.save(save(other[0].id)).await;
+    assert!(matches!(wrong, Err(Error::NotFound(_))), "{wrong:?}");
+    assert_eq!(get(&store, "mine").await.branches, mine);
+    store.save(save(action.id)).await.expect("save by id");
+    let row = get(&store, "mine").await.branches.into_iter().find(|b| b.id == action.id).expect("row");
+    assert_eq!((row.status, row.attempts, row.finish_time), (BranchStatus::Succeed, 1, Some(at(5))));
 }

@@ -145,6 +145,9 @@ pub struct Loaded {
 /// The new state of one branch row, identified by `(branch_id, op)` within the transaction.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BranchUpdate {
+    /// The row's id as the caller read it from the store; 0 when not known (rows this node
+    /// inserted are not read back). A backend may find the row by it (ADR 25).
+    pub id: i64,
     /// Which branch.
     pub branch_id: String,
     /// Which op of it.

@@ -340,6 +340,7 @@ impl<'a> Ctx<'a> {
             .map(|&i| {
                 let b = &self.branches[i];
                 BranchUpdate {
+                    id: b.id,
                     branch_id: b.branch_id.clone(),
                     op: b.op,
                     status: b.status,

@@ -144,6 +144,7 @@ pub(crate) fn premark_first_calls(
                 ahead: if later { ahead } else { None },
             });
             updates.push(dtx_store::BranchUpdate {
+                id: b.id,
                 branch_id: b.branch_id.clone(),
                 op: b.op,
                 status: b.status,

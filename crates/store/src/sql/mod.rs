@@ -206,6 +206,7 @@ pub struct Statements {
     pub save: Sql,
     pub renew: Sql,
     pub update_branch: Sql,
+    pub update_branch_by_id: Sql,
     pub add_branches_check: Sql,
     pub touch: Sql,
     pub force_stop_read: Sql,
@@ -242,6 +243,7 @@ impl Statements {
             save: render::<D>(t::SAVE),
             renew: render::<D>(t::RENEW),
             update_branch: render::<D>(t::UPDATE_BRANCH),
+            update_branch_by_id: render::<D>(t::UPDATE_BRANCH_BY_ID),
             add_branches_check: render::<D>(t::ADD_BRANCHES_CHECK),
             touch: render::<D>(t::TOUCH),
             force_stop_read: render::<D>(t::FORCE_STOP_READ),
@@ -368,7 +370,8 @@ pub trait Conn: Send {
         async { Ok(false) }
     }
 
-    /// Applies the branch half of a save; `NotFound` names an update that matched no row.
+    /// Applies the branch half of a save; `NotFound` names an update that matched no row. A row
+    /// whose id the caller knows is found by it (one b-tree search instead of two).
     fn update_branches(
         &mut self,
         gid: &str,
@@ -376,9 +379,16 @@ pub trait Conn: Send {
         updates: &[BranchUpdate],
     ) -> impl Future<Output = Result<()>> + Send {
         async move {
-            let sql = &self.sql().update_branch;
             for b in updates {
-                if self.execute(sql, &ops::update_args(gid, now, b), "save branch").await? == 0 {
+                let args = ops::update_args(gid, now, b);
+                let matched = if b.id > 0 {
+                    let [a1, a2, a3, a4, a5, a6, a7, a8] = args;
+                    let args = [a1, a2, a3, a4, a5, a6, a7, a8, Arg::int(b.id)];
+                    self.execute(&self.sql().update_branch_by_id, &args, "save branch").await?
+                } else {
+                    self.execute(&self.sql().update_branch, &args, "save branch").await?
+                };
+                if matched == 0 {
                     return Err(ops::missing_branch(gid, &b.branch_id, b.op.as_str()));
                 }
             }

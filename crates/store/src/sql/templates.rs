@@ -156,6 +156,12 @@ pub const RENEW: &str = "UPDATE trans_global SET update_time = $2, lease_until =
 pub const UPDATE_BRANCH: &str = "UPDATE trans_branch_op SET status = $1, attempts = $2, last_error = $3, \
      finish_time = $4, update_time = $5 WHERE gid = $6 AND branch_id = $7 AND op = $8";
 
+/// [`UPDATE_BRANCH`] of a row whose id the caller read (`$9`): SQLite finds it by its rowid,
+/// not through the `(gid, branch_id, op)` index, and checks the key columns on the row.
+pub const UPDATE_BRANCH_BY_ID: &str = "UPDATE trans_branch_op SET status = $1, attempts = $2, \
+     last_error = $3, finish_time = $4, update_time = $5 WHERE id = $9 AND gid = $6 AND branch_id = $7 \
+     AND op = $8";
+
 /// The check before adding branches, locking the row until the inserts are done.
 pub const ADD_BRANCHES_CHECK: &str = "SELECT id, gid, trans_type, status, owner, lease_until, \
      create_time, options, {now} AS db_now FROM trans_global WHERE gid = $2{lock}";

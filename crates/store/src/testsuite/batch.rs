@@ -144,6 +144,7 @@ fn varied_save(i: usize, gid: &str) -> Save {
     // the same clock for every save of the batch.
     let now = at(20);
     let update = |branch_id: &str, op: Op, status: BranchStatus, attempts: u32, error: &str| BranchUpdate {
+        id: 0,
         branch_id: branch_id.to_owned(),
         op,
         status,

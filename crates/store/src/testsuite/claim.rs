@@ -174,6 +174,7 @@ pub async fn claim_then_claims_and_saves(store: Arc<dyn Store>) {
                 owner: "me".to_owned(),
                 now: at(10),
                 branches: vec![BranchUpdate {
+                    id: 0,
                     branch_id: if missing { "99".to_owned() } else { "01".to_owned() },
                     op: Op::Action,
                     status: dtx_core::BranchStatus::Prepared,

@@ -31,6 +31,7 @@ pub async fn force_stop_fails_and_fences_the_owner(store: Arc<dyn Store>) {
         owner: "a".into(),
         now: at(11),
         branches: vec![BranchUpdate {
+            id: 0,
             branch_id: "01".into(),
             op: Op::Action,
             status: BranchStatus::Succeed,

@@ -10,6 +10,7 @@ use crate::{BranchUpdate, Error, LeaseChange, Save, StatusChange, Store};
 
 fn done(branch_id: &str, op: Op, secs: u64) -> BranchUpdate {
     BranchUpdate {
+        id: 0,
         branch_id: branch_id.to_owned(),
         op,
         status: BranchStatus::Succeed,
@@ -62,6 +63,7 @@ pub async fn save_applies_branches_and_renews(store: Arc<dyn Store>) {
     put(&*store, saga_with("renew", GlobalStatus::Submitted, at(0), Some(("a", at(30))))).await;
     let before = get(&*store, "renew").await;
     let failed = BranchUpdate {
+        id: 0,
         status: BranchStatus::Prepared,
         attempts: 2,
         last_error: "HTTP 503".into(),
