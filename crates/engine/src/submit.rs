@@ -97,11 +97,11 @@ impl Engine {
             Premarks::new()
         };
         let tx = NewTransaction { global, branches };
-        match inner.store.create(tx.clone()).await {
-            Ok(()) => {}
+        let ids = match inner.store.create_returning_ids(tx.clone()).await {
+            Ok(ids) => ids,
             Err(StoreError::Conflict(_)) => return self.submit_existing(&req, delay).await,
             Err(e) => return Err(e.into()),
-        }
+        };
         // Per-transaction lifecycle lines are debug: at thousands of transactions a second, info
         // stays for what an operator acts on (rollbacks, timeouts, outages).
         debug!(gid = %req.gid, trans_type = %req.trans_type, branches = tx.branches.len(), "submitted");
@@ -109,6 +109,10 @@ impl Engine {
             return Ok(SubmitReply::Accepted);
         }
         let mut loaded = Loaded { global: tx.global, branches: tx.branches, taken_over: false };
+        // Rows of known id are updated by it (ADR 25).
+        if ids.len() == loaded.branches.len() {
+            loaded.branches.iter_mut().zip(ids).for_each(|(b, id)| b.id = id);
+        }
         round::saga::unmark_ahead(&premarks, &mut loaded.branches);
         Ok(self.process(loaded, owner, premarks, req.options.wait_result, slot).await)
     }

@@ -82,6 +82,10 @@ impl Store for GuardedStore {
         self.admitted("create", self.inner.create(tx)).await
     }
 
+    async fn create_returning_ids(&self, tx: NewTransaction) -> Result<Vec<i64>> {
+        self.admitted("create", self.inner.create_returning_ids(tx)).await
+    }
+
     async fn load(&self, gid: &str) -> Result<Option<Loaded>> {
         self.bounded("load", self.inner.load(gid)).await
     }

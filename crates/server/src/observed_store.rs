@@ -43,6 +43,10 @@ impl Store for ObservedStore {
         self.write("create", self.inner.create(tx)).await
     }
 
+    async fn create_returning_ids(&self, tx: NewTransaction) -> Result<Vec<i64>> {
+        self.write("create", self.inner.create_returning_ids(tx)).await
+    }
+
     async fn load(&self, gid: &str) -> Result<Option<Loaded>> {
         self.inner.load(gid).await
     }

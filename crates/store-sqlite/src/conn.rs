@@ -293,6 +293,12 @@ impl Conn for Lite<'_> {
         Ok(true)
     }
 
+    fn inserted_ids(&self, n: usize) -> Vec<i64> {
+        let last = self.conn.last_insert_rowid();
+        // At most a transaction's rows: the cast cannot wrap.
+        (0..n as i64).rev().map(|back| last - back).collect()
+    }
+
     async fn control(&mut self, sql: &'static str) -> Result<()> {
         exec(self.conn, sql).map_err(|e| map_rusqlite("transaction control", e))
     }

@@ -220,6 +220,10 @@ impl Store for SqliteStore {
         self.inner.writes.create(tx).await
     }
 
+    async fn create_returning_ids(&self, tx: NewTransaction) -> Result<Vec<i64>> {
+        self.inner.writes.create_returning_ids(tx).await
+    }
+
     async fn load(&self, gid: &str) -> Result<Option<Loaded>> {
         read::load(&self.inner.reads, gid).await
     }

@@ -491,3 +491,29 @@ async fn a_branch_row_with_a_known_id_is_updated_by_it() {
     let row = get(&store, "mine").await.branches.into_iter().find(|b| b.id == action.id).expect("row");
     assert_eq!((row.status, row.attempts, row.finish_time), (BranchStatus::Succeed, 1, Some(at(5))));
 }
+
+/// A create answers with its branch rows' ids, in the order given (ADR 25): the ids the rows
+/// have when read back, also for more rows than one INSERT takes and after other inserts.
+#[tokio::test]
+async fn a_create_returns_its_branch_row_ids() {
+    use dtx_core::{Branch, Op};
+    use dtx_store::testsuite::{T0, get, saga};
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open_in(&dir, SqliteOptions::default()).await;
+    for (gid, rows) in [("four", 4_usize), ("twenty", 20), ("one", 1), ("none", 0)] {
+        let mut tx = saga(gid);
+        tx.branches = (0..rows)
+            .map(|i| {
+                Branch::new(format!("{i:02}"), Op::Action, "http://svc/a".to_owned(), b"{}".to_vec(), T0)
+            })
+            .collect();
+        let ids = store.create_returning_ids(tx.clone()).await.expect("create");
+        let stored = get(&store, gid).await.branches;
+        let by_key: Vec<i64> = tx
+            .branches
+            .iter()
+            .map(|b| stored.iter().find(|s| s.branch_id == b.branch_id).expect("stored row").id)
+            .collect();
+        assert_eq!(ids, by_key, "{gid}");
+    }
+}

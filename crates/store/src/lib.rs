@@ -361,6 +361,14 @@ pub trait Store: Send + Sync + 'static {
     /// A duplicate gid → [`Error::Conflict`], and nothing is written.
     async fn create(&self, tx: NewTransaction) -> Result<()>;
 
+    /// [`Store::create`], returning the ids its branch rows got, in the order given, where the
+    /// backend learns them without another statement (SQLite: they follow the last row id);
+    /// empty where it does not. The round that follows updates rows of known id by their id
+    /// (ADR 25). Wrappers forward it.
+    async fn create_returning_ids(&self, tx: NewTransaction) -> Result<Vec<i64>> {
+        self.create(tx).await.map(|()| Vec::new())
+    }
+
     /// Loads a transaction with its branches (`None` if unknown).
     async fn load(&self, gid: &str) -> Result<Option<Loaded>>;
 

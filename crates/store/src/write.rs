@@ -48,6 +48,9 @@ pub enum WriteOp {
 pub enum Output {
     /// Nothing to return.
     Done,
+    /// A create: its branch rows' ids in the order given, or none where the connection does
+    /// not know them ([`crate::sql::Conn::inserted_ids`]).
+    Created(Vec<i64>),
     /// Rows claimed by [`WriteOp::ClaimDue`].
     Claimed(Vec<Loaded>),
     /// The row claimed by [`WriteOp::Claim`] (boxed: much larger than the other outputs).
@@ -68,7 +71,19 @@ pub trait FromOutput: Sized {
 
 impl FromOutput for () {
     fn from_output(output: Output) -> Option<()> {
-        matches!(output, Output::Done).then_some(())
+        matches!(output, Output::Done | Output::Created(_)).then_some(())
+    }
+}
+
+/// The branch row ids of a create ([`Output::Created`]); none where the writer wrote the row
+/// without learning them ([`Output::Done`]: a batch's multi-row statement).
+impl FromOutput for Vec<i64> {
+    fn from_output(output: Output) -> Option<Vec<i64>> {
+        match output {
+            Output::Created(ids) => Some(ids),
+            Output::Done => Some(Vec::new()),
+            _ => None,
+        }
     }
 }
 
@@ -181,6 +196,11 @@ impl Writes {
 
     /// [`crate::Store::create`].
     pub async fn create(&self, tx: NewTransaction) -> Result<()> {
+        self.run(WriteOp::Create(Box::new(tx))).await
+    }
+
+    /// [`crate::Store::create_returning_ids`].
+    pub async fn create_returning_ids(&self, tx: NewTransaction) -> Result<Vec<i64>> {
         self.run(WriteOp::Create(Box::new(tx))).await
     }
 

@@ -336,6 +336,14 @@ pub trait Conn: Send {
         ops::insert_branches_one_by_one(self, gid, branches)
     }
 
+    /// The ids of the last `n` rows [`Conn::insert_branches`] inserted, in order, where the
+    /// connection knows them without a statement (SQLite: the writer is alone, so they are the
+    /// last row id and the `n - 1` before it); empty otherwise.
+    fn inserted_ids(&self, n: usize) -> Vec<i64> {
+        let _ = n;
+        Vec::new()
+    }
+
     /// Inserts branch rows of a registration (as [`Conn::insert_branches`]) and bumps the
     /// `update_time` of the transaction (row `id`) to `now`; the caller holds the global row's
     /// lock.

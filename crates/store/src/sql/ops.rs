@@ -16,7 +16,7 @@ use crate::{
 /// Runs one write operation.
 pub async fn run<C: Conn>(conn: &mut C, op: &WriteOp) -> Result<Output> {
     Ok(match op {
-        WriteOp::Create(tx) => create(conn, tx).await.map(|()| Output::Done)?,
+        WriteOp::Create(tx) => Output::Created(create(conn, tx).await?),
         WriteOp::ClaimDue { owner, now, lease_until, limit } => {
             Output::Claimed(claim_due(conn, owner, *now, *lease_until, *limit).await?)
         }
@@ -147,8 +147,9 @@ pub fn missing_branch(gid: &str, branch_id: &str, op: &str) -> Error {
 
 /// Inserts the global row and its branches. A duplicate gid fails on the unique index
 /// (→ `Conflict`); the caller's transaction or savepoint then discards the partial insert.
-/// The caller's "now" is the row's `update_time` (when the engine built it).
-async fn create<C: Conn>(conn: &mut C, tx: &NewTransaction) -> Result<()> {
+/// The caller's "now" is the row's `update_time` (when the engine built it). Returns the branch
+/// rows' ids where the connection knows them ([`Conn::inserted_ids`]).
+async fn create<C: Conn>(conn: &mut C, tx: &NewTransaction) -> Result<Vec<i64>> {
     let g = &tx.global;
     let options = g.options.to_json();
     let args = [
@@ -175,7 +176,8 @@ async fn create<C: Conn>(conn: &mut C, tx: &NewTransaction) -> Result<()> {
         Error::Conflict(_) => Error::Conflict(format!("transaction {} already exists", g.gid)),
         other => other,
     })?;
-    conn.insert_branches(&g.gid, &tx.branches).await
+    conn.insert_branches(&g.gid, &tx.branches).await?;
+    Ok(conn.inserted_ids(tx.branches.len()))
 }
 
 /// Claims up to `limit` due rows, then reads their branches (in the same transaction: the rows
