@@ -218,7 +218,11 @@ async fn claim<C: Conn>(
     with_branches(conn, global).await.map(Some)
 }
 
-/// A claim and the save its decision asks for, in the caller's one transaction.
+/// A claim and the save its decision asks for, in the caller's one transaction. Where the
+/// writer is alone ([`Conn::ALONE`]), the row and its branches are read, the save is decided on
+/// them, and one UPDATE both takes the row and writes the save's global half (`CLAIM_SAVE`),
+/// where a claim's UPDATE and the save's are two. A save fenced by another owner (which no
+/// decision makes) goes the long way there too: take, then a fenced save.
 async fn claim_then<C: Conn>(
     conn: &mut C,
     gid: &str,
@@ -227,43 +231,22 @@ async fn claim_then<C: Conn>(
     lease_until: Timestamp,
     then: &ThenSave,
 ) -> Result<Option<ClaimedThen>> {
-    if C::ALONE {
-        return claim_then_alone(conn, gid, owner, now, lease_until, then).await;
-    }
-    let Some(loaded) = claim(conn, gid, owner, now, lease_until).await? else {
-        return Ok(None);
+    let (loaded, in_one) = if C::ALONE {
+        let Some(mut global) = conn.pick_row(gid, now).await? else {
+            return Ok(None);
+        };
+        global.owner = Some(owner.to_owned());
+        global.lease_until = Some(lease_until);
+        (with_branches(conn, global).await?, true)
+    } else {
+        let Some(loaded) = claim(conn, gid, owner, now, lease_until).await? else {
+            return Ok(None);
+        };
+        (loaded, false)
     };
+    let id = loaded.global.id;
     let saved = match (then.0)(&loaded) {
-        Some(s) => {
-            save(conn, &s).await?;
-            true
-        }
-        None => false,
-    };
-    Ok(Some(ClaimedThen { loaded, saved }))
-}
-
-/// [`claim_then`] of a writer that is alone: the row and its branches are read, the save is
-/// decided on them, and one UPDATE both takes the row and writes the save's global half
-/// (`CLAIM_SAVE`), where a claim's UPDATE and the save's are two. A save fenced by another
-/// owner (which no decision makes) goes the long way: take, then a fenced save.
-async fn claim_then_alone<C: Conn>(
-    conn: &mut C,
-    gid: &str,
-    owner: &str,
-    now: Timestamp,
-    lease_until: Timestamp,
-    then: &ThenSave,
-) -> Result<Option<ClaimedThen>> {
-    let Some(mut global) = conn.pick_row(gid, now).await? else {
-        return Ok(None);
-    };
-    let id = global.id;
-    global.owner = Some(owner.to_owned());
-    global.lease_until = Some(lease_until);
-    let loaded = with_branches(conn, global).await?;
-    let saved = match (then.0)(&loaded) {
-        Some(s) if s.owner == owner && s.gid == gid => {
+        Some(s) if in_one && s.owner == owner && s.gid == gid => {
             conn.take_row(id, owner, now, lease_until, Some(&s)).await?;
             if !s.branches.is_empty() {
                 conn.update_branches(&s.gid, s.now, &s.branches).await?;
@@ -271,7 +254,9 @@ async fn claim_then_alone<C: Conn>(
             true
         }
         other => {
-            conn.take_row(id, owner, now, lease_until, None).await?;
+            if in_one {
+                conn.take_row(id, owner, now, lease_until, None).await?;
+            }
             match other {
                 Some(s) => {
                     save(conn, &s).await?;
