@@ -13,10 +13,9 @@ use dtx_core::{Branch, Global};
 use dtx_core::{Timestamp, timeout};
 use dtx_store::rows::Columns;
 use dtx_store::sql::{
-    Arg, Conn, Decode, Dialect, Placeholders, Sql, Statements, branch_args, insert_branches_one_by_one,
-    render, save_args, templates,
+    Arg, Conn, Decode, Dialect, Placeholders, Sql, Statements, render, save_args, templates,
 };
-use dtx_store::{Error, Expect, Result, Save};
+use dtx_store::{BranchUpdate, Error, Expect, LeaseChange, Result, Save, packed};
 use rusqlite::types::{ToSql, ToSqlOutput, Value, ValueRef};
 use sqlx::Sqlite;
 use sqlx::sqlite::SqliteRow;
@@ -35,6 +34,8 @@ impl Dialect for Lite3 {
     /// The due index's predicate (migration `20261207000000`, ADR 16): no IN list of three
     /// constants, which SQLite builds into an ephemeral b-tree on every row write.
     const UNFINISHED: &'static str = "status NOT IN ('succeed', 'failed')";
+    /// A transaction is one row (ADR 26).
+    const BRANCHES_IN_ROW: bool = true;
 }
 
 /// The statements, rendered once.
@@ -52,58 +53,56 @@ static CLAIM_TAKE: LazyLock<Sql> = LazyLock::new(|| render::<Lite3>(templates::C
 /// The take and a save decided on the picked row, in one UPDATE (ADR 25).
 pub(crate) static CLAIM_SAVE: LazyLock<Sql> = LazyLock::new(|| render::<Lite3>(templates::CLAIM_SAVE));
 
-/// The most branch rows one INSERT writes (a saga step is two rows).
-const MULTI_ROWS: usize = 8;
-
-/// `INSERT_BRANCH` with 2 to [`MULTI_ROWS`] rows (index: rows - 2). A statement costs the
-/// writer ~6,000 instructions besides its rows (the statement cache, binding, opening the
-/// table's and the key index's cursors, resetting), so a saga's four rows in one statement
-/// save about 18,000 (ADR 21). `OR IGNORE`: a statement that can stop half-way (a duplicate
-/// row) makes SQLite copy every page it first touches into a statement journal, to undo that
-/// statement alone (~3,000 instructions per saga, ADR 24); a skipped duplicate is found by
-/// the count of rows inserted instead (see [`Lite::insert_branches`]). Every row names the
-/// one gid parameter, `$1` (the template's first): a text bound once, not once per row
-/// ([`multi_row_args`]).
-pub(crate) static INSERT_BRANCHES: LazyLock<Vec<Sql>> = LazyLock::new(|| {
-    let template = templates::INSERT_BRANCH.replacen("INSERT INTO", "INSERT OR IGNORE INTO", 1);
-    let (head, one) = template.split_at(template.find("VALUES").unwrap_or(template.len()));
-    let per_row = one.matches('$').count().saturating_sub(1);
-    (2..=MULTI_ROWS)
-        .map(|rows| {
-            let values: Vec<String> = (0..rows)
-                .map(|r| {
-                    let params: Vec<String> =
-                        (1..=per_row).map(|p| format!("${}", 1 + r * per_row + p)).collect();
-                    format!("($1, {})", params.join(", "))
-                })
-                .collect();
-            render::<Lite3>(&format!("{head}VALUES {}", values.join(", ")))
-        })
-        .collect()
-});
-
-/// The arguments of an [`INSERT_BRANCHES`] statement: the gid, then each row's own.
-fn multi_row_args<'a>(gid: &'a str, rows: &'a [Branch]) -> Vec<Arg<'a>> {
-    let mut args = Vec::with_capacity(1 + rows.len() * 10);
-    args.push(Arg::text(gid));
-    for b in rows {
-        // `branch_args` starts with the gid (`$1` of the template).
-        args.extend(branch_args(gid, b).into_iter().skip(1));
-    }
-    args
+/// `template` (an UPDATE) also setting the packed branches (ADR 26) from the update list in
+/// parameter `param`, applied by [`crate::functions`]'s `dtx_apply`.
+fn applying(template: &str, param: &str) -> String {
+    let at = template.rfind(" WHERE ").unwrap_or(template.len());
+    format!("{}, branches = dtx_apply(branches, {param}){}", &template[..at], &template[at..])
 }
 
-/// Takes back the rows one [`INSERT_BRANCHES`] statement inserted (ids `$1 < id <= $2`).
-static DELETE_INSERTED: LazyLock<Sql> =
-    LazyLock::new(|| render::<Lite3>("DELETE FROM trans_branch_op WHERE id > $1 AND id <= $2"));
+/// `CREATE` with the packed branches (`$19`): a transaction is one row (ADR 26).
+pub(crate) static CREATE_PACKED: LazyLock<Sql> = LazyLock::new(|| {
+    let t = templates::CREATE.replacen("lease_until) VALUES", "lease_until, branches) VALUES", 1);
+    let t = t.strip_suffix(')').unwrap_or(&t);
+    render::<Lite3>(&format!("{t}, $19)"))
+});
+/// `SAVE` that also applies branch updates (`$15`).
+pub(crate) static SAVE_PACKED: LazyLock<Sql> =
+    LazyLock::new(|| render::<Lite3>(&applying(templates::SAVE, "$15")));
+/// `RENEW` that also applies branch updates (`$6`): the mark before a call.
+pub(crate) static RENEW_PACKED: LazyLock<Sql> =
+    LazyLock::new(|| render::<Lite3>(&applying(templates::RENEW, "$6")));
+/// `CLAIM_SAVE` that also applies branch updates (`$16`).
+pub(crate) static CLAIM_SAVE_PACKED: LazyLock<Sql> =
+    LazyLock::new(|| render::<Lite3>(&applying(templates::CLAIM_SAVE, "$16")));
+/// Branch updates outside a save (the [`Conn::update_branches`] contract).
+static APPLY_BY_GID: LazyLock<Sql> = LazyLock::new(|| {
+    render::<Lite3>("UPDATE trans_global SET branches = dtx_apply(branches, $2) WHERE gid = $1")
+});
+/// Branches added to a transaction (the [`Conn::insert_branches`] contract).
+static APPEND_BY_GID: LazyLock<Sql> = LazyLock::new(|| {
+    render::<Lite3>("UPDATE trans_global SET branches = dtx_append(branches, $2) WHERE gid = $1")
+});
+/// A registration after its check: the touch and the branches.
+static REGISTER_BY_ID: LazyLock<Sql> = LazyLock::new(|| {
+    render::<Lite3>(
+        "UPDATE trans_global SET update_time = $1, branches = dtx_append(branches, $3) WHERE id = $2",
+    )
+});
+/// The packed branches of the transactions in the JSON array `$1`.
+static PACKED_OF_JSON: LazyLock<Sql> = LazyLock::new(|| {
+    render::<Lite3>("SELECT gid, branches FROM trans_global WHERE gid IN (SELECT value FROM json_each($1))")
+});
 
-/// A registration's touch that is also its check (ADR 25): `update_time = $1` only where the
+/// A registration's touch that is also its check (ADR 25), appending the branches (`$5`, ADR
+/// 26): `update_time = $1` only where the
 /// row is of mode `$3`, `prepared`, not under a lease running at `$1`, and not timed out. The
 /// timeout is the row's own `timeout_to_fail` (seconds, in its options) or else `$4` (the
 /// server default for the mode in milliseconds; 0 = none), as `dtx_core::timeout` decides it.
-static REGISTER_TOUCH: LazyLock<Sql> = LazyLock::new(|| {
+pub(crate) static REGISTER_TOUCH: LazyLock<Sql> = LazyLock::new(|| {
     render::<Lite3>(
-        "UPDATE trans_global SET update_time = $1 WHERE gid = $2 AND trans_type = $3 \
+        "UPDATE trans_global SET update_time = $1, branches = dtx_append(branches, $5) \
+         WHERE gid = $2 AND trans_type = $3 \
          AND status = 'prepared' AND (owner IS NULL OR lease_until IS NULL OR lease_until < $1) \
          AND COALESCE($1 - create_time < NULLIF(COALESCE(NULLIF(json_extract(NULLIF(options, ''), \
          '$.timeout_to_fail'), 0) * 1000, $4), 0), 1)",
@@ -126,6 +125,20 @@ pub(crate) struct Lite<'c> {
 /// as UTF-8 on every call: ~10,000 instructions per TCC, whose claim reads five rows).
 #[derive(Default)]
 pub(crate) struct Names(std::collections::HashMap<usize, Box<[String]>>);
+
+impl Lite<'_> {
+    /// Runs a statement that calls `dtx_apply` or `dtx_append` ([`crate::functions`]): their
+    /// refusals come back as the errors the row layout gave (a missing branch is `NotFound`, a
+    /// duplicate `Conflict`, each naming the branch and `gid`).
+    fn run_packed(&mut self, sql: &Sql, args: &[Arg<'_>], what: &'static str, gid: &str) -> Result<u64> {
+        dtx_store::sql::count_statements(1);
+        let mut stmt = self.conn.prepare_cached(sql.text).map_err(|e| map_rusqlite(what, e))?;
+        match stmt.execute(rusqlite::params_from_iter(sql.bound(args).map(Bind))) {
+            Ok(changed) => Ok(changed as u64),
+            Err(e) => Err(crate::functions::refusal(&e, gid).unwrap_or_else(|| map_rusqlite(what, e))),
+        }
+    }
+}
 
 /// Runs a future that never waits (an operation on [`Lite`]) to its end.
 pub(crate) fn now<T>(op: impl Future<Output = Result<T>>) -> Result<T> {
@@ -242,36 +255,37 @@ impl Conn for Lite<'_> {
         Ok(out)
     }
 
-    /// Up to [`MULTI_ROWS`] rows per statement, in the order given (SQLite inserts a VALUES
-    /// list in order, so ids still ascend as given). A statement that inserted fewer rows than
-    /// it lists skipped a duplicate: the rows it did insert are taken back (they hold the
-    /// newest ids: the writer is alone, and a new row's id is the largest one plus one), and
-    /// the rows go in one by one, for the error that names the duplicate.
+    /// One INSERT: the global row with its packed branches. A branch given twice is refused
+    /// here, as the row layout's unique key refused it.
+    async fn create_row(&mut self, gid: &str, args: &[Arg<'_>], branches: &[Branch]) -> Result<Vec<i64>> {
+        if let Some(b) = packed::first_duplicate(branches) {
+            return Err(Error::Conflict(format!("branch {}/{} of {gid} already exists", b.branch_id, b.op)));
+        }
+        let packed = packed::encode(branches);
+        let mut all = [Arg::Int(None); 19];
+        for (slot, arg) in all.iter_mut().zip(args) {
+            *slot = *arg;
+        }
+        all[18] = Arg::Blob(&packed);
+        self.execute(&CREATE_PACKED, &all, "create")
+            .await
+            .map_err(|e| dtx_store::sql::gid_conflict(e, gid))?;
+        // Their positions (ADR 26).
+        Ok((1..=branches.len() as i64).collect())
+    }
+
+    /// Appended to the row's packed branches.
     async fn insert_branches(&mut self, gid: &str, branches: &[Branch]) -> Result<()> {
-        for rows in branches.chunks(MULTI_ROWS) {
-            let multi = match rows.len() {
-                0 | 1 => None,
-                n => INSERT_BRANCHES.get(n - 2),
-            };
-            if let Some(sql) = multi {
-                let inserted = self.execute(sql, &multi_row_args(gid, rows), "insert branches").await?;
-                if inserted == rows.len() as u64 {
-                    continue;
-                }
-                // At most MULTI_ROWS: the cast cannot wrap.
-                let last = self.conn.last_insert_rowid();
-                let first = last - inserted.min(rows.len() as u64) as i64;
-                self.execute(&DELETE_INSERTED, &[Arg::int(first), Arg::int(last)], "insert branches: undo")
-                    .await?;
-            }
-            insert_branches_one_by_one(self, gid, rows).await?;
+        let packed = packed::encode(branches);
+        let args = [Arg::text(gid), Arg::Blob(&packed)];
+        if self.run_packed(&APPEND_BY_GID, &args, "insert branches", gid)? == 0 {
+            return Err(Error::NotFound(format!("transaction {gid}")));
         }
         Ok(())
     }
 
-    /// The touch that checks (see [`REGISTER_TOUCH`]), then the rows: two statements instead
-    /// of three, and no options JSON decoded in Rust. Nothing matched: the caller's check reads
-    /// the row and says why.
+    /// One UPDATE: the touch that checks (see [`REGISTER_TOUCH`]) also appends the branches.
+    /// Nothing matched: the caller's check reads the row and says why.
     async fn try_register_branches(
         &mut self,
         gid: &str,
@@ -280,23 +294,76 @@ impl Conn for Lite<'_> {
         now: Timestamp,
     ) -> Result<bool> {
         let default = timeout::effective_timeout(expect.trans_type, 0, expect.default_timeout);
+        let packed = packed::encode(branches);
         let args = [
             Arg::time(now),
             Arg::text(gid),
             Arg::text(expect.trans_type.as_str()),
             Arg::int(default.map_or(0, duration_millis)),
+            Arg::Blob(&packed),
         ];
-        if self.execute(&REGISTER_TOUCH, &args, "add branches").await? == 0 {
-            return Ok(false);
-        }
-        self.insert_branches(gid, branches).await?;
-        Ok(true)
+        Ok(self.run_packed(&REGISTER_TOUCH, &args, "add branches", gid)? > 0)
     }
 
-    fn inserted_ids(&self, n: usize) -> Vec<i64> {
-        let last = self.conn.last_insert_rowid();
-        // At most a transaction's rows: the cast cannot wrap.
-        (0..n as i64).rev().map(|back| last - back).collect()
+    /// The touch and the branches in one UPDATE.
+    async fn register_branches(
+        &mut self,
+        gid: &str,
+        id: i64,
+        branches: &[Branch],
+        now: Timestamp,
+    ) -> Result<()> {
+        let packed = packed::encode(branches);
+        let args = [Arg::time(now), Arg::int(id), Arg::Blob(&packed)];
+        self.run_packed(&REGISTER_BY_ID, &args, "add branches", gid).map(|_| ())
+    }
+
+    async fn update_branches(&mut self, gid: &str, now: Timestamp, updates: &[BranchUpdate]) -> Result<()> {
+        let packed = packed::encode_updates(now, updates);
+        let matched =
+            self.run_packed(&APPLY_BY_GID, &[Arg::text(gid), Arg::Blob(&packed)], "save branch", gid)?;
+        match updates.first() {
+            // No such transaction: its first update names a branch that is not there.
+            Some(b) if matched == 0 => Err(dtx_store::sql::missing_branch(gid, &b.branch_id, b.op.as_str())),
+            _ => Ok(()),
+        }
+    }
+
+    async fn save_with_branches(&mut self, save: &Save) -> Result<u64> {
+        let packed = packed::encode_updates(save.now, &save.branches);
+        match (&save.status, &save.lease) {
+            (None, LeaseChange::Renew { lease_until }) => {
+                let args = [
+                    Arg::Int(self.fixed(save.now)),
+                    Arg::time(save.now),
+                    Arg::time(*lease_until),
+                    Arg::text(&save.gid),
+                    Arg::text(&save.owner),
+                    Arg::Blob(&packed),
+                ];
+                self.run_packed(&RENEW_PACKED, &args, "save", &save.gid)
+            }
+            _ => {
+                let [a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14] =
+                    save_args(self.fixed(save.now), save);
+                let args = [a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, Arg::Blob(&packed)];
+                self.run_packed(&SAVE_PACKED, &args, "save", &save.gid)
+            }
+        }
+    }
+
+    async fn branches_of(&mut self, gids: &[&str]) -> Result<Vec<(String, Branch)>> {
+        let json = serde_json::to_string(gids)
+            .map_err(|e| Error::Internal(anyhow::Error::new(e).context("gid list")))?;
+        let decode: Decode<(String, Vec<u8>)> = |row| Ok((row.text("gid")?, row.blob("branches")?));
+        let rows = self.fetch(&PACKED_OF_JSON, &[Arg::text(&json)], "branches", decode).await?;
+        let mut out = Vec::new();
+        for (gid, bytes) in rows {
+            for b in dtx_store::sql::unpack(&gid, &bytes)? {
+                out.push((gid.clone(), b));
+            }
+        }
+        Ok(out)
     }
 
     async fn control(&mut self, sql: &'static str) -> Result<()> {
@@ -345,8 +412,32 @@ impl Conn for Lite<'_> {
                 // `SAVE`'s fourteen, then the id: an array, no allocation per claim.
                 let [a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14] =
                     save_args(self.fixed(save.now), save);
-                let args = [a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, Arg::int(id)];
-                self.execute(&CLAIM_SAVE, &args, "claim and save").await?
+                if save.branches.is_empty() {
+                    let args = [a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, Arg::int(id)];
+                    self.execute(&CLAIM_SAVE, &args, "claim and save").await?
+                } else {
+                    // The branch updates too: the shared claim-then leaves them to this take.
+                    let packed = packed::encode_updates(save.now, &save.branches);
+                    let args = [
+                        a1,
+                        a2,
+                        a3,
+                        a4,
+                        a5,
+                        a6,
+                        a7,
+                        a8,
+                        a9,
+                        a10,
+                        a11,
+                        a12,
+                        a13,
+                        a14,
+                        Arg::int(id),
+                        Arg::Blob(&packed),
+                    ];
+                    self.run_packed(&CLAIM_SAVE_PACKED, &args, "claim and save", &save.gid)?
+                }
             }
         };
         if taken != 1 {

@@ -37,6 +37,8 @@ use tracing::info;
 
 mod conn;
 mod error;
+mod functions;
+mod legacy;
 mod read;
 mod writer;
 
@@ -157,7 +159,8 @@ impl SqliteStore {
             .await
             .map_err(|e| Error::Internal(anyhow::Error::new(e).context("sqlite migrations")))?;
         conn.close().await.map_err(|e| map_sqlx("close the migration connection", e))?;
-        let writer_conn = open_writer(write_opts.get_filename(), opts.synchronous)?;
+        let mut writer_conn = open_writer(write_opts.get_filename(), opts.synchronous)?;
+        legacy::move_branch_rows(&mut writer_conn)?;
 
         // query_only guards the "reads never write" split: a write on a reader would bypass
         // the writer's batching and contend for the database lock.
@@ -206,6 +209,7 @@ fn open_writer(path: &std::path::Path, synchronous: Synchronous) -> Result<rusql
         .map_err(|e| map_rusqlite("sqlite writer: synchronous", e))?;
     conn.pragma_update(None, "foreign_keys", false)
         .map_err(|e| map_rusqlite("sqlite writer: foreign_keys", e))?;
+    functions::register(&conn).map_err(|e| map_rusqlite("sqlite writer: functions", e))?;
     Ok(conn)
 }
 

@@ -77,6 +77,20 @@ async fn reset_cron_time_scans_the_partial_index() {
     assert!(plan.iter().any(|d| d.contains("trans_global_due")), "plan: {plan:?}");
 }
 
+/// The opcodes of `text`, compiled on a connection with the writer's functions (ADR 26).
+fn opcodes(dir: &tempfile::TempDir, text: &str) -> Vec<String> {
+    let conn = rusqlite::Connection::open(dir.path().join("t.db")).expect("open");
+    crate::functions::register(&conn).expect("functions");
+    let mut stmt = conn.prepare(&format!("EXPLAIN {text}")).expect("explain");
+    // Unbound parameters are NULL: EXPLAIN only compiles.
+    let mut rows = stmt.raw_query();
+    let mut ops = Vec::new();
+    while let Some(row) = rows.next().expect("row") {
+        ops.push(row.get::<_, String>(1).expect("opcode"));
+    }
+    ops
+}
+
 #[tokio::test]
 async fn the_writes_of_a_round_build_no_ephemeral_tables() {
     // ADR 16: a partial index's predicate with an IN list of three constants was compiled into
@@ -84,24 +98,20 @@ async fn the_writes_of_a_round_build_no_ephemeral_tables() {
     // under the due index evaluate it; none may open an ephemeral table. (A claim does, for
     // its RETURNING rows, which SQLite buffers in one.)
     let dir = tempfile::tempdir().expect("dir");
-    let store = open_in(&dir, SqliteOptions::default()).await;
+    let _store = open_in(&dir, SqliteOptions::default()).await;
     let sql = &crate::conn::SQL;
     for (name, text) in [
-        ("create", &sql.create.text),
-        ("save", &sql.save.text),
-        ("renew", &sql.renew.text),
-        ("update_branch", &sql.update_branch.text),
-        ("update_branch_by_id", &sql.update_branch_by_id.text),
-        ("claim_save", &crate::conn::CLAIM_SAVE.text),
-        ("insert_branch", &sql.insert_branch.text),
-        ("force_stop", &sql.force_stop.text),
+        ("create", crate::conn::CREATE_PACKED.text),
+        ("save", sql.save.text),
+        ("save with branches", crate::conn::SAVE_PACKED.text),
+        ("renew", sql.renew.text),
+        ("renew with branches", crate::conn::RENEW_PACKED.text),
+        ("claim_save", crate::conn::CLAIM_SAVE.text),
+        ("claim_save with branches", crate::conn::CLAIM_SAVE_PACKED.text),
+        ("register", crate::conn::REGISTER_TOUCH.text),
+        ("force_stop", sql.force_stop.text),
     ] {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN {text}")))
-            .fetch_all(&store.inner.reads)
-            .await
-            .expect("explain");
-        let ops: Vec<String> =
-            rows.iter().map(|r| r.try_get::<String, _>("opcode").expect("opcode")).collect();
+        let ops = opcodes(&dir, text);
         assert!(ops.iter().any(|o| o == "IdxInsert" || o == "Insert"), "{name} writes: {ops:?}");
         assert!(!ops.iter().any(|o| o == "OpenEphemeral"), "{name} opens an ephemeral table: {ops:?}");
     }
@@ -112,26 +122,34 @@ async fn a_lease_renewal_rewrites_no_index_entry() {
     // SQLite deletes and re-inserts the entry of every index whose column a SET names, even
     // when the value is the same; the renewal before each later call of a round names none of
     // the due or held indexes' columns (only `update_time`, whose partial index holds finished
-    // rows, so its entry is only checked).
+    // rows, so its entry is only checked). Its branches (ADR 26) are in no index either.
     let dir = tempfile::tempdir().expect("dir");
-    let store = open_in(&dir, SqliteOptions::default()).await;
+    let _store = open_in(&dir, SqliteOptions::default()).await;
     let sql = &crate::conn::SQL;
-    let index_writes = |text: &'static str| {
-        let reads = store.inner.reads.clone();
-        async move {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN {text}")))
-                .fetch_all(&reads)
-                .await
-                .expect("explain");
-            rows.iter()
-                .map(|r| r.try_get::<String, _>("opcode").expect("opcode"))
-                .filter(|o| o == "IdxInsert" || o == "IdxDelete")
-                .count()
-        }
-    };
-    let (renew, save) = (index_writes(sql.renew.text).await, index_writes(sql.save.text).await);
+    let index_writes =
+        |text: &str| opcodes(&dir, text).iter().filter(|o| *o == "IdxInsert" || *o == "IdxDelete").count();
+    let save = index_writes(sql.save.text);
     assert!(save >= 6, "the full save writes the due, held and finished indexes: {save}");
-    assert!(renew <= 2, "the renewal writes only the finished index's (skipped) entry: {renew}");
+    for renew in [sql.renew.text, crate::conn::RENEW_PACKED.text] {
+        let n = index_writes(renew);
+        assert!(n <= 2, "the renewal writes only the finished index's (skipped) entry: {n} in {renew}");
+    }
+}
+
+/// The packed statements are the shared ones plus the branches: the create's one more
+/// column and value, each save's `dtx_apply` before its WHERE.
+#[test]
+fn packed_statements_extend_the_shared_ones() {
+    let create = crate::conn::CREATE_PACKED.text;
+    assert!(create.contains("lease_until, branches) VALUES") && create.ends_with(", ?19)"), "{create}");
+    for (packed, param) in [
+        (crate::conn::SAVE_PACKED.text, "?15"),
+        (crate::conn::RENEW_PACKED.text, "?6"),
+        (crate::conn::CLAIM_SAVE_PACKED.text, "?16"),
+    ] {
+        let set = format!(", branches = dtx_apply(branches, {param}) WHERE ");
+        assert!(packed.contains(&set), "{packed}");
+    }
 }
 
 #[tokio::test]
@@ -178,12 +196,13 @@ async fn the_rebuild_without_autoincrement_keeps_rows_ids_and_indexes() {
     assert_eq!(ids, [("a".to_owned(), 1), ("b".to_owned(), 2)]);
     let loaded = store.load("a").await.expect("load").expect("a");
     assert_eq!(loaded.branches.len(), 1);
+    // The branch row moved into its transaction (ADR 26); its table is gone.
     let tables: Vec<(String,)> =
         sqlx::query_as("SELECT sql FROM sqlite_master WHERE name IN ('trans_global', 'trans_branch_op')")
             .fetch_all(reads)
             .await
             .expect("schema");
-    assert_eq!(tables.len(), 2);
+    assert_eq!(tables.len(), 1);
     assert!(tables.iter().all(|(sql,)| !sql.contains("AUTOINCREMENT")), "{tables:?}");
     let indexes: Vec<(String,)> = sqlx::query_as(
         "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'trans_global' \
@@ -221,12 +240,11 @@ fn synchronous_parses_case_insensitively() {
     assert_eq!(SqliteOptions::default().synchronous, Synchronous::Full);
 }
 
-/// Branch rows go in by up to eight per INSERT (ADR 21): more rows than that take several
-/// statements, and every row lands as given, with ids ascending in the order given. A
-/// duplicate inside one statement still names the row (the rows are then inserted one by
-/// one), and nothing of the transaction is written.
+/// A transaction's branches are packed in its row (ADR 26): every branch lands as given, with
+/// ids ascending in the order given. A branch given twice is named, and nothing of the
+/// transaction is written.
 #[tokio::test]
-async fn branch_rows_go_in_by_several_per_statement_in_order() {
+async fn branches_are_packed_in_their_row_in_order() {
     use dtx_core::{Branch, Op};
     use dtx_store::testsuite::{T0, get, put, saga};
     let dir = tempfile::tempdir().expect("dir");
@@ -295,11 +313,10 @@ async fn a_claim_and_its_save_are_one_write() {
     assert_eq!((row.owner, row.lease_until), (None, None), "the claim was rolled back with its save");
 }
 
-/// A multi-row branch insert skips a duplicate instead of stopping (no statement journal, ADR
-/// 24); the rows it did insert are taken back, so the one-by-one retry names the duplicate,
-/// not a row of the request that collides with its own earlier insert.
+/// A registration naming a branch the transaction has is refused whole, naming it (ADR 26:
+/// `dtx_append` refuses, as the row layout's unique key did); the transaction is unchanged.
 #[tokio::test]
-async fn a_skipped_duplicate_is_named_and_the_rest_of_its_statement_taken_back() {
+async fn a_registered_duplicate_is_named_and_nothing_added() {
     use dtx_core::{Branch, GlobalStatus, Op, TransType};
     use dtx_store::Expect;
     use dtx_store::testsuite::{T0, at, get, put, saga_with};
@@ -310,24 +327,25 @@ async fn a_skipped_duplicate_is_named_and_the_rest_of_its_statement_taken_back()
     let row =
         |id: &str| Branch::new(id.to_owned(), Op::Action, format!("http://svc/{id}"), b"{}".to_vec(), T0);
     let expect = Expect { trans_type: TransType::Saga, default_timeout: std::time::Duration::ZERO };
-    // The stored "01"/action comes after three new rows in one statement.
+    // The stored "01"/action comes after three new branches.
     let added = vec![row("03"), row("04"), row("05"), row("01")];
     match store.add_branches("dups", expect, added, at(5)).await {
         Err(Error::Conflict(m)) => assert!(m.contains("branch 01/action"), "names the stored row: {m}"),
         other => panic!("expected a conflict, got {other:?}"),
     }
     assert_eq!(get(&store, "dups").await, before, "nothing of it written");
-    // The ids the taken-back rows had are free again, and the next insert goes in whole.
+    // The next registration goes in whole, after the branches there.
     store.add_branches("dups", expect, vec![row("03"), row("04")], at(6)).await.expect("add");
-    assert_eq!(get(&store, "dups").await.branches.len(), before.branches.len() + 2);
-}
-
-/// Every row of a multi-row branch insert names the one gid parameter (bound once).
-#[test]
-fn multi_row_branch_inserts_bind_the_gid_once() {
-    let two = crate::conn::INSERT_BRANCHES[0].text;
-    assert!(two.contains("VALUES (?1, ?2, ") && two.contains("), (?1, ?12, "), "{two}");
-    assert!(two.ends_with("?21)"), "{two}");
+    let after = get(&store, "dups").await.branches;
+    assert_eq!(after.len(), before.branches.len() + 2);
+    assert_eq!(after[..before.branches.len()], before.branches[..]);
+    let ids: Vec<i64> = after.iter().map(|b| b.id).collect();
+    assert_eq!(ids, (1..=after.len() as i64).collect::<Vec<_>>());
+    // The same, given twice in one registration.
+    match store.add_branches("dups", expect, vec![row("06"), row("06")], at(7)).await {
+        Err(Error::Conflict(m)) => assert!(m.contains("branch 06/action of dups"), "{m}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
 }
 
 /// A registration's touch is also its check (ADR 25): it matches exactly when the check would
@@ -360,6 +378,7 @@ async fn a_registration_checks_in_its_touch() {
     drop(store);
 
     let mut conn = rusqlite::Connection::open(dir.path().join("t.db")).expect("open");
+    crate::functions::register(&conn).expect("functions");
     conn.execute("UPDATE trans_global SET options = '' WHERE gid = 'no-options'", []).expect("options");
     let mut names = crate::conn::Names::default();
     let tcc = Expect { trans_type: TransType::Tcc, default_timeout: Duration::from_secs(10) };
@@ -389,13 +408,12 @@ async fn a_registration_checks_in_its_touch() {
     assert!(!try_at("ghost", tcc, 1));
 
     let stored = |gid: &str| -> (i64, i64) {
-        conn.query_row(
-            "SELECT g.update_time, (SELECT count(*) FROM trans_branch_op b WHERE b.gid = g.gid) \
-             FROM trans_global g WHERE g.gid = ?1",
-            [gid],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .expect("row")
+        let (time, packed): (i64, Vec<u8>) = conn
+            .query_row("SELECT update_time, branches FROM trans_global WHERE gid = ?1", [gid], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .expect("row");
+        (time, dtx_store::packed::decode(&packed).expect("packed").len() as i64)
     };
     // Each registration that matched touched the row and added its row; the others nothing.
     assert_eq!(stored("open"), (at(100_000).as_millis(), 2));
@@ -450,46 +468,107 @@ async fn a_claim_takes_the_row_in_its_save() {
     assert_eq!((row.status, row.owner, row.lease_until), (GlobalStatus::Prepared, None, None));
 }
 
-/// A branch row whose id the caller read is updated by its rowid (ADR 25), and only if that
-/// row is the one its key names: an id of another row matches nothing.
+/// A branch is found by its id (its position, ADR 26) when that id names it, else by its
+/// key; an update whose key the transaction lacks is refused, and nothing of the save written.
 #[tokio::test]
-async fn a_branch_row_with_a_known_id_is_updated_by_it() {
+async fn a_branch_is_found_by_its_position_or_its_key() {
     use dtx_core::{BranchStatus, GlobalStatus, Op};
     use dtx_store::testsuite::{at, get, put, saga_with};
     use dtx_store::{BranchUpdate, LeaseChange};
     let dir = tempfile::tempdir().expect("dir");
     let store = open_in(&dir, SqliteOptions::default()).await;
-    let plan = plan(&store, crate::conn::SQL.update_branch_by_id.text, &[1, 1, 1, 1, 1, 1, 1, 1, 1]).await;
-    assert!(plan.iter().any(|d| d.contains("INTEGER PRIMARY KEY (rowid=?)")), "plan: {plan:?}");
-
     put(&store, saga_with("mine", GlobalStatus::Submitted, at(0), Some(("me", at(60))))).await;
-    put(&store, saga_with("other", GlobalStatus::Submitted, at(0), None)).await;
-    let mine = get(&store, "mine").await.branches;
-    let other = get(&store, "other").await.branches;
-    let action = mine.iter().find(|b| b.op == Op::Action).expect("an action row");
-    let save = |id: i64| Save {
+    let mine = get(&store, "mine").await;
+    let action = mine.branches.iter().find(|b| b.op == Op::Action).expect("an action branch");
+    let save = |id: i64, op: Op, attempts: u32| Save {
         gid: "mine".to_owned(),
         owner: "me".to_owned(),
         now: at(5),
         branches: vec![BranchUpdate {
             id,
             branch_id: action.branch_id.clone(),
-            op: Op::Action,
+            op,
             status: BranchStatus::Succeed,
-            attempts: 1,
+            attempts,
             last_error: String::new(),
             finish_time: Some(at(5)),
         }],
         status: None,
-        lease: LeaseChange::Renew { lease_until: at(60) },
+        lease: LeaseChange::Renew { lease_until: at(70) },
     };
-    // Another transaction's row id under this row's key: nothing matches, nothing is written.
-    let wrong = store.save(save(other[0].id)).await;
+    // A key the transaction lacks: refused, the lease not renewed either.
+    let wrong = store.save(save(action.id, Op::Confirm, 1)).await;
     assert!(matches!(wrong, Err(Error::NotFound(_))), "{wrong:?}");
-    assert_eq!(get(&store, "mine").await.branches, mine);
-    store.save(save(action.id)).await.expect("save by id");
-    let row = get(&store, "mine").await.branches.into_iter().find(|b| b.id == action.id).expect("row");
-    assert_eq!((row.status, row.attempts, row.finish_time), (BranchStatus::Succeed, 1, Some(at(5))));
+    assert_eq!(get(&store, "mine").await, mine);
+    // By its id; then by its key, under an id naming another branch and under none.
+    for (id, attempts) in [(action.id, 1), (action.id + 1, 2), (0, 3)] {
+        store.save(save(id, Op::Action, attempts)).await.expect("save");
+        let now = get(&store, "mine").await;
+        let row = now.branches.iter().find(|b| b.id == action.id).expect("branch");
+        assert_eq!(
+            (row.status, row.attempts, row.finish_time),
+            (BranchStatus::Succeed, attempts, Some(at(5)))
+        );
+        let others =
+            |l: &Loaded| l.branches.iter().filter(|b| b.id != action.id).cloned().collect::<Vec<_>>();
+        assert_eq!(others(&now), others(&mine), "id {id} changed another branch");
+        assert_eq!(now.global.lease_until, Some(at(70)));
+    }
+}
+
+/// Rows of `trans_branch_op` (a database written before ADR 26) move into their
+/// transactions' packed branches when the store opens, in id order and with their payloads
+/// byte for byte; the table is then dropped, and a second open has nothing to move.
+#[tokio::test]
+async fn branch_rows_of_an_older_database_move_into_their_rows() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open_in(&dir, SqliteOptions::default()).await;
+    put_two(&store).await;
+    drop(store);
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("t.db")).expect("open");
+        conn.execute_batch(
+            "CREATE TABLE trans_branch_op (id INTEGER PRIMARY KEY, gid TEXT NOT NULL, branch_id TEXT NOT NULL, \
+             op TEXT NOT NULL, url TEXT NOT NULL, payload BLOB NOT NULL, status TEXT NOT NULL, \
+             attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '', \
+             create_time INTEGER NOT NULL, update_time INTEGER NOT NULL, finish_time INTEGER); \
+             UPDATE trans_global SET branches = x''; \
+             INSERT INTO trans_branch_op VALUES (7, 'b', '01', 'action', 'http://x/b1', x'00ff', 'succeed', 2, 'e', 1, 2, 3); \
+             INSERT INTO trans_branch_op VALUES (3, 'a', '02', 'action', 'http://x/a2', 'text', 'prepared', 0, '', 1, 1, NULL); \
+             INSERT INTO trans_branch_op VALUES (2, 'a', '01', 'compensate', 'http://x/a1', x'', 'prepared', 0, '', 1, 1, NULL);",
+        )
+        .expect("old rows");
+    }
+    let store = open_in(&dir, SqliteOptions::default()).await;
+    let a = store.load("a").await.expect("load").expect("a").branches;
+    let keys: Vec<(i64, &str, &str)> =
+        a.iter().map(|b| (b.id, b.branch_id.as_str(), b.op.as_str())).collect();
+    assert_eq!(keys, [(1, "01", "compensate"), (2, "02", "action")]);
+    assert_eq!(a[1].payload, b"text");
+    let b = store.load("b").await.expect("load").expect("b").branches;
+    assert_eq!(b.len(), 1);
+    assert_eq!(
+        (b[0].payload.as_slice(), b[0].attempts, b[0].finish_time),
+        (&[0, 255][..], 2, Some(dtx_core::Timestamp(3)))
+    );
+    let left: (i64,) = sqlx::query_as("SELECT count(*) FROM sqlite_master WHERE name = 'trans_branch_op'")
+        .fetch_one(&store.inner.reads)
+        .await
+        .expect("schema");
+    assert_eq!(left.0, 0);
+    drop(store);
+    let again = open_in(&dir, SqliteOptions::default()).await;
+    assert_eq!(again.load("a").await.expect("load").expect("a").branches, a);
+}
+
+/// Two transactions, "a" and "b", without branches.
+async fn put_two(store: &SqliteStore) {
+    use dtx_store::testsuite::{put, saga};
+    for gid in ["a", "b"] {
+        let mut tx = saga(gid);
+        tx.branches.clear();
+        put(store, tx).await;
+    }
 }
 
 /// A create answers with its branch rows' ids, in the order given (ADR 25): the ids the rows

@@ -22,6 +22,7 @@ use dtx_core::{Branch, BranchStatus, Global, GlobalStatus, Op, Timestamp, TransT
 
 #[cfg(feature = "memory")]
 pub mod memory;
+pub mod packed;
 pub mod rows;
 pub mod sql;
 pub mod testenv;

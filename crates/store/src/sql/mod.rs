@@ -28,8 +28,8 @@ mod sqlx_conn;
 pub mod templates;
 
 pub use ops::{
-    branch_args, branch_conflict, finished_counts, insert_branches_one_by_one, kv_get, kv_scan,
-    lease_columns, list, load_in, missing_branch, run, save_args, unfinished_counts,
+    branch_args, branch_conflict, finished_counts, gid_conflict, insert_branches_one_by_one, kv_get, kv_scan,
+    lease_columns, list, load_in, missing_branch, run, save_args, unfinished_counts, unpack,
 };
 
 /// Statements this process has sent to its database, on every backend: reads, writes and
@@ -158,6 +158,10 @@ pub trait Dialect {
     /// True when `gid` starts with `$7`, compared exactly (no `LIKE`: `%` and `_` are plain
     /// characters, and case matters).
     const GID_PREFIX: &'static str = "substr(gid, 1, length($7)) = $7";
+    /// Whether a transaction's branches are packed into its global row's `branches` column
+    /// ([`crate::packed`], ADR 26) instead of `trans_branch_op` rows. Such a backend's writer
+    /// overrides every [`Conn`] step that writes branches; the shared reads follow this flag.
+    const BRANCHES_IN_ROW: bool = false;
 }
 
 /// Renders a template for dialect `D` (see the module docs for the template syntax).
@@ -227,6 +231,9 @@ pub struct Statements {
     pub purge_select: Sql,
     pub purge_branches: Sql,
     pub purge_global: Sql,
+    /// [`Dialect::BRANCHES_IN_ROW`].
+    pub branches_in_row: bool,
+    pub packed_of_id: Sql,
 }
 
 impl Statements {
@@ -264,6 +271,8 @@ impl Statements {
             purge_select: render::<D>(t::PURGE_SELECT),
             purge_branches: render::<D>(t::PURGE_BRANCHES),
             purge_global: render::<D>(t::PURGE_GLOBAL),
+            branches_in_row: D::BRANCHES_IN_ROW,
+            packed_of_id: render::<D>(t::PACKED_OF_ID),
         }
     }
 }
@@ -329,6 +338,32 @@ pub trait Conn: Send {
     ) -> impl Future<Output = Result<bool>> + Send {
         let _ = (creates, saves);
         async { Ok(false) }
+    }
+
+    /// Inserts a global row (`args`: [`templates::CREATE`]'s) and its branches; returns the
+    /// branches' ids where known without a statement ([`Conn::inserted_ids`]).
+    fn create_row(
+        &mut self,
+        gid: &str,
+        args: &[Arg<'_>],
+        branches: &[Branch],
+    ) -> impl Future<Output = Result<Vec<i64>>> + Send {
+        async move {
+            let create = &self.sql().create;
+            self.execute(create, args, "create").await.map_err(|e| ops::gid_conflict(e, gid))?;
+            self.insert_branches(gid, branches).await?;
+            Ok(self.inserted_ids(branches.len()))
+        }
+    }
+
+    /// A save with branch updates where they are packed in the row
+    /// ([`Dialect::BRANCHES_IN_ROW`]): one fenced UPDATE; returns the rows it matched (0:
+    /// fenced). Only for such a backend.
+    fn save_with_branches(&mut self, save: &Save) -> impl Future<Output = Result<u64>> + Send {
+        let _ = save;
+        async {
+            Err(crate::Error::Internal(anyhow::anyhow!("save_with_branches is only for packed branches")))
+        }
     }
 
     /// Inserts branch rows of `gid`, exactly as given; their ids ascend in the order given.

@@ -172,12 +172,15 @@ async fn create<C: Conn>(conn: &mut C, tx: &NewTransaction) -> Result<Vec<i64>> 
         Arg::Text(g.owner.as_deref()),
         Arg::opt_time(g.lease_until),
     ];
-    conn.execute(&conn.sql().create, &args, "create").await.map_err(|e| match e {
-        Error::Conflict(_) => Error::Conflict(format!("transaction {} already exists", g.gid)),
+    conn.create_row(&g.gid, &args, &tx.branches).await
+}
+
+/// A failed insert of a global row: a unique violation is its gid taken.
+pub fn gid_conflict(err: Error, gid: &str) -> Error {
+    match err {
+        Error::Conflict(_) => Error::Conflict(format!("transaction {gid} already exists")),
         other => other,
-    })?;
-    conn.insert_branches(&g.gid, &tx.branches).await?;
-    Ok(conn.inserted_ids(tx.branches.len()))
+    }
 }
 
 /// Claims up to `limit` due rows, then reads their branches (in the same transaction: the rows
@@ -248,7 +251,8 @@ async fn claim_then<C: Conn>(
     let saved = match (then.0)(&loaded) {
         Some(s) if in_one && s.owner == owner && s.gid == gid => {
             conn.take_row(id, owner, now, lease_until, Some(&s)).await?;
-            if !s.branches.is_empty() {
+            // Packed branches are in the row: the take wrote them.
+            if !s.branches.is_empty() && !conn.sql().branches_in_row {
                 conn.update_branches(&s.gid, s.now, &s.branches).await?;
             }
             true
@@ -269,8 +273,24 @@ async fn claim_then<C: Conn>(
     Ok(Some(ClaimedThen { loaded, saved }))
 }
 
-/// Pairs a global row with its branch rows.
+/// Decodes a row's packed branches (ADR 26); a value that does not decode is a corrupt row.
+pub fn unpack(gid: &str, bytes: &[u8]) -> Result<Vec<Branch>> {
+    crate::packed::decode(bytes)
+        .map_err(|e| Error::Internal(anyhow::Error::new(e).context(format!("corrupt row {gid}"))))
+}
+
+/// Pairs a global row with its branch rows (or its packed branches).
 async fn with_branches<C: Conn>(conn: &mut C, global: Global) -> Result<Loaded> {
+    if conn.sql().branches_in_row {
+        let packed = conn
+            .fetch(&conn.sql().packed_of_id, &[Arg::int(global.id)], "branches", |row| row.blob("branches"))
+            .await?;
+        let branches = match packed.first() {
+            Some(bytes) => unpack(&global.gid, bytes)?,
+            None => Vec::new(),
+        };
+        return Ok(Loaded { global, branches, taken_over: false });
+    }
     let branches =
         conn.fetch(&conn.sql().branches_of_gid, &[Arg::text(&global.gid)], "branches", rows::branch).await?;
     let mut branches: Vec<Branch> = branches.into_iter().map(|(_, b)| b).collect();
@@ -282,6 +302,13 @@ async fn with_branches<C: Conn>(conn: &mut C, global: Global) -> Result<Loaded> 
 /// The fenced write. The global UPDATE goes first and carries the fence (`owner = $token`): if
 /// it matches nothing, the branch updates are never issued and the caller gets `Fenced`.
 async fn save<C: Conn>(conn: &mut C, save: &Save) -> Result<()> {
+    if conn.sql().branches_in_row && !save.branches.is_empty() {
+        // One UPDATE: the fence, the global half and the packed branches.
+        if conn.save_with_branches(save).await? == 0 {
+            return Err(Error::Fenced { gid: save.gid.clone() });
+        }
+        return Ok(());
+    }
     let matched = match (&save.status, &save.lease) {
         (None, LeaseChange::Renew { lease_until }) => {
             let args = [
@@ -523,7 +550,9 @@ async fn purge_finished<C: Conn>(conn: &mut C, before: Timestamp, limit: u32) ->
     let doomed = conn.fetch(&conn.sql().purge_select, &args, "purge: select", decode).await?;
     let mut deleted = 0;
     for (id, gid) in &doomed {
-        conn.execute(&conn.sql().purge_branches, &[Arg::text(gid)], "purge: branches").await?;
+        if !conn.sql().branches_in_row {
+            conn.execute(&conn.sql().purge_branches, &[Arg::text(gid)], "purge: branches").await?;
+        }
         deleted += conn.execute(&conn.sql().purge_global, &[Arg::int(*id)], "purge: global").await?;
     }
     Ok(deleted)

@@ -106,6 +106,9 @@ pub const BRANCHES_OF_JSON: &str = concat!(
     " FROM trans_branch_op WHERE gid IN (SELECT value FROM json_each($1))"
 );
 
+/// A transaction's packed branches (ADR 26), by its row id.
+pub const PACKED_OF_ID: &str = "SELECT branches FROM trans_global WHERE id = $1";
+
 /// The columns [`SAVE`] and [`CLAIM_SAVE`] set before `owner`.
 macro_rules! save_head {
     () => {
