@@ -13,7 +13,8 @@ use dtx_core::{Branch, Global};
 use dtx_core::{Timestamp, timeout};
 use dtx_store::rows::Columns;
 use dtx_store::sql::{
-    Arg, Conn, Decode, Dialect, Placeholders, Sql, Statements, render, save_args, templates,
+    Arg, Conn, Decode, Dialect, Placeholders, Sql, Statements, insert_branches_one_by_one, render, save_args,
+    templates, update_branch_rows,
 };
 use dtx_store::{BranchUpdate, Error, Expect, LeaseChange, Result, Save, packed};
 use rusqlite::types::{ToSql, ToSqlOutput, Value, ValueRef};
@@ -21,6 +22,7 @@ use sqlx::Sqlite;
 use sqlx::sqlite::SqliteRow;
 
 use crate::error::{map_rusqlite, map_sqlx};
+use crate::functions::{Outcome, PACKED_LIMIT};
 
 /// SQLite's SQL.
 pub(crate) struct Lite3;
@@ -94,20 +96,31 @@ static PACKED_OF_JSON: LazyLock<Sql> = LazyLock::new(|| {
     render::<Lite3>("SELECT gid, branches FROM trans_global WHERE gid IN (SELECT value FROM json_each($1))")
 });
 
-/// A registration's touch that is also its check (ADR 25), appending the branches (`$5`, ADR
-/// 26): `update_time = $1` only where the
-/// row is of mode `$3`, `prepared`, not under a lease running at `$1`, and not timed out. The
-/// timeout is the row's own `timeout_to_fail` (seconds, in its options) or else `$4` (the
-/// server default for the mode in milliseconds; 0 = none), as `dtx_core::timeout` decides it.
+/// Which row a registration's touch matches (ADR 25): of gid `$2` and mode `$3`, `prepared`,
+/// not under a lease running at `$1`, and not timed out. The timeout is the row's own
+/// `timeout_to_fail` (seconds, in its options) or else `$4` (the server default for the mode
+/// in milliseconds; 0 = none), as `dtx_core::timeout` decides it.
+const REGISTER_WHERE: &str = "WHERE gid = $2 AND trans_type = $3 \
+     AND status = 'prepared' AND (owner IS NULL OR lease_until IS NULL OR lease_until < $1) \
+     AND COALESCE($1 - create_time < NULLIF(COALESCE(NULLIF(json_extract(NULLIF(options, ''), \
+     '$.timeout_to_fail'), 0) * 1000, $4), 0), 1)";
+
+/// A registration's touch that is also its check (ADR 25) and appends the branches (`$5`, ADR
+/// 26): `update_time = $1` where [`REGISTER_WHERE`] matches.
 pub(crate) static REGISTER_TOUCH: LazyLock<Sql> = LazyLock::new(|| {
-    render::<Lite3>(
-        "UPDATE trans_global SET update_time = $1, branches = dtx_append(branches, $5) \
-         WHERE gid = $2 AND trans_type = $3 \
-         AND status = 'prepared' AND (owner IS NULL OR lease_until IS NULL OR lease_until < $1) \
-         AND COALESCE($1 - create_time < NULLIF(COALESCE(NULLIF(json_extract(NULLIF(options, ''), \
-         '$.timeout_to_fail'), 0) * 1000, $4), 0), 1)",
-    )
+    render::<Lite3>(&format!(
+        "UPDATE trans_global SET update_time = $1, branches = dtx_append(branches, $5) {REGISTER_WHERE}"
+    ))
 });
+/// [`REGISTER_TOUCH`] of a transaction whose branches are rows: the touch alone.
+static REGISTER_TOUCH_ROWS: LazyLock<Sql> =
+    LazyLock::new(|| render::<Lite3>(&format!("UPDATE trans_global SET update_time = $1 {REGISTER_WHERE}")));
+/// A transaction's packed branches, by gid (before they move to rows).
+static PACKED_OF_GID: LazyLock<Sql> =
+    LazyLock::new(|| render::<Lite3>("SELECT branches FROM trans_global WHERE gid = $1"));
+/// Marks a transaction's branches as rows (an empty value).
+static TO_ROWS: LazyLock<Sql> =
+    LazyLock::new(|| render::<Lite3>("UPDATE trans_global SET branches = x'' WHERE gid = $1"));
 
 dtx_store::sqlx_conn!(ReadConn, Sqlite, SqliteRow, map_sqlx);
 
@@ -127,16 +140,42 @@ pub(crate) struct Lite<'c> {
 pub(crate) struct Names(std::collections::HashMap<usize, Box<[String]>>);
 
 impl Lite<'_> {
-    /// Runs a statement that calls `dtx_apply` or `dtx_append` ([`crate::functions`]): their
-    /// refusals come back as the errors the row layout gave (a missing branch is `NotFound`, a
-    /// duplicate `Conflict`, each naming the branch and `gid`).
-    fn run_packed(&mut self, sql: &Sql, args: &[Arg<'_>], what: &'static str, gid: &str) -> Result<u64> {
+    /// Runs a statement that calls `dtx_apply` or `dtx_append` ([`crate::functions`]): a
+    /// missing branch is `NotFound`, a duplicate `Conflict` (each naming the branch and
+    /// `gid`, as the row layout's errors did); branches that are rows, or a full value, are
+    /// outcomes for the caller to write the rows instead.
+    fn run_packed(&mut self, sql: &Sql, args: &[Arg<'_>], what: &'static str, gid: &str) -> Result<Outcome> {
         dtx_store::sql::count_statements(1);
         let mut stmt = self.conn.prepare_cached(sql.text).map_err(|e| map_rusqlite(what, e))?;
         match stmt.execute(rusqlite::params_from_iter(sql.bound(args).map(Bind))) {
-            Ok(changed) => Ok(changed as u64),
-            Err(e) => Err(crate::functions::refusal(&e, gid).unwrap_or_else(|| map_rusqlite(what, e))),
+            Ok(changed) => Ok(Outcome::Changed(changed as u64)),
+            Err(e) => crate::functions::refusal(&e, gid).unwrap_or_else(|| Err(map_rusqlite(what, e))),
         }
+    }
+
+    /// Moves a transaction's packed branches into branch rows, in order, and marks its value
+    /// as rows: its branches outgrew [`PACKED_LIMIT`].
+    async fn spill(&mut self, gid: &str) -> Result<()> {
+        let packed = self
+            .fetch(&PACKED_OF_GID, &[Arg::text(gid)], "branches to rows", |row| row.blob("branches"))
+            .await?;
+        let Some(bytes) = packed.first() else {
+            return Err(Error::NotFound(format!("transaction {gid}")));
+        };
+        let branches = dtx_store::sql::unpack(gid, bytes)?;
+        insert_branches_one_by_one(self, gid, &branches).await?;
+        self.execute(&TO_ROWS, &[Arg::text(gid)], "branches to rows").await?;
+        tracing::debug!(gid, branches = branches.len(), "sqlite: packed branches moved to rows");
+        Ok(())
+    }
+
+    /// Adds branches to a transaction whose packed branches refused them (`outcome`): as rows,
+    /// after moving the packed ones there if they were full.
+    async fn add_as_rows(&mut self, gid: &str, outcome: Outcome, branches: &[Branch]) -> Result<()> {
+        if outcome == Outcome::Full {
+            self.spill(gid).await?;
+        }
+        insert_branches_one_by_one(self, gid, branches).await
     }
 }
 
@@ -255,13 +294,21 @@ impl Conn for Lite<'_> {
         Ok(out)
     }
 
-    /// One INSERT: the global row with its packed branches. A branch given twice is refused
-    /// here, as the row layout's unique key refused it.
+    /// One INSERT: the global row with its packed branches; beyond [`PACKED_LIMIT`], the
+    /// global row and then its branch rows. A branch given twice is refused here, as the row
+    /// layout's unique key refused it.
     async fn create_row(&mut self, gid: &str, args: &[Arg<'_>], branches: &[Branch]) -> Result<Vec<i64>> {
         if let Some(b) = packed::first_duplicate(branches) {
             return Err(Error::Conflict(format!("branch {}/{} of {gid} already exists", b.branch_id, b.op)));
         }
         let packed = packed::encode(branches);
+        if packed.len() > PACKED_LIMIT {
+            self.execute(&SQL.create, args, "create")
+                .await
+                .map_err(|e| dtx_store::sql::gid_conflict(e, gid))?;
+            insert_branches_one_by_one(self, gid, branches).await?;
+            return Ok(self.inserted_ids(branches.len()));
+        }
         let mut all = [Arg::Int(None); 19];
         for (slot, arg) in all.iter_mut().zip(args) {
             *slot = *arg;
@@ -274,14 +321,19 @@ impl Conn for Lite<'_> {
         Ok((1..=branches.len() as i64).collect())
     }
 
-    /// Appended to the row's packed branches.
+    /// Appended to the transaction's packed branches, or its rows.
     async fn insert_branches(&mut self, gid: &str, branches: &[Branch]) -> Result<()> {
         let packed = packed::encode(branches);
-        let args = [Arg::text(gid), Arg::Blob(&packed)];
-        if self.run_packed(&APPEND_BY_GID, &args, "insert branches", gid)? == 0 {
-            return Err(Error::NotFound(format!("transaction {gid}")));
+        match self.run_packed(
+            &APPEND_BY_GID,
+            &[Arg::text(gid), Arg::Blob(&packed)],
+            "insert branches",
+            gid,
+        )? {
+            Outcome::Changed(0) => Err(Error::NotFound(format!("transaction {gid}"))),
+            Outcome::Changed(_) => Ok(()),
+            outcome => self.add_as_rows(gid, outcome, branches).await,
         }
-        Ok(())
     }
 
     /// One UPDATE: the touch that checks (see [`REGISTER_TOUCH`]) also appends the branches.
@@ -302,7 +354,18 @@ impl Conn for Lite<'_> {
             Arg::int(default.map_or(0, duration_millis)),
             Arg::Blob(&packed),
         ];
-        Ok(self.run_packed(&REGISTER_TOUCH, &args, "add branches", gid)? > 0)
+        match self.run_packed(&REGISTER_TOUCH, &args, "add branches", gid)? {
+            Outcome::Changed(n) => Ok(n > 0),
+            // The row matched (the append runs on matched rows only) but takes rows: the same
+            // touch, nothing changed since, then the rows.
+            outcome => {
+                if self.execute(&REGISTER_TOUCH_ROWS, &args[..4], "add branches").await? == 0 {
+                    return Ok(false);
+                }
+                self.add_as_rows(gid, outcome, branches).await?;
+                Ok(true)
+            }
+        }
     }
 
     /// The touch and the branches in one UPDATE.
@@ -315,41 +378,64 @@ impl Conn for Lite<'_> {
     ) -> Result<()> {
         let packed = packed::encode(branches);
         let args = [Arg::time(now), Arg::int(id), Arg::Blob(&packed)];
-        self.run_packed(&REGISTER_BY_ID, &args, "add branches", gid).map(|_| ())
+        match self.run_packed(&REGISTER_BY_ID, &args, "add branches", gid)? {
+            Outcome::Changed(_) => Ok(()),
+            outcome => {
+                self.execute(&SQL.touch, &args[..2], "add branches: touch").await?;
+                self.add_as_rows(gid, outcome, branches).await
+            }
+        }
     }
 
     async fn update_branches(&mut self, gid: &str, now: Timestamp, updates: &[BranchUpdate]) -> Result<()> {
         let packed = packed::encode_updates(now, updates);
-        let matched =
-            self.run_packed(&APPLY_BY_GID, &[Arg::text(gid), Arg::Blob(&packed)], "save branch", gid)?;
-        match updates.first() {
-            // No such transaction: its first update names a branch that is not there.
-            Some(b) if matched == 0 => Err(dtx_store::sql::missing_branch(gid, &b.branch_id, b.op.as_str())),
-            _ => Ok(()),
+        match self.run_packed(&APPLY_BY_GID, &[Arg::text(gid), Arg::Blob(&packed)], "save branch", gid)? {
+            Outcome::Changed(0) => match updates.first() {
+                // No such transaction: its first update names a branch that is not there.
+                Some(b) => Err(dtx_store::sql::missing_branch(gid, &b.branch_id, b.op.as_str())),
+                None => Ok(()),
+            },
+            Outcome::Changed(_) => Ok(()),
+            Outcome::Rows | Outcome::Full => update_branch_rows(self, gid, now, updates).await,
         }
     }
 
     async fn save_with_branches(&mut self, save: &Save) -> Result<u64> {
         let packed = packed::encode_updates(save.now, &save.branches);
-        match (&save.status, &save.lease) {
-            (None, LeaseChange::Renew { lease_until }) => {
+        let renew = match (&save.status, &save.lease) {
+            (None, LeaseChange::Renew { lease_until }) => Some(*lease_until),
+            _ => None,
+        };
+        let outcome = match renew {
+            Some(lease_until) => {
                 let args = [
                     Arg::Int(self.fixed(save.now)),
                     Arg::time(save.now),
-                    Arg::time(*lease_until),
+                    Arg::time(lease_until),
                     Arg::text(&save.gid),
                     Arg::text(&save.owner),
                     Arg::Blob(&packed),
                 ];
-                self.run_packed(&RENEW_PACKED, &args, "save", &save.gid)
+                match self.run_packed(&RENEW_PACKED, &args, "save", &save.gid)? {
+                    Outcome::Changed(n) => return Ok(n),
+                    _ => self.execute(&SQL.renew, &args[..5], "save").await?,
+                }
             }
-            _ => {
+            None => {
                 let [a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14] =
                     save_args(self.fixed(save.now), save);
                 let args = [a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, Arg::Blob(&packed)];
-                self.run_packed(&SAVE_PACKED, &args, "save", &save.gid)
+                match self.run_packed(&SAVE_PACKED, &args, "save", &save.gid)? {
+                    Outcome::Changed(n) => return Ok(n),
+                    _ => self.execute(&SQL.save, &args[..14], "save").await?,
+                }
             }
+        };
+        // The branches are rows: the global half went alone, fenced; now the rows.
+        if outcome > 0 {
+            update_branch_rows(self, &save.gid, save.now, &save.branches).await?;
         }
+        Ok(outcome)
     }
 
     async fn branches_of(&mut self, gids: &[&str]) -> Result<Vec<(String, Branch)>> {
@@ -358,12 +444,33 @@ impl Conn for Lite<'_> {
         let decode: Decode<(String, Vec<u8>)> = |row| Ok((row.text("gid")?, row.blob("branches")?));
         let rows = self.fetch(&PACKED_OF_JSON, &[Arg::text(&json)], "branches", decode).await?;
         let mut out = Vec::new();
+        let mut as_rows = Vec::new();
         for (gid, bytes) in rows {
+            if bytes.is_empty() {
+                as_rows.push(gid);
+                continue;
+            }
             for b in dtx_store::sql::unpack(&gid, &bytes)? {
                 out.push((gid.clone(), b));
             }
         }
+        if !as_rows.is_empty() {
+            let json = serde_json::to_string(&as_rows)
+                .map_err(|e| Error::Internal(anyhow::Error::new(e).context("gid list")))?;
+            let mut rows = self
+                .fetch(&SQL.branches_of_json, &[Arg::text(&json)], "branches", dtx_store::rows::branch)
+                .await?;
+            // The statement does not order them (see the template).
+            rows.sort_by_key(|(_, b)| b.id);
+            out.extend(rows);
+        }
         Ok(out)
+    }
+
+    fn inserted_ids(&self, n: usize) -> Vec<i64> {
+        let last = self.conn.last_insert_rowid();
+        // At most a transaction's rows: the cast cannot wrap.
+        (0..n as i64).rev().map(|back| last - back).collect()
     }
 
     async fn control(&mut self, sql: &'static str) -> Result<()> {
@@ -436,7 +543,15 @@ impl Conn for Lite<'_> {
                         Arg::int(id),
                         Arg::Blob(&packed),
                     ];
-                    self.run_packed(&CLAIM_SAVE_PACKED, &args, "claim and save", &save.gid)?
+                    match self.run_packed(&CLAIM_SAVE_PACKED, &args, "claim and save", &save.gid)? {
+                        Outcome::Changed(n) => n,
+                        // The branches are rows: the take and the global half, then the rows.
+                        Outcome::Rows | Outcome::Full => {
+                            let taken = self.execute(&CLAIM_SAVE, &args[..15], "claim and save").await?;
+                            update_branch_rows(self, &save.gid, save.now, &save.branches).await?;
+                            taken
+                        }
+                    }
                 }
             }
         };

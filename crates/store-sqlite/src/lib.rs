@@ -38,7 +38,6 @@ use tracing::info;
 mod conn;
 mod error;
 mod functions;
-mod legacy;
 mod read;
 mod writer;
 
@@ -159,8 +158,7 @@ impl SqliteStore {
             .await
             .map_err(|e| Error::Internal(anyhow::Error::new(e).context("sqlite migrations")))?;
         conn.close().await.map_err(|e| map_sqlx("close the migration connection", e))?;
-        let mut writer_conn = open_writer(write_opts.get_filename(), opts.synchronous)?;
-        legacy::move_branch_rows(&mut writer_conn)?;
+        let writer_conn = open_writer(write_opts.get_filename(), opts.synchronous)?;
 
         // query_only guards the "reads never write" split: a write on a reader would bypass
         // the writer's batching and contend for the database lock.

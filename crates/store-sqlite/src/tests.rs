@@ -196,13 +196,12 @@ async fn the_rebuild_without_autoincrement_keeps_rows_ids_and_indexes() {
     assert_eq!(ids, [("a".to_owned(), 1), ("b".to_owned(), 2)]);
     let loaded = store.load("a").await.expect("load").expect("a");
     assert_eq!(loaded.branches.len(), 1);
-    // The branch row moved into its transaction (ADR 26); its table is gone.
     let tables: Vec<(String,)> =
         sqlx::query_as("SELECT sql FROM sqlite_master WHERE name IN ('trans_global', 'trans_branch_op')")
             .fetch_all(reads)
             .await
             .expect("schema");
-    assert_eq!(tables.len(), 1);
+    assert_eq!(tables.len(), 2);
     assert!(tables.iter().all(|(sql,)| !sql.contains("AUTOINCREMENT")), "{tables:?}");
     let indexes: Vec<(String,)> = sqlx::query_as(
         "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'trans_global' \
@@ -516,11 +515,14 @@ async fn a_branch_is_found_by_its_position_or_its_key() {
     }
 }
 
-/// Rows of `trans_branch_op` (a database written before ADR 26) move into their
-/// transactions' packed branches when the store opens, in id order and with their payloads
-/// byte for byte; the table is then dropped, and a second open has nothing to move.
+/// Branch rows of a database written before ADR 26 (an empty `branches` value) are still
+/// the transaction's branches: read (alone and in a batch claim), saved, registered to, and
+/// purged with it.
 #[tokio::test]
-async fn branch_rows_of_an_older_database_move_into_their_rows() {
+async fn branch_rows_of_an_older_database_stay_rows() {
+    use dtx_core::{Branch, BranchStatus, GlobalStatus, Op, TransType};
+    use dtx_store::testsuite::{T0, at, get};
+    use dtx_store::{BranchUpdate, Expect, LeaseChange};
     let dir = tempfile::tempdir().expect("dir");
     let store = open_in(&dir, SqliteOptions::default()).await;
     put_two(&store).await;
@@ -528,37 +530,157 @@ async fn branch_rows_of_an_older_database_move_into_their_rows() {
     {
         let conn = rusqlite::Connection::open(dir.path().join("t.db")).expect("open");
         conn.execute_batch(
-            "CREATE TABLE trans_branch_op (id INTEGER PRIMARY KEY, gid TEXT NOT NULL, branch_id TEXT NOT NULL, \
-             op TEXT NOT NULL, url TEXT NOT NULL, payload BLOB NOT NULL, status TEXT NOT NULL, \
-             attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '', \
-             create_time INTEGER NOT NULL, update_time INTEGER NOT NULL, finish_time INTEGER); \
-             UPDATE trans_global SET branches = x''; \
-             INSERT INTO trans_branch_op VALUES (7, 'b', '01', 'action', 'http://x/b1', x'00ff', 'succeed', 2, 'e', 1, 2, 3); \
-             INSERT INTO trans_branch_op VALUES (3, 'a', '02', 'action', 'http://x/a2', 'text', 'prepared', 0, '', 1, 1, NULL); \
-             INSERT INTO trans_branch_op VALUES (2, 'a', '01', 'compensate', 'http://x/a1', x'', 'prepared', 0, '', 1, 1, NULL);",
+            "UPDATE trans_global SET branches = x'', status = 'prepared', trans_type = 'tcc'; \
+             INSERT INTO trans_branch_op VALUES (7, 'b', '01', 'confirm', 'http://x/b1', x'00ff', 'succeed', 2, 'e', 1, 2, 3); \
+             INSERT INTO trans_branch_op VALUES (9, 'a', '02', 'confirm', 'http://x/a2', x'74657874', 'prepared', 0, '', 1, 1, NULL); \
+             INSERT INTO trans_branch_op VALUES (8, 'a', '01', 'confirm', 'http://x/a1', x'', 'prepared', 0, '', 1, 1, NULL);",
         )
         .expect("old rows");
     }
     let store = open_in(&dir, SqliteOptions::default()).await;
-    let a = store.load("a").await.expect("load").expect("a").branches;
-    let keys: Vec<(i64, &str, &str)> =
-        a.iter().map(|b| (b.id, b.branch_id.as_str(), b.op.as_str())).collect();
-    assert_eq!(keys, [(1, "01", "compensate"), (2, "02", "action")]);
+    let a = get(&store, "a").await.branches;
+    let keys: Vec<(i64, &str)> = a.iter().map(|b| (b.id, b.branch_id.as_str())).collect();
+    assert_eq!(keys, [(8, "01"), (9, "02")]);
     assert_eq!(a[1].payload, b"text");
-    let b = store.load("b").await.expect("load").expect("b").branches;
-    assert_eq!(b.len(), 1);
+    let b = get(&store, "b").await.branches;
     assert_eq!(
         (b[0].payload.as_slice(), b[0].attempts, b[0].finish_time),
         (&[0, 255][..], 2, Some(dtx_core::Timestamp(3)))
     );
-    let left: (i64,) = sqlx::query_as("SELECT count(*) FROM sqlite_master WHERE name = 'trans_branch_op'")
+
+    // A registration adds rows.
+    let expect = Expect { trans_type: TransType::Tcc, default_timeout: std::time::Duration::ZERO };
+    let row = Branch::new("03".to_owned(), Op::Confirm, "http://x/a3".to_owned(), b"{}".to_vec(), T0);
+    store.add_branches("a", expect, vec![row.clone()], at(5)).await.expect("register");
+    match store.add_branches("a", expect, vec![row], at(6)).await {
+        Err(Error::Conflict(m)) => assert!(m.contains("03/confirm"), "{m}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let a = get(&store, "a").await;
+    assert_eq!(a.branches.len(), 3);
+    assert_eq!(a.global.update_time, at(5));
+
+    // A claim of both, then a save of each: the rows change, by id or by key.
+    let claimed = store.claim_due("me", at(100), at(160), 10).await.expect("claim");
+    let counts: Vec<(String, usize)> =
+        claimed.iter().map(|l| (l.global.gid.clone(), l.branches.len())).collect();
+    assert!(counts.contains(&("a".to_owned(), 3)) && counts.contains(&("b".to_owned(), 1)), "{counts:?}");
+    for (gid, id, branch) in [("a", 9, "02"), ("a", 0, "03"), ("b", 4, "01")] {
+        let save = Save {
+            gid: gid.to_owned(),
+            owner: "me".to_owned(),
+            now: at(101),
+            branches: vec![BranchUpdate {
+                id,
+                branch_id: branch.to_owned(),
+                op: Op::Confirm,
+                status: BranchStatus::Succeed,
+                attempts: 1,
+                last_error: String::new(),
+                finish_time: Some(at(101)),
+            }],
+            status: Some(dtx_store::StatusChange {
+                to: GlobalStatus::Submitted,
+                rollback_reason: None,
+                result: None,
+            }),
+            lease: LeaseChange::Renew { lease_until: at(170) },
+        };
+        store.save(save).await.unwrap_or_else(|e| panic!("save {gid}/{branch}: {e}"));
+        let now = get(&store, gid).await;
+        let b = now.branches.iter().find(|b| b.branch_id == branch).expect("branch");
+        assert_eq!((b.status, b.update_time), (BranchStatus::Succeed, at(101)), "{gid}/{branch}");
+    }
+    let (left,): (i64,) = sqlx::query_as("SELECT count(*) FROM trans_branch_op")
         .fetch_one(&store.inner.reads)
         .await
-        .expect("schema");
-    assert_eq!(left.0, 0);
-    drop(store);
-    let again = open_in(&dir, SqliteOptions::default()).await;
-    assert_eq!(again.load("a").await.expect("load").expect("a").branches, a);
+        .expect("rows");
+    assert_eq!(left, 4, "they stayed rows");
+}
+
+/// A transaction whose packed branches would exceed the limit keeps them in rows (ADR 26):
+/// a large create goes to rows at once, and a registration that would overflow moves the
+/// packed branches into rows first, in order. Either way, every branch reads back as given.
+#[tokio::test]
+async fn large_transactions_keep_their_branches_in_rows() {
+    use dtx_core::{Branch, BranchStatus, GlobalStatus, Op, TransType};
+    use dtx_store::testsuite::{T0, at, get, put, saga, saga_with};
+    use dtx_store::{BranchUpdate, Expect, LeaseChange};
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open_in(&dir, SqliteOptions::default()).await;
+    let rows = |gid: &str| {
+        let reads = store.inner.reads.clone();
+        let gid = gid.to_owned();
+        async move {
+            let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM trans_branch_op WHERE gid = ?1")
+                .bind(gid)
+                .fetch_one(&reads)
+                .await
+                .expect("rows");
+            n
+        }
+    };
+    let branch = |i: usize, op: Op, size: usize| {
+        Branch::new(format!("{i:02}"), op, format!("http://svc/{i}"), vec![b'p'; size], T0)
+    };
+
+    // Small: packed, no rows. Large: rows.
+    put(&store, saga("small")).await;
+    assert_eq!(rows("small").await, 0);
+    let mut large = saga_with("large", GlobalStatus::Submitted, at(0), Some(("me", at(60))));
+    large.branches =
+        (1..=4).flat_map(|i| [branch(i, Op::Compensate, 300), branch(i, Op::Action, 300)]).collect();
+    let ids = store.create_returning_ids(large.clone()).await.expect("create");
+    assert_eq!(rows("large").await, 8);
+    let stored = get(&store, "large").await.branches;
+    assert_eq!(stored.iter().map(|b| b.id).collect::<Vec<_>>(), ids);
+    for (got, want) in stored.iter().zip(&large.branches) {
+        assert_eq!(*got, Branch { id: got.id, ..want.clone() });
+    }
+    let save = Save {
+        gid: "large".to_owned(),
+        owner: "me".to_owned(),
+        now: at(5),
+        branches: vec![BranchUpdate {
+            id: ids[1],
+            branch_id: "01".to_owned(),
+            op: Op::Action,
+            status: BranchStatus::Succeed,
+            attempts: 1,
+            last_error: String::new(),
+            finish_time: Some(at(5)),
+        }],
+        status: None,
+        lease: LeaseChange::Renew { lease_until: at(60) },
+    };
+    store.save(save).await.expect("save");
+    assert_eq!(get(&store, "large").await.branches[1].status, BranchStatus::Succeed);
+
+    // A TCC registered to branch by branch: packed, until the next one would not fit.
+    let mut tcc = saga_with("tcc", GlobalStatus::Prepared, at(0), None);
+    tcc.global.trans_type = TransType::Tcc;
+    tcc.branches.clear();
+    put(&store, tcc).await;
+    let expect = Expect { trans_type: TransType::Tcc, default_timeout: std::time::Duration::ZERO };
+    let mut added = Vec::new();
+    for i in 1..=8 {
+        let two = vec![branch(i, Op::Confirm, 200), branch(i, Op::Cancel, 200)];
+        store.add_branches("tcc", expect, two.clone(), at(i as u64)).await.expect("register");
+        added.extend(two);
+        let now = get(&store, "tcc").await;
+        assert_eq!(now.global.update_time, at(i as u64));
+        assert_eq!(now.branches.len(), added.len());
+        for (got, want) in now.branches.iter().zip(&added) {
+            assert_eq!(*got, Branch { id: got.id, ..want.clone() }, "after registration {i}");
+        }
+        let n = rows("tcc").await;
+        assert!(n == 0 || n == added.len() as i64, "all packed or all rows: {n}");
+    }
+    assert_eq!(rows("tcc").await, 16, "the registrations outgrew the packed value");
+    match store.add_branches("tcc", expect, vec![branch(1, Op::Confirm, 1)], at(20)).await {
+        Err(Error::Conflict(m)) => assert!(m.contains("01/confirm"), "{m}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
 }
 
 /// Two transactions, "a" and "b", without branches.

@@ -34,6 +34,14 @@ pub enum PackedError {
         /// Its op.
         op: String,
     },
+    /// The transaction's branches are rows, not packed (its value is empty): a backend that
+    /// keeps large transactions in rows changes them there.
+    #[error("the branches are rows")]
+    Rows,
+    /// The branches would grow beyond the limit given to [`append`]: the backend moves them
+    /// to rows.
+    #[error("the packed branches would exceed {0} bytes")]
+    Full(usize),
     /// A branch to add is there already (a registration sent twice).
     #[error("branch {branch_id}/{op} already exists")]
     Duplicate {
@@ -56,8 +64,8 @@ pub fn encode(branches: &[Branch]) -> Vec<u8> {
     out
 }
 
-/// Unpacks branches, with their positions (from 1) as ids. An empty value (a row that never
-/// had branches) is none.
+/// Unpacks branches, with their positions (from 1) as ids. An empty value (a transaction
+/// whose branches are rows) is none: callers tell that case apart first.
 pub fn decode(bytes: &[u8]) -> Result<Vec<Branch>, PackedError> {
     if bytes.is_empty() {
         return Ok(Vec::new());
@@ -94,7 +102,11 @@ pub fn encode_updates(now: Timestamp, updates: &[BranchUpdate]) -> Vec<u8> {
 
 /// Applies packed updates to packed branches. Each update finds its branch by id when the id
 /// names that branch, else by `(branch_id, op)`; one that finds none fails the whole change.
+/// Branches that are rows (an empty value) are [`PackedError::Rows`].
 pub fn apply(branches: &[u8], updates: &[u8]) -> Result<Vec<u8>, PackedError> {
+    if branches.is_empty() {
+        return Err(PackedError::Rows);
+    }
     let mut all = decode(branches)?;
     let mut r = Reader::new(updates)?;
     let now = Timestamp(r.int()?);
@@ -125,8 +137,12 @@ pub fn apply(branches: &[u8], updates: &[u8]) -> Result<Vec<u8>, PackedError> {
 }
 
 /// Appends packed branches (a registration's) to packed branches. A `(branch_id, op)` already
-/// there, or given twice, fails the whole change.
-pub fn append(branches: &[u8], added: &[u8]) -> Result<Vec<u8>, PackedError> {
+/// there, or given twice, fails the whole change; so does a result longer than `limit` bytes
+/// ([`PackedError::Full`]), and branches that are rows ([`PackedError::Rows`]).
+pub fn append(branches: &[u8], added: &[u8], limit: usize) -> Result<Vec<u8>, PackedError> {
+    if branches.is_empty() {
+        return Err(PackedError::Rows);
+    }
     let mut all = decode(branches)?;
     let added = decode(added)?;
     for (i, b) in added.iter().enumerate() {
@@ -136,7 +152,11 @@ pub fn append(branches: &[u8], added: &[u8]) -> Result<Vec<u8>, PackedError> {
         }
     }
     all.extend(added);
-    Ok(encode(&all))
+    let out = encode(&all);
+    if out.len() > limit {
+        return Err(PackedError::Full(limit));
+    }
+    Ok(out)
 }
 
 /// The first `(branch_id, op)` given twice in `branches`, if any (a create's own check: the
@@ -365,9 +385,10 @@ mod tests {
         let missing = apply(&packed, &encode_updates(now, &[update(1, "01", Op::Try)]));
         assert_eq!(missing, Err(PackedError::Missing { branch_id: "01".into(), op: "try".into() }));
         assert_eq!(
-            apply(&[], &encode_updates(now, &[update(0, "01", Op::Action)])),
+            apply(&encode(&[]), &encode_updates(now, &[update(0, "01", Op::Action)])),
             Err(PackedError::Missing { branch_id: "01".into(), op: "action".into() })
         );
+        assert_eq!(apply(&[], &encode_updates(now, &[update(0, "01", Op::Action)])), Err(PackedError::Rows));
         assert_eq!(apply(&packed, &encode_updates(now, &[])).expect("none"), packed);
     }
 
@@ -375,13 +396,17 @@ mod tests {
     fn appends_refuse_a_branch_twice() {
         let first = encode(&saga()[..2]);
         let more = encode(&saga()[2..]);
-        let all = decode(&append(&first, &more).expect("append")).expect("decode");
+        let all = decode(&append(&first, &more, 4096).expect("append")).expect("decode");
         assert_eq!(all.iter().map(|b| b.id).collect::<Vec<_>>(), [1, 2, 3, 4]);
         assert_eq!(all[3].payload, "ünï".as_bytes());
-        assert_eq!(append(&[], &more).map(|v| decode(&v).map(|b| b.len())), Ok(Ok(2)));
-        let again = append(&first, &encode(&saga()[1..3]));
+        assert_eq!(append(&encode(&[]), &more, 4096).map(|v| decode(&v).map(|b| b.len())), Ok(Ok(2)));
+        assert_eq!(append(&[], &more, 4096), Err(PackedError::Rows));
+        let whole = encode(&saga());
+        assert_eq!(append(&first, &more, whole.len()).map(|v| v == whole), Ok(true));
+        assert_eq!(append(&first, &more, whole.len() - 1), Err(PackedError::Full(whole.len() - 1)));
+        let again = append(&first, &encode(&saga()[1..3]), 4096);
         assert_eq!(again, Err(PackedError::Duplicate { branch_id: "01".into(), op: "action".into() }));
-        let twice = append(&first, &encode(&[saga()[2].clone(), saga()[2].clone()]));
+        let twice = append(&first, &encode(&[saga()[2].clone(), saga()[2].clone()]), 4096);
         assert_eq!(twice, Err(PackedError::Duplicate { branch_id: "02".into(), op: "compensate".into() }));
         assert!(first_duplicate(&saga()).is_none());
         let dup = [saga()[0].clone(), saga()[1].clone(), saga()[0].clone()];

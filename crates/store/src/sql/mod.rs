@@ -30,6 +30,7 @@ pub mod templates;
 pub use ops::{
     branch_args, branch_conflict, finished_counts, gid_conflict, insert_branches_one_by_one, kv_get, kv_scan,
     lease_columns, list, load_in, missing_branch, run, save_args, unfinished_counts, unpack,
+    update_branch_rows,
 };
 
 /// Statements this process has sent to its database, on every backend: reads, writes and
@@ -413,30 +414,15 @@ pub trait Conn: Send {
         async { Ok(false) }
     }
 
-    /// Applies the branch half of a save; `NotFound` names an update that matched no row. A row
-    /// whose id the caller knows is found by it (one b-tree search instead of two).
+    /// Applies the branch half of a save; `NotFound` names an update that matched no row
+    /// ([`ops::update_branch_rows`]).
     fn update_branches(
         &mut self,
         gid: &str,
         now: Timestamp,
         updates: &[BranchUpdate],
     ) -> impl Future<Output = Result<()>> + Send {
-        async move {
-            for b in updates {
-                let args = ops::update_args(gid, now, b);
-                let matched = if b.id > 0 {
-                    let [a1, a2, a3, a4, a5, a6, a7, a8] = args;
-                    let args = [a1, a2, a3, a4, a5, a6, a7, a8, Arg::int(b.id)];
-                    self.execute(&self.sql().update_branch_by_id, &args, "save branch").await?
-                } else {
-                    self.execute(&self.sql().update_branch, &args, "save branch").await?
-                };
-                if matched == 0 {
-                    return Err(ops::missing_branch(gid, &b.branch_id, b.op.as_str()));
-                }
-            }
-            Ok(())
-        }
+        ops::update_branch_rows(self, gid, now, updates)
     }
 
     /// The branch rows of the given transactions (ascending id), with their gids.

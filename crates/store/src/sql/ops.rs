@@ -139,6 +139,34 @@ pub async fn insert_branches_one_by_one<C: Conn + ?Sized>(
     Ok(())
 }
 
+/// Applies a save's branch updates to branch rows ([`Conn::update_branches`]' default). A row
+/// whose id the caller knows is found by it (one b-tree search instead of two); an id that
+/// names no row of that key (an id from before the branches became rows, ADR 26) falls back
+/// to the key.
+pub async fn update_branch_rows<C: Conn + ?Sized>(
+    conn: &mut C,
+    gid: &str,
+    now: Timestamp,
+    updates: &[BranchUpdate],
+) -> Result<()> {
+    for b in updates {
+        let args = update_args(gid, now, b);
+        let mut matched = 0;
+        if b.id > 0 {
+            let [a1, a2, a3, a4, a5, a6, a7, a8] = args;
+            let by_id = [a1, a2, a3, a4, a5, a6, a7, a8, Arg::int(b.id)];
+            matched = conn.execute(&conn.sql().update_branch_by_id, &by_id, "save branch").await?;
+        }
+        if matched == 0 {
+            matched = conn.execute(&conn.sql().update_branch, &args, "save branch").await?;
+        }
+        if matched == 0 {
+            return Err(missing_branch(gid, &b.branch_id, b.op.as_str()));
+        }
+    }
+    Ok(())
+}
+
 /// A save naming a branch that does not exist is an engine bug: the whole save is refused
 /// rather than a result silently dropped (the caller rolls the global update back too).
 pub fn missing_branch(gid: &str, branch_id: &str, op: &str) -> Error {
@@ -285,11 +313,11 @@ async fn with_branches<C: Conn>(conn: &mut C, global: Global) -> Result<Loaded> 
         let packed = conn
             .fetch(&conn.sql().packed_of_id, &[Arg::int(global.id)], "branches", |row| row.blob("branches"))
             .await?;
-        let branches = match packed.first() {
-            Some(bytes) => unpack(&global.gid, bytes)?,
-            None => Vec::new(),
-        };
-        return Ok(Loaded { global, branches, taken_over: false });
+        // An empty value: the branches are rows (a large transaction, or one written before).
+        if let Some(bytes) = packed.first().filter(|b| !b.is_empty()) {
+            let branches = unpack(&global.gid, bytes)?;
+            return Ok(Loaded { global, branches, taken_over: false });
+        }
     }
     let branches =
         conn.fetch(&conn.sql().branches_of_gid, &[Arg::text(&global.gid)], "branches", rows::branch).await?;
@@ -550,9 +578,7 @@ async fn purge_finished<C: Conn>(conn: &mut C, before: Timestamp, limit: u32) ->
     let doomed = conn.fetch(&conn.sql().purge_select, &args, "purge: select", decode).await?;
     let mut deleted = 0;
     for (id, gid) in &doomed {
-        if !conn.sql().branches_in_row {
-            conn.execute(&conn.sql().purge_branches, &[Arg::text(gid)], "purge: branches").await?;
-        }
+        conn.execute(&conn.sql().purge_branches, &[Arg::text(gid)], "purge: branches").await?;
         deleted += conn.execute(&conn.sql().purge_global, &[Arg::int(*id)], "purge: global").await?;
     }
     Ok(deleted)
