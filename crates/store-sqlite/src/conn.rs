@@ -55,11 +55,17 @@ static CLAIM_TAKE: LazyLock<Sql> = LazyLock::new(|| render::<Lite3>(templates::C
 /// The take and a save decided on the picked row, in one UPDATE (ADR 25).
 pub(crate) static CLAIM_SAVE: LazyLock<Sql> = LazyLock::new(|| render::<Lite3>(templates::CLAIM_SAVE));
 
-/// `template` (an UPDATE) also setting the packed branches (ADR 26) from the update list in
-/// parameter `param`, applied by [`crate::functions`]'s `dtx_apply`.
+/// Matches a transaction whose branches are packed (ADR 26). A statement that changes packed
+/// branches matches nothing where they are rows, which sends the writer to the rows: a
+/// condition, where a refusal of the function would cost an error per write.
+const PACKED: &str = " AND branches <> x''";
+
+/// `template` (an UPDATE ending in its WHERE clause) also setting the packed branches (ADR
+/// 26) from the update list in parameter `param`, applied by [`crate::functions`]'s
+/// `dtx_apply`, and matching only where they are packed.
 fn applying(template: &str, param: &str) -> String {
     let at = template.rfind(" WHERE ").unwrap_or(template.len());
-    format!("{}, branches = dtx_apply(branches, {param}){}", &template[..at], &template[at..])
+    format!("{}, branches = dtx_apply(branches, {param}){}{PACKED}", &template[..at], &template[at..])
 }
 
 /// `CREATE` with the packed branches (`$19`): a transaction is one row (ADR 26).
@@ -79,17 +85,21 @@ pub(crate) static CLAIM_SAVE_PACKED: LazyLock<Sql> =
     LazyLock::new(|| render::<Lite3>(&applying(templates::CLAIM_SAVE, "$16")));
 /// Branch updates outside a save (the [`Conn::update_branches`] contract).
 static APPLY_BY_GID: LazyLock<Sql> = LazyLock::new(|| {
-    render::<Lite3>("UPDATE trans_global SET branches = dtx_apply(branches, $2) WHERE gid = $1")
+    render::<Lite3>(&format!(
+        "UPDATE trans_global SET branches = dtx_apply(branches, $2) WHERE gid = $1{PACKED}"
+    ))
 });
 /// Branches added to a transaction (the [`Conn::insert_branches`] contract).
 static APPEND_BY_GID: LazyLock<Sql> = LazyLock::new(|| {
-    render::<Lite3>("UPDATE trans_global SET branches = dtx_append(branches, $2) WHERE gid = $1")
+    render::<Lite3>(&format!(
+        "UPDATE trans_global SET branches = dtx_append(branches, $2) WHERE gid = $1{PACKED}"
+    ))
 });
 /// A registration after its check: the touch and the branches.
 static REGISTER_BY_ID: LazyLock<Sql> = LazyLock::new(|| {
-    render::<Lite3>(
-        "UPDATE trans_global SET update_time = $1, branches = dtx_append(branches, $3) WHERE id = $2",
-    )
+    render::<Lite3>(&format!(
+        "UPDATE trans_global SET update_time = $1, branches = dtx_append(branches, $3) WHERE id = $2{PACKED}"
+    ))
 });
 /// The packed branches of the transactions in the JSON array `$1`.
 static PACKED_OF_JSON: LazyLock<Sql> = LazyLock::new(|| {
@@ -109,7 +119,7 @@ const REGISTER_WHERE: &str = "WHERE gid = $2 AND trans_type = $3 \
 /// 26): `update_time = $1` where [`REGISTER_WHERE`] matches.
 pub(crate) static REGISTER_TOUCH: LazyLock<Sql> = LazyLock::new(|| {
     render::<Lite3>(&format!(
-        "UPDATE trans_global SET update_time = $1, branches = dtx_append(branches, $5) {REGISTER_WHERE}"
+        "UPDATE trans_global SET update_time = $1, branches = dtx_append(branches, $5) {REGISTER_WHERE}{PACKED}"
     ))
 });
 /// [`REGISTER_TOUCH`] of a transaction whose branches are rows: the touch alone.
@@ -142,8 +152,8 @@ pub(crate) struct Names(std::collections::HashMap<usize, Box<[String]>>);
 impl Lite<'_> {
     /// Runs a statement that calls `dtx_apply` or `dtx_append` ([`crate::functions`]): a
     /// missing branch is `NotFound`, a duplicate `Conflict` (each naming the branch and
-    /// `gid`, as the row layout's errors did); branches that are rows, or a full value, are
-    /// outcomes for the caller to write the rows instead.
+    /// `gid`, as the row layout's errors did); a full value is an outcome for the caller to
+    /// write rows instead.
     fn run_packed(&mut self, sql: &Sql, args: &[Arg<'_>], what: &'static str, gid: &str) -> Result<Outcome> {
         dtx_store::sql::count_statements(1);
         let mut stmt = self.conn.prepare_cached(sql.text).map_err(|e| map_rusqlite(what, e))?;
@@ -169,10 +179,10 @@ impl Lite<'_> {
         Ok(())
     }
 
-    /// Adds branches to a transaction whose packed branches refused them (`outcome`): as rows,
-    /// after moving the packed ones there if they were full.
-    async fn add_as_rows(&mut self, gid: &str, outcome: Outcome, branches: &[Branch]) -> Result<()> {
-        if outcome == Outcome::Full {
+    /// Adds branches as rows: the transaction's branches are rows, or (`full`) its packed
+    /// branches are full and move to rows first.
+    async fn add_as_rows(&mut self, gid: &str, full: bool, branches: &[Branch]) -> Result<()> {
+        if full {
             self.spill(gid).await?;
         }
         insert_branches_one_by_one(self, gid, branches).await
@@ -330,9 +340,9 @@ impl Conn for Lite<'_> {
             "insert branches",
             gid,
         )? {
-            Outcome::Changed(0) => Err(Error::NotFound(format!("transaction {gid}"))),
+            Outcome::Changed(0) => self.add_as_rows(gid, false, branches).await,
             Outcome::Changed(_) => Ok(()),
-            outcome => self.add_as_rows(gid, outcome, branches).await,
+            Outcome::Full => self.add_as_rows(gid, true, branches).await,
         }
     }
 
@@ -354,18 +364,18 @@ impl Conn for Lite<'_> {
             Arg::int(default.map_or(0, duration_millis)),
             Arg::Blob(&packed),
         ];
-        match self.run_packed(&REGISTER_TOUCH, &args, "add branches", gid)? {
-            Outcome::Changed(n) => Ok(n > 0),
-            // The row matched (the append runs on matched rows only) but takes rows: the same
-            // touch, nothing changed since, then the rows.
-            outcome => {
-                if self.execute(&REGISTER_TOUCH_ROWS, &args[..4], "add branches").await? == 0 {
-                    return Ok(false);
-                }
-                self.add_as_rows(gid, outcome, branches).await?;
-                Ok(true)
-            }
+        let full = match self.run_packed(&REGISTER_TOUCH, &args, "add branches", gid)? {
+            Outcome::Changed(0) => false,
+            Outcome::Changed(_) => return Ok(true),
+            Outcome::Full => true,
+        };
+        // Matched nothing: refused, or the branches are rows (then the touch alone matches).
+        // Full: matched (the append runs on matched rows only). Nothing changed since.
+        if self.execute(&REGISTER_TOUCH_ROWS, &args[..4], "add branches").await? == 0 {
+            return Ok(false);
         }
+        self.add_as_rows(gid, full, branches).await?;
+        Ok(true)
     }
 
     /// The touch and the branches in one UPDATE.
@@ -378,25 +388,21 @@ impl Conn for Lite<'_> {
     ) -> Result<()> {
         let packed = packed::encode(branches);
         let args = [Arg::time(now), Arg::int(id), Arg::Blob(&packed)];
-        match self.run_packed(&REGISTER_BY_ID, &args, "add branches", gid)? {
-            Outcome::Changed(_) => Ok(()),
-            outcome => {
-                self.execute(&SQL.touch, &args[..2], "add branches: touch").await?;
-                self.add_as_rows(gid, outcome, branches).await
-            }
-        }
+        // The caller checked the row: matching nothing, its branches are rows.
+        let full = match self.run_packed(&REGISTER_BY_ID, &args, "add branches", gid)? {
+            Outcome::Changed(0) => false,
+            Outcome::Changed(_) => return Ok(()),
+            Outcome::Full => true,
+        };
+        self.execute(&SQL.touch, &args[..2], "add branches: touch").await?;
+        self.add_as_rows(gid, full, branches).await
     }
 
     async fn update_branches(&mut self, gid: &str, now: Timestamp, updates: &[BranchUpdate]) -> Result<()> {
         let packed = packed::encode_updates(now, updates);
         match self.run_packed(&APPLY_BY_GID, &[Arg::text(gid), Arg::Blob(&packed)], "save branch", gid)? {
-            Outcome::Changed(0) => match updates.first() {
-                // No such transaction: its first update names a branch that is not there.
-                Some(b) => Err(dtx_store::sql::missing_branch(gid, &b.branch_id, b.op.as_str())),
-                None => Ok(()),
-            },
+            Outcome::Changed(0) | Outcome::Full => update_branch_rows(self, gid, now, updates).await,
             Outcome::Changed(_) => Ok(()),
-            Outcome::Rows | Outcome::Full => update_branch_rows(self, gid, now, updates).await,
         }
     }
 
@@ -417,8 +423,10 @@ impl Conn for Lite<'_> {
                     Arg::Blob(&packed),
                 ];
                 match self.run_packed(&RENEW_PACKED, &args, "save", &save.gid)? {
+                    Outcome::Changed(0) | Outcome::Full => {
+                        self.execute(&SQL.renew, &args[..5], "save").await?
+                    }
                     Outcome::Changed(n) => return Ok(n),
-                    _ => self.execute(&SQL.renew, &args[..5], "save").await?,
                 }
             }
             None => {
@@ -426,12 +434,14 @@ impl Conn for Lite<'_> {
                     save_args(self.fixed(save.now), save);
                 let args = [a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, Arg::Blob(&packed)];
                 match self.run_packed(&SAVE_PACKED, &args, "save", &save.gid)? {
+                    Outcome::Changed(0) | Outcome::Full => {
+                        self.execute(&SQL.save, &args[..14], "save").await?
+                    }
                     Outcome::Changed(n) => return Ok(n),
-                    _ => self.execute(&SQL.save, &args[..14], "save").await?,
                 }
             }
         };
-        // The branches are rows: the global half went alone, fenced; now the rows.
+        // Fenced, or the branches are rows: the global half went alone, fenced; now the rows.
         if outcome > 0 {
             update_branch_rows(self, &save.gid, save.now, &save.branches).await?;
         }
@@ -544,13 +554,15 @@ impl Conn for Lite<'_> {
                         Arg::Blob(&packed),
                     ];
                     match self.run_packed(&CLAIM_SAVE_PACKED, &args, "claim and save", &save.gid)? {
-                        Outcome::Changed(n) => n,
                         // The branches are rows: the take and the global half, then the rows.
-                        Outcome::Rows | Outcome::Full => {
+                        Outcome::Changed(0) | Outcome::Full => {
                             let taken = self.execute(&CLAIM_SAVE, &args[..15], "claim and save").await?;
-                            update_branch_rows(self, &save.gid, save.now, &save.branches).await?;
+                            if taken == 1 {
+                                update_branch_rows(self, &save.gid, save.now, &save.branches).await?;
+                            }
                             taken
                         }
+                        Outcome::Changed(n) => n,
                     }
                 }
             }

@@ -3,8 +3,8 @@
 //! ([`dtx_store::packed`]) inside the UPDATE that writes its global row, so a save or a
 //! registration stays one statement. A refusal fails the statement before it writes anything;
 //! [`refusal`] reads it back: a missing or duplicate branch is the error the row layout gave,
-//! and branches that are rows, or would grow beyond [`PACKED_LIMIT`], send the writer to the
-//! branch rows.
+//! and branches that would grow beyond [`PACKED_LIMIT`] send the writer to the branch rows.
+//! (The statements match only rows whose branches are packed; see `conn.rs`.)
 
 use dtx_store::Error;
 use dtx_store::packed::{self, PackedError};
@@ -25,10 +25,8 @@ const FULL: &str = "dtx: packed branches full";
 /// What a statement calling the functions came to, when it did not fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// It ran; this many rows matched.
+    /// It ran; this many rows matched (none: among other reasons, the branches are rows).
     Changed(u64),
-    /// The transaction's branches are rows: nothing was written.
-    Rows,
     /// The packed branches would exceed [`PACKED_LIMIT`]: nothing was written.
     Full,
 }
@@ -74,9 +72,7 @@ pub(crate) fn refusal(err: &rusqlite::Error, gid: &str) -> Option<Result<Outcome
     if let Some(branch) = message.strip_prefix(DUPLICATE) {
         return Some(Err(Error::Conflict(format!("branch {branch} of {gid} already exists"))));
     }
-    match message.as_str() {
-        ROWS => Some(Ok(Outcome::Rows)),
-        FULL => Some(Ok(Outcome::Full)),
-        _ => None,
-    }
+    // The statements never hand branch rows (an empty value) to the functions: a "rows"
+    // refusal is a bug, reported as SQLite's error.
+    (message == FULL).then_some(Ok(Outcome::Full))
 }

@@ -148,6 +148,7 @@ fn packed_statements_extend_the_shared_ones() {
         (crate::conn::CLAIM_SAVE_PACKED.text, "?16"),
     ] {
         let set = format!(", branches = dtx_apply(branches, {param}) WHERE ");
+        assert!(packed.ends_with(" AND branches <> x''"), "{packed}");
         assert!(packed.contains(&set), "{packed}");
     }
 }
