@@ -682,6 +682,36 @@ async fn large_transactions_keep_their_branches_in_rows() {
         Err(Error::Conflict(m)) => assert!(m.contains("01/confirm"), "{m}"),
         other => panic!("expected a conflict, got {other:?}"),
     }
+
+    // Its submit: the claim, the save decided on it and its branch result, one request.
+    let confirm = get(&store, "tcc").await.branches[15].clone();
+    let submit = dtx_store::ThenSave(std::sync::Arc::new(move |l: &Loaded| {
+        Some(Save {
+            gid: l.global.gid.clone(),
+            owner: "me".to_owned(),
+            now: at(30),
+            branches: vec![BranchUpdate {
+                id: confirm.id,
+                branch_id: confirm.branch_id.clone(),
+                op: confirm.op,
+                status: BranchStatus::Prepared,
+                attempts: 1,
+                last_error: String::new(),
+                finish_time: None,
+            }],
+            status: Some(dtx_store::StatusChange {
+                to: GlobalStatus::Submitted,
+                rollback_reason: None,
+                result: None,
+            }),
+            lease: LeaseChange::Renew { lease_until: at(90) },
+        })
+    }));
+    let claimed = store.claim_then("tcc", "me", at(30), at(90), submit).await.expect("claim_then");
+    assert!(claimed.expect("claimable").saved);
+    let now = get(&store, "tcc").await;
+    assert_eq!((now.global.status, now.global.owner.as_deref()), (GlobalStatus::Submitted, Some("me")));
+    assert_eq!(now.branches[15].attempts, 1);
 }
 
 /// Two transactions, "a" and "b", without branches.
