@@ -13,8 +13,8 @@ use dtx_core::{Branch, Global};
 use dtx_core::{Timestamp, timeout};
 use dtx_store::rows::Columns;
 use dtx_store::sql::{
-    Arg, Conn, Decode, Dialect, Placeholders, Sql, Statements, insert_branches_one_by_one, render, save_args,
-    templates, update_branch_rows,
+    Arg, Conn, Decode, Dialect, Placeholders, Sql, Statements, branch_rows_of, gid_list,
+    insert_branches_one_by_one, render, save_args, templates, update_branch_rows,
 };
 use dtx_store::{BranchUpdate, Error, Expect, LeaseChange, Result, Save, packed};
 use rusqlite::types::{ToSql, ToSqlOutput, Value, ValueRef};
@@ -448,31 +448,23 @@ impl Conn for Lite<'_> {
         Ok(outcome)
     }
 
+    /// Packed branches from the global rows; the branch rows of those whose branches are rows.
     async fn branches_of(&mut self, gids: &[&str]) -> Result<Vec<(String, Branch)>> {
-        let json = serde_json::to_string(gids)
-            .map_err(|e| Error::Internal(anyhow::Error::new(e).context("gid list")))?;
         let decode: Decode<(String, Vec<u8>)> = |row| Ok((row.text("gid")?, row.blob("branches")?));
-        let rows = self.fetch(&PACKED_OF_JSON, &[Arg::text(&json)], "branches", decode).await?;
+        let rows = self.fetch(&PACKED_OF_JSON, &[Arg::text(&gid_list(gids)?)], "branches", decode).await?;
         let mut out = Vec::new();
         let mut as_rows = Vec::new();
-        for (gid, bytes) in rows {
+        for (gid, bytes) in &rows {
             if bytes.is_empty() {
-                as_rows.push(gid);
+                as_rows.push(gid.as_str());
                 continue;
             }
-            for b in dtx_store::sql::unpack(&gid, &bytes)? {
+            for b in dtx_store::sql::unpack(gid, bytes)? {
                 out.push((gid.clone(), b));
             }
         }
         if !as_rows.is_empty() {
-            let json = serde_json::to_string(&as_rows)
-                .map_err(|e| Error::Internal(anyhow::Error::new(e).context("gid list")))?;
-            let mut rows = self
-                .fetch(&SQL.branches_of_json, &[Arg::text(&json)], "branches", dtx_store::rows::branch)
-                .await?;
-            // The statement does not order them (see the template).
-            rows.sort_by_key(|(_, b)| b.id);
-            out.extend(rows);
+            out.extend(branch_rows_of(self, &as_rows).await?);
         }
         Ok(out)
     }

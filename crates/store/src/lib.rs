@@ -146,8 +146,9 @@ pub struct Loaded {
 /// The new state of one branch row, identified by `(branch_id, op)` within the transaction.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BranchUpdate {
-    /// The row's id as the caller read it from the store; 0 when not known (rows this node
-    /// inserted are not read back). A backend may find the row by it (ADR 25).
+    /// The row's id as the caller read it from the store (SQLite's packed branches: the
+    /// position, ADR 26); 0 when not known. A backend may find the branch by it, checking the
+    /// key (ADR 25).
     pub id: i64,
     /// Which branch.
     pub branch_id: String,
@@ -362,8 +363,9 @@ pub trait Store: Send + Sync + 'static {
     /// A duplicate gid → [`Error::Conflict`], and nothing is written.
     async fn create(&self, tx: NewTransaction) -> Result<()>;
 
-    /// [`Store::create`], returning the ids its branch rows got, in the order given, where the
-    /// backend learns them without another statement (SQLite: they follow the last row id);
+    /// [`Store::create`], returning the ids its branches got, in the order given, where the
+    /// backend learns them without another statement (SQLite: their positions when packed,
+    /// ADR 26, else they follow the last row id);
     /// empty where it does not. The round that follows updates rows of known id by their id
     /// (ADR 25). Wrappers forward it.
     async fn create_returning_ids(&self, tx: NewTransaction) -> Result<Vec<i64>> {

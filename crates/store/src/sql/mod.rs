@@ -28,9 +28,9 @@ mod sqlx_conn;
 pub mod templates;
 
 pub use ops::{
-    branch_args, branch_conflict, finished_counts, gid_conflict, insert_branches_one_by_one, kv_get, kv_scan,
-    lease_columns, list, load_in, missing_branch, run, save_args, unfinished_counts, unpack,
-    update_branch_rows,
+    branch_args, branch_conflict, branch_rows_of, finished_counts, gid_conflict, gid_list,
+    insert_branches_one_by_one, kv_get, kv_scan, lease_columns, list, load_in, missing_branch, run,
+    save_args, unfinished_counts, unpack, update_branch_rows,
 };
 
 /// Statements this process has sent to its database, on every backend: reads, writes and
@@ -427,15 +427,7 @@ pub trait Conn: Send {
 
     /// The branch rows of the given transactions (ascending id), with their gids.
     fn branches_of(&mut self, gids: &[&str]) -> impl Future<Output = Result<Vec<(String, Branch)>>> + Send {
-        async move {
-            let json = serde_json::to_string(gids)
-                .map_err(|e| crate::Error::Internal(anyhow::Error::new(e).context("gid list")))?;
-            let sql = &self.sql().branches_of_json;
-            let mut rows = self.fetch(sql, &[Arg::text(&json)], "branches", crate::rows::branch).await?;
-            // The statement does not order them (see the template).
-            rows.sort_by_key(|(_, b)| b.id);
-            Ok(rows)
-        }
+        ops::branch_rows_of(self, gids)
     }
 
     /// Takes up to `limit` due rows (one `UPDATE … RETURNING` in the template); unordered.

@@ -167,6 +167,23 @@ pub async fn update_branch_rows<C: Conn + ?Sized>(
     Ok(())
 }
 
+/// A JSON array of gids: the one parameter of the statements that read several transactions'
+/// rows (their text stays static).
+pub fn gid_list(gids: &[&str]) -> Result<String> {
+    serde_json::to_string(gids).map_err(|e| Error::Internal(anyhow::Error::new(e).context("gid list")))
+}
+
+/// The branch rows of the given transactions (ascending id), with their gids
+/// ([`Conn::branches_of`]' default).
+pub async fn branch_rows_of<C: Conn + ?Sized>(conn: &mut C, gids: &[&str]) -> Result<Vec<(String, Branch)>> {
+    let json = gid_list(gids)?;
+    let sql = &conn.sql().branches_of_json;
+    let mut rows = conn.fetch(sql, &[Arg::text(&json)], "branches", rows::branch).await?;
+    // The statement does not order them (see the template).
+    rows.sort_by_key(|(_, b)| b.id);
+    Ok(rows)
+}
+
 /// A save naming a branch that does not exist is an engine bug: the whole save is refused
 /// rather than a result silently dropped (the caller rolls the global update back too).
 pub fn missing_branch(gid: &str, branch_id: &str, op: &str) -> Error {
