@@ -103,60 +103,133 @@ pub fn encode_updates(now: Timestamp, updates: &[BranchUpdate]) -> Vec<u8> {
 /// Applies packed updates to packed branches. Each update finds its branch by id when the id
 /// names that branch, else by `(branch_id, op)`; one that finds none fails the whole change.
 /// Branches that are rows (an empty value) are [`PackedError::Rows`].
+///
+/// Works on the bytes: a branch no update names is copied as it is, and an updated one keeps
+/// its bytes up to its status (so no branch is decoded into owned strings; this runs inside
+/// SQLite's write of every save, ADR 26).
 pub fn apply(branches: &[u8], updates: &[u8]) -> Result<Vec<u8>, PackedError> {
     if branches.is_empty() {
         return Err(PackedError::Rows);
     }
-    let mut all = decode(branches)?;
+    let (spans, _) = spans(branches)?;
     let mut r = Reader::new(updates)?;
     let now = Timestamp(r.int()?);
+    // Per branch, the last update that names it (each update sets every field it carries).
+    let mut chosen: Vec<Option<Update<'_>>> = vec![None; spans.len()];
     for _ in 0..r.len()? {
         let id = r.uint()?;
         let branch_id = r.text()?;
         let op = r.text()?;
-        let status = r.name("branch status")?;
+        let status = r.text()?;
+        status.parse::<dtx_core::BranchStatus>().map_err(|_| PackedError::Corrupt("branch status"))?;
         let attempts = u32::try_from(r.uint()?).map_err(|_| PackedError::Corrupt("attempts"))?;
         let last_error = r.text()?;
         let finish_time = r.opt_time()?;
+        let named = |s: &Span<'_>| s.branch_id == branch_id.as_bytes() && s.op == op.as_bytes();
         let by_id = usize::try_from(id)
             .ok()
             .and_then(|id| id.checked_sub(1))
-            .filter(|&i| all.get(i).is_some_and(|b| b.branch_id == branch_id && b.op.as_str() == op));
-        let at = by_id.or_else(|| all.iter().position(|b| b.branch_id == branch_id && b.op.as_str() == op));
-        let Some(b) = at.and_then(|i| all.get_mut(i)) else {
+            .filter(|&i| spans.get(i).is_some_and(named));
+        let Some(at) = by_id.or_else(|| spans.iter().position(named)) else {
             return Err(PackedError::Missing { branch_id: branch_id.to_owned(), op: op.to_owned() });
         };
-        b.status = status;
-        b.attempts = attempts;
-        b.last_error = last_error.to_owned();
-        b.update_time = now;
-        b.finish_time = finish_time;
+        chosen[at] = Some(Update { status, attempts, last_error, finish_time });
     }
     r.end()?;
-    Ok(encode(&all))
+    let mut out = Vec::with_capacity(branches.len() + 64);
+    let body = spans.first().map_or(branches.len(), |s| s.start);
+    out.extend_from_slice(&branches[..body]);
+    for (s, u) in spans.iter().zip(&chosen) {
+        match u {
+            None => out.extend_from_slice(&branches[s.start..s.end]),
+            Some(u) => {
+                out.extend_from_slice(&branches[s.start..s.state]);
+                text(&mut out, u.status);
+                uint(&mut out, u64::from(u.attempts));
+                text(&mut out, u.last_error);
+                int(&mut out, s.create_time);
+                int(&mut out, now.as_millis());
+                opt_time(&mut out, u.finish_time);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Appends packed branches (a registration's) to packed branches. A `(branch_id, op)` already
 /// there, or given twice, fails the whole change; so does a result longer than `limit` bytes
-/// ([`PackedError::Full`]), and branches that are rows ([`PackedError::Rows`]).
+/// ([`PackedError::Full`]), and branches that are rows ([`PackedError::Rows`]). The branches
+/// are copied as they are (see [`apply`]).
 pub fn append(branches: &[u8], added: &[u8], limit: usize) -> Result<Vec<u8>, PackedError> {
     if branches.is_empty() {
         return Err(PackedError::Rows);
     }
-    let mut all = decode(branches)?;
-    let added = decode(added)?;
-    for (i, b) in added.iter().enumerate() {
-        let seen = |o: &Branch| o.branch_id == b.branch_id && o.op == b.op;
-        if all.iter().any(seen) || added[..i].iter().any(seen) {
-            return Err(PackedError::Duplicate { branch_id: b.branch_id.clone(), op: b.op.to_string() });
+    let (old, old_body) = spans(branches)?;
+    let (new, new_body) = spans(added)?;
+    for (i, b) in new.iter().enumerate() {
+        let seen = |o: &Span<'_>| o.branch_id == b.branch_id && o.op == b.op;
+        if old.iter().any(seen) || new[..i].iter().any(seen) {
+            return Err(PackedError::Duplicate {
+                branch_id: String::from_utf8_lossy(b.branch_id).into_owned(),
+                op: String::from_utf8_lossy(b.op).into_owned(),
+            });
         }
     }
-    all.extend(added);
-    let out = encode(&all);
+    let mut out = Vec::with_capacity(branches.len() + added.len());
+    out.push(VERSION);
+    uint(&mut out, (old.len() + new.len()) as u64);
+    out.extend_from_slice(&branches[old_body..]);
+    out.extend_from_slice(&added[new_body..]);
     if out.len() > limit {
         return Err(PackedError::Full(limit));
     }
     Ok(out)
+}
+
+/// One update of [`apply`], read from its packed list.
+#[derive(Clone, Copy)]
+struct Update<'a> {
+    status: &'a str,
+    attempts: u32,
+    last_error: &'a str,
+    finish_time: Option<Timestamp>,
+}
+
+/// Where one packed branch lies in a value, and what [`apply`] and [`append`] read of it.
+struct Span<'a> {
+    start: usize,
+    branch_id: &'a [u8],
+    op: &'a [u8],
+    /// The first byte of its status: the fields a save rewrites start here.
+    state: usize,
+    create_time: i64,
+    end: usize,
+}
+
+/// The branches of a non-empty packed value, and where the first one starts. Checks the
+/// structure (every length within the value, no trailing bytes), not the texts.
+fn spans(bytes: &[u8]) -> Result<(Vec<Span<'_>>, usize), PackedError> {
+    let mut r = Reader::new(bytes)?;
+    let n = r.len()?;
+    let body = r.at;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = r.at;
+        let branch_id = r.bytes()?;
+        let op = r.bytes()?;
+        r.bytes()?; // url
+        r.bytes()?; // payload
+        let state = r.at;
+        r.bytes()?; // status
+        r.uint()?; // attempts
+        r.bytes()?; // last_error
+        let create_time = r.int()?;
+        r.int()?; // update_time
+        r.uint()?; // finish_time + 1
+        out.push(Span { start, branch_id, op, state, create_time, end: r.at });
+    }
+    r.end()?;
+    Ok((out, body))
 }
 
 /// The first `(branch_id, op)` given twice in `branches`, if any (a create's own check: the
@@ -390,6 +463,56 @@ mod tests {
         );
         assert_eq!(apply(&[], &encode_updates(now, &[update(0, "01", Op::Action)])), Err(PackedError::Rows));
         assert_eq!(apply(&packed, &encode_updates(now, &[])).expect("none"), packed);
+    }
+
+    /// What `apply` did before it worked on the bytes: decode, change, encode.
+    fn apply_by_decoding(branches: &[u8], now: Timestamp, updates: &[BranchUpdate]) -> Vec<u8> {
+        let mut all = decode(branches).expect("decode");
+        for u in updates {
+            let key = |b: &Branch| b.branch_id == u.branch_id && b.op == u.op;
+            let at = usize::try_from(u.id - 1)
+                .ok()
+                .filter(|&i| all.get(i).is_some_and(key))
+                .or_else(|| all.iter().position(key))
+                .expect("named branch");
+            let b = &mut all[at];
+            (b.status, b.attempts, b.last_error) = (u.status, u.attempts, u.last_error.clone());
+            (b.update_time, b.finish_time) = (now, u.finish_time);
+        }
+        encode(&all)
+    }
+
+    #[test]
+    fn applying_on_the_bytes_equals_decoding_changing_encoding() {
+        let mut base = saga();
+        base[0].last_error = "an earlier error".into();
+        base[2].finish_time = Some(Timestamp(9));
+        let packed = encode(&base);
+        let now = Timestamp(1_700_000_000_900);
+        let mut again = update(1, "01", Op::Compensate);
+        again.status = BranchStatus::Failed;
+        again.last_error = String::new();
+        again.finish_time = None;
+        let cases: Vec<Vec<BranchUpdate>> = vec![
+            vec![update(1, "01", Op::Compensate)],
+            vec![update(4, "02", Op::Action), update(0, "01", Op::Action)],
+            // The same branch twice: the later update wins, as when applied in turn.
+            vec![update(1, "01", Op::Compensate), again.clone()],
+            vec![again, update(3, "02", Op::Compensate), update(2, "01", Op::Action)],
+        ];
+        for updates in cases {
+            let got = apply(&packed, &encode_updates(now, &updates)).expect("apply");
+            assert_eq!(got, apply_by_decoding(&packed, now, &updates), "{updates:?}");
+        }
+        // A corrupt value or update list is an error, never a panic or a partial change.
+        let updates = encode_updates(now, &[update(2, "01", Op::Action)]);
+        for cut in 1..packed.len() {
+            assert!(apply(&packed[..cut], &updates).is_err(), "branches truncated at {cut}");
+            assert!(append(&packed[..cut], &encode(&saga()[..1]), 4096).is_err(), "truncated at {cut}");
+        }
+        for cut in 1..updates.len() {
+            assert!(apply(&packed, &updates[..cut]).is_err(), "updates truncated at {cut}");
+        }
     }
 
     #[test]
