@@ -479,28 +479,16 @@ impl Conn for Lite<'_> {
         exec(self.conn, sql).map_err(|e| map_rusqlite("transaction control", e))
     }
 
-    async fn claim_row(
-        &mut self,
-        gid: &str,
-        owner: &str,
-        now: Timestamp,
-        lease_until: Timestamp,
-    ) -> Result<Option<Global>> {
-        let Some(mut global) = self.pick_row(gid, now).await? else {
-            return Ok(None);
-        };
-        self.take_row(global.id, owner, now, lease_until, None).await?;
-        global.owner = Some(owner.to_owned());
-        global.lease_until = Some(lease_until);
-        Ok(Some(global))
-    }
-
     /// The writer is alone: nothing changes between a pick and its take.
     const ALONE: bool = true;
 
-    async fn pick_row(&mut self, gid: &str, now: Timestamp) -> Result<Option<Global>> {
+    async fn pick_row(&mut self, gid: &str, now: Timestamp) -> Result<Option<(Global, Vec<u8>)>> {
         let args = [Arg::time(now), Arg::text(gid)];
-        let picked = self.fetch(&CLAIM_PICK, &args, "claim", dtx_store::rows::global).await?;
+        let picked = self
+            .fetch(&CLAIM_PICK, &args, "claim", |row| {
+                Ok((dtx_store::rows::global(row)?, row.blob("branches")?))
+            })
+            .await?;
         Ok(picked.into_iter().next())
     }
 

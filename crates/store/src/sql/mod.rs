@@ -456,9 +456,14 @@ pub trait Conn: Send {
     /// and the save decided on it can be one UPDATE ([`crate::Store::claim_then`]).
     const ALONE: bool = false;
 
-    /// The row a claim by gid would take (not final, no valid lease), read but not taken.
-    /// Only where [`Conn::ALONE`].
-    fn pick_row(&mut self, gid: &str, now: Timestamp) -> impl Future<Output = Result<Option<Global>>> + Send {
+    /// The row a claim by gid would take (not final, no valid lease), read but not taken, with
+    /// its packed branches (empty: they are rows). Only where [`Conn::ALONE`].
+    #[allow(clippy::type_complexity)]
+    fn pick_row(
+        &mut self,
+        gid: &str,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Option<(Global, Vec<u8>)>>> + Send {
         let _ = (gid, now);
         async { Err(alone_only("pick_row")) }
     }
@@ -477,7 +482,8 @@ pub trait Conn: Send {
         async { Err(alone_only("take_row")) }
     }
 
-    /// Takes one transaction if it is not final and has no valid lease.
+    /// Takes one transaction if it is not final and has no valid lease (a writer that is alone
+    /// picks and takes instead: [`Conn::pick_row`], [`Conn::take_row`]).
     fn claim_row(
         &mut self,
         gid: &str,

@@ -260,6 +260,16 @@ async fn claim<C: Conn>(
     now: Timestamp,
     lease_until: Timestamp,
 ) -> Result<Option<Loaded>> {
+    if C::ALONE {
+        // A pick and a take: the row and its packed branches are read once (see `CLAIM_PICK`).
+        let Some((mut global, packed)) = conn.pick_row(gid, now).await? else {
+            return Ok(None);
+        };
+        conn.take_row(global.id, owner, now, lease_until, None).await?;
+        global.owner = Some(owner.to_owned());
+        global.lease_until = Some(lease_until);
+        return load_branches(conn, global, Some(packed)).await.map(Some);
+    }
     let Some(global) = conn.claim_row(gid, owner, now, lease_until).await? else {
         return Ok(None);
     };
@@ -280,12 +290,12 @@ async fn claim_then<C: Conn>(
     then: &ThenSave,
 ) -> Result<Option<ClaimedThen>> {
     let (loaded, in_one) = if C::ALONE {
-        let Some(mut global) = conn.pick_row(gid, now).await? else {
+        let Some((mut global, packed)) = conn.pick_row(gid, now).await? else {
             return Ok(None);
         };
         global.owner = Some(owner.to_owned());
         global.lease_until = Some(lease_until);
-        (with_branches(conn, global).await?, true)
+        (load_branches(conn, global, Some(packed)).await?, true)
     } else {
         let Some(loaded) = claim(conn, gid, owner, now, lease_until).await? else {
             return Ok(None);
@@ -326,15 +336,22 @@ pub fn unpack(gid: &str, bytes: &[u8]) -> Result<Vec<Branch>> {
 
 /// Pairs a global row with its branch rows (or its packed branches).
 async fn with_branches<C: Conn>(conn: &mut C, global: Global) -> Result<Loaded> {
-    if conn.sql().branches_in_row {
-        let packed = conn
-            .fetch(&conn.sql().packed_of_id, &[Arg::int(global.id)], "branches", |row| row.blob("branches"))
-            .await?;
-        // An empty value: the branches are rows (a large transaction, or one written before).
-        if let Some(bytes) = packed.first().filter(|b| !b.is_empty()) {
-            let branches = unpack(&global.gid, bytes)?;
-            return Ok(Loaded { global, branches, taken_over: false });
-        }
+    let packed = if conn.sql().branches_in_row {
+        let of_id = &conn.sql().packed_of_id;
+        conn.fetch(of_id, &[Arg::int(global.id)], "branches", |row| row.blob("branches")).await?.pop()
+    } else {
+        None
+    };
+    load_branches(conn, global, packed).await
+}
+
+/// Pairs a global row with its branches: `packed`, the row's packed value when it was read,
+/// else its branch rows.
+async fn load_branches<C: Conn>(conn: &mut C, global: Global, packed: Option<Vec<u8>>) -> Result<Loaded> {
+    // An empty value: the branches are rows (a large transaction, or one written before).
+    if let Some(bytes) = packed.filter(|b| !b.is_empty()) {
+        let branches = unpack(&global.gid, &bytes)?;
+        return Ok(Loaded { global, branches, taken_over: false });
     }
     let branches =
         conn.fetch(&conn.sql().branches_of_gid, &[Arg::text(&global.gid)], "branches", rows::branch).await?;

@@ -79,11 +79,12 @@ pub const CLAIM: &str = concat!(
 /// The row a claim by gid takes (`$1` now, `$2` gid), for a writer that is alone (SQLite:
 /// nothing changes between this and [`CLAIM_TAKE`]). SQLite runs a `RETURNING` clause as a
 /// trigger program writing into an ephemeral table, which made [`CLAIM`] cost about twice
-/// this read and [`CLAIM_TAKE`] together.
+/// this read and [`CLAIM_TAKE`] together. With the row's packed branches (ADR 26), so that a
+/// claim reads its transaction once.
 pub const CLAIM_PICK: &str = concat!(
     "SELECT ",
     crate::global_columns!(),
-    " FROM trans_global WHERE gid = $2 AND ",
+    ", branches FROM trans_global WHERE gid = $2 AND ",
     unfinished!(),
     " AND (owner IS NULL OR lease_until IS NULL OR lease_until < {now})"
 );
