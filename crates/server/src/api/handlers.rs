@@ -164,27 +164,26 @@ pub(super) async fn abort_request(state: &AppState, req: TransRequest) -> Result
 /// a flat JSON object of strings.
 pub async fn register_branch(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
     let bytes = read_body(&state, body).await?;
-    let m: HashMap<String, String> = serde_json::from_slice(&bytes).map_err(|e| {
+    let body: wire::RegisterBody = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::BadRequest(format!("malformed registerBranch body (a JSON object of strings): {e}"))
     })?;
-    let gid = wire::clean_gid(m.get("gid").map(String::as_str))?;
-    state.engine.register_branch(register_request(gid, m)).await?;
+    let gid = wire::clean_gid(body.gid.as_deref())?;
+    state.engine.register_branch(register_request(gid, body)).await?;
     Ok(success())
 }
 
 /// A registerBranch body (a flat object of strings) as the engine's request.
-pub(super) fn register_request(gid: String, mut m: HashMap<String, String>) -> RegisterBranch {
-    let mut take = |k: &str| m.remove(k).unwrap_or_default();
+pub(super) fn register_request(gid: String, body: wire::RegisterBody) -> RegisterBranch {
     RegisterBranch {
         gid,
-        trans_type: take("trans_type"),
-        branch_id: take("branch_id"),
-        data: take("data").into_bytes(),
-        confirm: take("confirm"),
-        cancel: take("cancel"),
-        url: take("url"),
-        op: take("op"),
-        status: take("status"),
+        trans_type: body.trans_type,
+        branch_id: body.branch_id,
+        data: body.data.into_bytes(),
+        confirm: body.confirm,
+        cancel: body.cancel,
+        url: body.url,
+        op: body.op,
+        status: body.status,
     }
 }
 

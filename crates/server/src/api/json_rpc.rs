@@ -2,8 +2,6 @@
 //! `submit`, `abort`, `registerBranch`, with the same params as the HTTP bodies. The answer is
 //! always HTTP 200 with `error` null (and `result`) or `{code, message}`.
 
-use std::collections::HashMap;
-
 use axum::Json;
 use axum::body::{Body, to_bytes};
 use axum::extract::State;
@@ -13,7 +11,7 @@ use serde_json::{Value, json};
 use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::api::handlers;
-use crate::api::wire::GlobalRequest;
+use crate::api::wire::{GlobalRequest, RegisterBody};
 
 /// Unparsable JSON.
 const PARSE_ERROR: i64 = -32700;
@@ -101,10 +99,10 @@ async fn global(state: &AppState, method: &str, params: Value) -> Result<(), Api
 }
 
 async fn register(state: &AppState, params: Value) -> Result<(), ApiError> {
-    let m: HashMap<String, String> = serde_json::from_value(params)
+    let body: RegisterBody = serde_json::from_value(params)
         .map_err(|e| ApiError::BadRequest(format!("params is not an object of strings: {e}")))?;
-    let gid = m.get("gid").cloned().unwrap_or_default();
+    let gid = body.gid.clone().unwrap_or_default();
     dtx_core::gid::check_gid(&gid).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    state.engine.register_branch(handlers::register_request(gid, m)).await?;
+    state.engine.register_branch(handlers::register_request(gid, body)).await?;
     Ok(())
 }
