@@ -13,7 +13,7 @@ use dtx_core::{Branch, Global};
 use dtx_core::{Timestamp, timeout};
 use dtx_store::rows::Columns;
 use dtx_store::sql::{
-    Arg, Conn, Decode, Dialect, Placeholders, Sql, Statements, branch_rows_of, gid_list,
+    Arg, Conn, Decode, Dialect, Picked, Placeholders, Sql, Statements, branch_rows_of, gid_list,
     insert_branches_one_by_one, render, save_args, templates, update_branch_rows,
 };
 use dtx_store::{BranchUpdate, Error, Expect, LeaseChange, Result, Save, packed};
@@ -186,6 +186,28 @@ impl Lite<'_> {
             self.spill(gid).await?;
         }
         insert_branches_one_by_one(self, gid, branches).await
+    }
+
+    /// A save's write: `packed` (which also applies the save's branch updates, the last of
+    /// `args`) where the branches are packed; where it matches nothing (the branches are rows,
+    /// or the fence or condition failed), `plain`, the same write without them, and then the
+    /// branch rows. The global rows it matched.
+    async fn write_applying(
+        &mut self,
+        packed: &Sql,
+        plain: &Sql,
+        args: &[Arg<'_>],
+        what: &'static str,
+        save: &Save,
+    ) -> Result<u64> {
+        if let Outcome::Changed(n @ 1..) = self.run_packed(packed, args, what, &save.gid)? {
+            return Ok(n);
+        }
+        let matched = self.execute(plain, &args[..args.len() - 1], what).await?;
+        if matched > 0 {
+            update_branch_rows(self, &save.gid, save.now, &save.branches).await?;
+        }
+        Ok(matched)
     }
 }
 
@@ -408,44 +430,25 @@ impl Conn for Lite<'_> {
 
     async fn save_with_branches(&mut self, save: &Save) -> Result<u64> {
         let packed = packed::encode_updates(save.now, &save.branches);
-        let renew = match (&save.status, &save.lease) {
-            (None, LeaseChange::Renew { lease_until }) => Some(*lease_until),
-            _ => None,
-        };
-        let outcome = match renew {
-            Some(lease_until) => {
+        match (&save.status, &save.lease) {
+            (None, LeaseChange::Renew { lease_until }) => {
                 let args = [
                     Arg::Int(self.fixed(save.now)),
                     Arg::time(save.now),
-                    Arg::time(lease_until),
+                    Arg::time(*lease_until),
                     Arg::text(&save.gid),
                     Arg::text(&save.owner),
                     Arg::Blob(&packed),
                 ];
-                match self.run_packed(&RENEW_PACKED, &args, "save", &save.gid)? {
-                    Outcome::Changed(0) | Outcome::Full => {
-                        self.execute(&SQL.renew, &args[..5], "save").await?
-                    }
-                    Outcome::Changed(n) => return Ok(n),
-                }
+                self.write_applying(&RENEW_PACKED, &SQL.renew, &args, "save", save).await
             }
-            None => {
+            _ => {
                 let [a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14] =
                     save_args(self.fixed(save.now), save);
                 let args = [a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, Arg::Blob(&packed)];
-                match self.run_packed(&SAVE_PACKED, &args, "save", &save.gid)? {
-                    Outcome::Changed(0) | Outcome::Full => {
-                        self.execute(&SQL.save, &args[..14], "save").await?
-                    }
-                    Outcome::Changed(n) => return Ok(n),
-                }
+                self.write_applying(&SAVE_PACKED, &SQL.save, &args, "save", save).await
             }
-        };
-        // Fenced, or the branches are rows: the global half went alone, fenced; now the rows.
-        if outcome > 0 {
-            update_branch_rows(self, &save.gid, save.now, &save.branches).await?;
         }
-        Ok(outcome)
     }
 
     /// Packed branches from the global rows; the branch rows of those whose branches are rows.
@@ -482,7 +485,7 @@ impl Conn for Lite<'_> {
     /// The writer is alone: nothing changes between a pick and its take.
     const ALONE: bool = true;
 
-    async fn pick_row(&mut self, gid: &str, now: Timestamp) -> Result<Option<(Global, Vec<u8>)>> {
+    async fn pick_row(&mut self, gid: &str, now: Timestamp) -> Result<Option<Picked>> {
         let args = [Arg::time(now), Arg::text(gid)];
         let picked = self
             .fetch(&CLAIM_PICK, &args, "claim", |row| {
@@ -533,17 +536,8 @@ impl Conn for Lite<'_> {
                         Arg::int(id),
                         Arg::Blob(&packed),
                     ];
-                    match self.run_packed(&CLAIM_SAVE_PACKED, &args, "claim and save", &save.gid)? {
-                        // The branches are rows: the take and the global half, then the rows.
-                        Outcome::Changed(0) | Outcome::Full => {
-                            let taken = self.execute(&CLAIM_SAVE, &args[..15], "claim and save").await?;
-                            if taken == 1 {
-                                update_branch_rows(self, &save.gid, save.now, &save.branches).await?;
-                            }
-                            taken
-                        }
-                        Outcome::Changed(n) => n,
-                    }
+                    self.write_applying(&CLAIM_SAVE_PACKED, &CLAIM_SAVE, &args, "claim and save", save)
+                        .await?
                 }
             }
         };

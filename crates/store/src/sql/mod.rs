@@ -33,6 +33,9 @@ pub use ops::{
     save_args, unfinished_counts, unpack, update_branch_rows,
 };
 
+/// A row [`Conn::pick_row`] read, and its packed branches (empty: they are rows).
+pub type Picked = (Global, Vec<u8>);
+
 /// Statements this process has sent to its database, on every backend: reads, writes and
 /// transaction control. Process-wide on purpose: it is the benchmark's "statements per
 /// transaction" and the `dtx_store_statements` metric, and one process has one store.
@@ -458,12 +461,7 @@ pub trait Conn: Send {
 
     /// The row a claim by gid would take (not final, no valid lease), read but not taken, with
     /// its packed branches (empty: they are rows). Only where [`Conn::ALONE`].
-    #[allow(clippy::type_complexity)]
-    fn pick_row(
-        &mut self,
-        gid: &str,
-        now: Timestamp,
-    ) -> impl Future<Output = Result<Option<(Global, Vec<u8>)>>> + Send {
+    fn pick_row(&mut self, gid: &str, now: Timestamp) -> impl Future<Output = Result<Option<Picked>>> + Send {
         let _ = (gid, now);
         async { Err(alone_only("pick_row")) }
     }

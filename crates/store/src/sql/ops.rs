@@ -261,14 +261,11 @@ async fn claim<C: Conn>(
     lease_until: Timestamp,
 ) -> Result<Option<Loaded>> {
     if C::ALONE {
-        // A pick and a take: the row and its packed branches are read once (see `CLAIM_PICK`).
-        let Some((mut global, packed)) = conn.pick_row(gid, now).await? else {
+        let Some(loaded) = pick(conn, gid, owner, now, lease_until).await? else {
             return Ok(None);
         };
-        conn.take_row(global.id, owner, now, lease_until, None).await?;
-        global.owner = Some(owner.to_owned());
-        global.lease_until = Some(lease_until);
-        return load_branches(conn, global, Some(packed)).await.map(Some);
+        conn.take_row(loaded.global.id, owner, now, lease_until, None).await?;
+        return Ok(Some(loaded));
     }
     let Some(global) = conn.claim_row(gid, owner, now, lease_until).await? else {
         return Ok(None);
@@ -290,12 +287,10 @@ async fn claim_then<C: Conn>(
     then: &ThenSave,
 ) -> Result<Option<ClaimedThen>> {
     let (loaded, in_one) = if C::ALONE {
-        let Some((mut global, packed)) = conn.pick_row(gid, now).await? else {
+        let Some(loaded) = pick(conn, gid, owner, now, lease_until).await? else {
             return Ok(None);
         };
-        global.owner = Some(owner.to_owned());
-        global.lease_until = Some(lease_until);
-        (load_branches(conn, global, Some(packed)).await?, true)
+        (loaded, true)
     } else {
         let Some(loaded) = claim(conn, gid, owner, now, lease_until).await? else {
             return Ok(None);
@@ -326,6 +321,24 @@ async fn claim_then<C: Conn>(
         }
     };
     Ok(Some(ClaimedThen { loaded, saved }))
+}
+
+/// Where the writer is alone ([`Conn::ALONE`]): the transaction a claim by gid would take, read
+/// with its branches in one statement (`CLAIM_PICK`) and shown as owned by `owner`; the caller
+/// takes the row ([`Conn::take_row`]).
+async fn pick<C: Conn>(
+    conn: &mut C,
+    gid: &str,
+    owner: &str,
+    now: Timestamp,
+    lease_until: Timestamp,
+) -> Result<Option<Loaded>> {
+    let Some((mut global, packed)) = conn.pick_row(gid, now).await? else {
+        return Ok(None);
+    };
+    global.owner = Some(owner.to_owned());
+    global.lease_until = Some(lease_until);
+    load_branches(conn, global, Some(packed)).await.map(Some)
 }
 
 /// Decodes a row's packed branches (ADR 26); a value that does not decode is a corrupt row.
