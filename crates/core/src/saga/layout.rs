@@ -118,16 +118,39 @@ pub fn is_rollbackable(action: &str, compensate: &str) -> bool {
 }
 
 /// The effective dependency graph of a saga.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct SagaLayout {
-    deps: Vec<Vec<usize>>,
+    edges: Edges,
     rollbackable: Vec<bool>,
-    /// `dependents[i]` = steps that list `i` in their deps (the backward phase walks these).
-    dependents: Vec<Vec<usize>>,
     /// Position of each step in the preferred topological order.
     rank: Vec<usize>,
     concurrent: bool,
 }
+
+/// The graph's edges. Most sagas are sequential without declared orders: each step then waits
+/// on the one before it in the chain, and both its lists are a slice of the chain, so the
+/// layout costs two vectors instead of two per step (it is built on every submit and round).
+#[derive(Debug, Clone)]
+enum Edges {
+    /// Step `order[k]` depends on `order[k - 1]`; `rank` is the inverse of `order`.
+    Chain { order: Vec<usize> },
+    /// Any graph: `deps[i]` sorted and unique; `dependents[i]` = steps that list `i` in their
+    /// deps (the backward phase walks these).
+    Graph { deps: Vec<Vec<usize>>, dependents: Vec<Vec<usize>> },
+}
+
+/// Two layouts are equal when they describe the same graph, however it is stored.
+impl PartialEq for SagaLayout {
+    fn eq(&self, other: &SagaLayout) -> bool {
+        self.rollbackable == other.rollbackable
+            && self.rank == other.rank
+            && self.concurrent == other.concurrent
+            && (0..self.len())
+                .all(|i| self.deps(i) == other.deps(i) && self.dependents(i) == other.dependents(i))
+    }
+}
+
+impl Eq for SagaLayout {}
 
 impl SagaLayout {
     /// Builds the graph. `rollbackable[i]` is false when step `i` has a non-empty action and an
@@ -137,6 +160,24 @@ impl SagaLayout {
     /// non-rollbackable one; concurrent mode makes every non-rollbackable step depend on every
     /// rollbackable one. Declared orders are added in both modes (as DTM does).
     pub fn new(rollbackable: Vec<bool>, custom: &SagaCustomData) -> Result<SagaLayout, LayoutError> {
+        if !custom.concurrent && custom.orders.is_empty() {
+            return Ok(SagaLayout::chain(rollbackable));
+        }
+        SagaLayout::graph(rollbackable, custom)
+    }
+
+    /// A sequential saga without declared orders: the chain alone (it cannot have a cycle).
+    fn chain(rollbackable: Vec<bool>) -> SagaLayout {
+        let order: Vec<usize> = preferred_order(&rollbackable).collect();
+        let mut rank = vec![0; order.len()];
+        for (k, &step) in order.iter().enumerate() {
+            rank[step] = k;
+        }
+        SagaLayout { edges: Edges::Chain { order }, rollbackable, rank, concurrent: false }
+    }
+
+    /// Any saga: declared orders, the chain or the pivot edges, checked for cycles.
+    fn graph(rollbackable: Vec<bool>, custom: &SagaCustomData) -> Result<SagaLayout, LayoutError> {
         let len = rollbackable.len();
         let mut deps: Vec<Vec<usize>> = vec![Vec::new(); len];
         for (&step, declared) in &custom.orders {
@@ -186,7 +227,12 @@ impl SagaLayout {
             }
         }
         let rank = topological_rank(&rollbackable, &deps, &dependents)?;
-        Ok(SagaLayout { deps, rollbackable, dependents, rank, concurrent: custom.concurrent })
+        Ok(SagaLayout {
+            edges: Edges::Graph { deps, dependents },
+            rollbackable,
+            rank,
+            concurrent: custom.concurrent,
+        })
     }
 
     /// Number of steps.
@@ -201,7 +247,13 @@ impl SagaLayout {
 
     /// The steps whose action must succeed before `step`'s action starts.
     pub fn deps(&self, step: usize) -> &[usize] {
-        &self.deps[step]
+        match &self.edges {
+            Edges::Chain { order } => {
+                let k = self.rank[step];
+                &order[k.saturating_sub(1)..k]
+            }
+            Edges::Graph { deps, .. } => &deps[step],
+        }
     }
 
     /// Whether `step` can be rolled back.
@@ -211,7 +263,13 @@ impl SagaLayout {
 
     /// The steps that list `step` among their deps (sorted): they are rolled back before it.
     pub fn dependents(&self, step: usize) -> &[usize] {
-        &self.dependents[step]
+        match &self.edges {
+            Edges::Chain { order } => {
+                let k = self.rank[step] + 1;
+                &order[k.min(order.len())..(k + 1).min(order.len())]
+            }
+            Edges::Graph { dependents, .. } => &dependents[step],
+        }
     }
 
     /// The position of `step` in a topological order that prefers rollbackable steps first,
@@ -356,6 +414,24 @@ mod tests {
         assert_eq!(layout.dependents(4), &[1]);
         assert_eq!(layout.dependents(3), &[] as &[usize]);
         assert!(!layout.is_concurrent());
+    }
+
+    #[test]
+    fn the_chain_equals_the_general_graph_for_every_sequential_saga() {
+        // Every pattern of rollbackable steps up to 8 steps: the compact chain must describe
+        // the same deps, dependents and ranks as the general build of the same saga.
+        for len in 0..=8usize {
+            for bits in 0..(1u32 << len) {
+                let rollbackable: Vec<bool> = (0..len).map(|i| bits & (1 << i) != 0).collect();
+                let chain = SagaLayout::new(rollbackable.clone(), &SagaCustomData::default()).unwrap();
+                assert!(matches!(chain.edges, Edges::Chain { .. }));
+                let graph = SagaLayout::graph(rollbackable.clone(), &SagaCustomData::default()).unwrap();
+                assert!(matches!(graph.edges, Edges::Graph { .. }));
+                assert_eq!(chain, graph, "{rollbackable:?}");
+                assert_eq!(all_deps(&chain), all_deps(&graph), "{rollbackable:?}");
+                assert_eq!(ranks(&chain), ranks(&graph), "{rollbackable:?}");
+            }
+        }
     }
 
     #[test]
