@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use dtx_core::retry::RetryPolicy;
 use dtx_core::{GlobalStatus, Timestamp, TransType, timeout};
-use dtx_store::{Error as StoreError, LeaseChange, Loaded, NewTransaction, Save, StatusChange, ThenSave};
+use dtx_store::{
+    Created, Error as StoreError, LeaseChange, Loaded, NewTransaction, Save, StatusChange, ThenSave,
+};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
 
@@ -97,8 +99,8 @@ impl Engine {
             Premarks::new()
         };
         let tx = NewTransaction { global, branches };
-        let ids = match inner.store.create_returning_ids(tx.clone()).await {
-            Ok(ids) => ids,
+        let Created { tx, ids } = match inner.store.create_returning_ids(tx).await {
+            Ok(created) => created,
             Err(StoreError::Conflict(_)) => return self.submit_existing(&req, delay).await,
             Err(e) => return Err(e.into()),
         };

@@ -21,8 +21,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dtx_core::{Branch, Global, GlobalStatus, Timestamp};
 use dtx_store::{
-    ClaimedThen, Error, KvRow, ListFilter, Loaded, NewTransaction, Result, Save, StatusCounts, Store,
-    ThenSave,
+    ClaimedThen, Created, Error, KvRow, ListFilter, Loaded, NewTransaction, Result, Save, StatusCounts,
+    Store, ThenSave,
 };
 use tokio::sync::Semaphore;
 
@@ -82,7 +82,7 @@ impl Store for GuardedStore {
         self.admitted("create", self.inner.create(tx)).await
     }
 
-    async fn create_returning_ids(&self, tx: NewTransaction) -> Result<Vec<i64>> {
+    async fn create_returning_ids(&self, tx: NewTransaction) -> Result<Created> {
         self.admitted("create", self.inner.create_returning_ids(tx)).await
     }
 

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use dtx_core::{Branch, Global, GlobalStatus, Timestamp};
 use dtx_store::{
-    ClaimedThen, KvRow, ListFilter, Loaded, NewTransaction, Result, Save, StatusCounts, Store, ThenSave,
+    ClaimedThen, Created, KvRow, ListFilter, Loaded, NewTransaction, Result, Save, StatusCounts, Store,
+    ThenSave,
 };
 
 use crate::metrics::Metrics;
@@ -43,7 +44,7 @@ impl Store for ObservedStore {
         self.write("create", self.inner.create(tx)).await
     }
 
-    async fn create_returning_ids(&self, tx: NewTransaction) -> Result<Vec<i64>> {
+    async fn create_returning_ids(&self, tx: NewTransaction) -> Result<Created> {
         self.write("create", self.inner.create_returning_ids(tx)).await
     }
 

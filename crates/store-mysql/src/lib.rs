@@ -39,7 +39,9 @@ use async_trait::async_trait;
 use dtx_core::{Branch, Global, GlobalStatus, Timestamp};
 use dtx_store::sql::group::{self, Health};
 use dtx_store::write::Writes;
-use dtx_store::{Error, KvRow, ListFilter, Loaded, NewTransaction, Result, Save, StatusCounts, Store};
+use dtx_store::{
+    Created, Error, KvRow, ListFilter, Loaded, NewTransaction, Result, Save, StatusCounts, Store,
+};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::{Connection, MySqlConnection, MySqlPool};
 use tracing::info;
@@ -224,6 +226,10 @@ impl MySqlStore {
 impl Store for MySqlStore {
     async fn create(&self, tx: NewTransaction) -> Result<()> {
         self.inner.writes.create(tx).await
+    }
+
+    async fn create_returning_ids(&self, tx: NewTransaction) -> Result<Created> {
+        self.inner.writes.create_returning_ids(tx).await
     }
 
     async fn load(&self, gid: &str) -> Result<Option<Loaded>> {

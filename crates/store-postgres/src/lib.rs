@@ -54,7 +54,9 @@ use async_trait::async_trait;
 use dtx_core::{Branch, Global, GlobalStatus, Timestamp};
 use dtx_store::sql::group::{self, Health};
 use dtx_store::write::Writes;
-use dtx_store::{Error, KvRow, ListFilter, Loaded, NewTransaction, Result, Save, StatusCounts, Store};
+use dtx_store::{
+    Created, Error, KvRow, ListFilter, Loaded, NewTransaction, Result, Save, StatusCounts, Store,
+};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 use tracing::info;
@@ -233,6 +235,10 @@ impl PgStore {
 impl Store for PgStore {
     async fn create(&self, tx: NewTransaction) -> Result<()> {
         self.inner.writes.create(tx).await
+    }
+
+    async fn create_returning_ids(&self, tx: NewTransaction) -> Result<Created> {
+        self.inner.writes.create_returning_ids(tx).await
     }
 
     async fn load(&self, gid: &str) -> Result<Option<Loaded>> {

@@ -28,8 +28,8 @@ use async_trait::async_trait;
 use dtx_core::{Branch, Global, GlobalStatus, Timestamp};
 use dtx_store::write::Writes;
 use dtx_store::{
-    ClaimedThen, Error, KvRow, ListFilter, Loaded, NewTransaction, Result, Save, StatusCounts, Store,
-    ThenSave,
+    ClaimedThen, Created, Error, KvRow, ListFilter, Loaded, NewTransaction, Result, Save, StatusCounts,
+    Store, ThenSave,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, SqliteConnection, SqlitePool};
@@ -222,7 +222,7 @@ impl Store for SqliteStore {
         self.inner.writes.create(tx).await
     }
 
-    async fn create_returning_ids(&self, tx: NewTransaction) -> Result<Vec<i64>> {
+    async fn create_returning_ids(&self, tx: NewTransaction) -> Result<Created> {
         self.inner.writes.create_returning_ids(tx).await
     }
 

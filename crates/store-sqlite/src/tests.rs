@@ -631,7 +631,9 @@ async fn large_transactions_keep_their_branches_in_rows() {
     let mut large = saga_with("large", GlobalStatus::Submitted, at(0), Some(("me", at(60))));
     large.branches =
         (1..=4).flat_map(|i| [branch(i, Op::Compensate, 300), branch(i, Op::Action, 300)]).collect();
-    let ids = store.create_returning_ids(large.clone()).await.expect("create");
+    let created = store.create_returning_ids(large.clone()).await.expect("create");
+    assert_eq!((created.tx.global, created.tx.branches), (large.global.clone(), large.branches.clone()));
+    let ids = created.ids;
     assert_eq!(rows("large").await, 8);
     let stored = get(&store, "large").await.branches;
     assert_eq!(stored.iter().map(|b| b.id).collect::<Vec<_>>(), ids);
@@ -739,7 +741,7 @@ async fn a_create_returns_its_branch_row_ids() {
                 Branch::new(format!("{i:02}"), Op::Action, "http://svc/a".to_owned(), b"{}".to_vec(), T0)
             })
             .collect();
-        let ids = store.create_returning_ids(tx.clone()).await.expect("create");
+        let ids = store.create_returning_ids(tx.clone()).await.expect("create").ids;
         let stored = get(&store, gid).await.branches;
         let by_key: Vec<i64> = tx
             .branches

@@ -131,6 +131,17 @@ pub struct NewTransaction {
     pub branches: Vec<Branch>,
 }
 
+/// What [`Store::create_returning_ids`] gives back: the transaction as it was passed in (a
+/// caller that goes on to process it needs no copy made before the write) and its branch rows'
+/// ids.
+#[derive(Debug)]
+pub struct Created {
+    /// The transaction, unchanged.
+    pub tx: NewTransaction,
+    /// Its branch rows' ids in the order given; empty where the backend did not learn them.
+    pub ids: Vec<i64>,
+}
+
 /// A transaction loaded with its branches (branches ordered by id).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Loaded {
@@ -363,13 +374,15 @@ pub trait Store: Send + Sync + 'static {
     /// A duplicate gid → [`Error::Conflict`], and nothing is written.
     async fn create(&self, tx: NewTransaction) -> Result<()>;
 
-    /// [`Store::create`], returning the ids its branches got, in the order given, where the
-    /// backend learns them without another statement (SQLite: their positions when packed,
-    /// ADR 26, else they follow the last row id);
-    /// empty where it does not. The round that follows updates rows of known id by their id
-    /// (ADR 25). Wrappers forward it.
-    async fn create_returning_ids(&self, tx: NewTransaction) -> Result<Vec<i64>> {
-        self.create(tx).await.map(|()| Vec::new())
+    /// [`Store::create`], giving the transaction back with the ids its branches got, in the
+    /// order given, where the backend learns them without another statement (SQLite: their
+    /// positions when packed, ADR 26, else they follow the last row id); empty where it does
+    /// not. The round that follows updates rows of known id by their id (ADR 25). Backends
+    /// with a write queue send the transaction back from their writer rather than have the
+    /// caller copy it first; wrappers forward it.
+    async fn create_returning_ids(&self, tx: NewTransaction) -> Result<Created> {
+        let kept = tx.clone();
+        self.create(tx).await.map(|()| Created { tx: kept, ids: Vec::new() })
     }
 
     /// Loads a transaction with its branches (`None` if unknown).

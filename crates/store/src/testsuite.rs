@@ -50,8 +50,9 @@ pub use claim::{
     claimed_row_not_claimable_until_lease_expires, concurrent_claimers_never_share,
 };
 pub use create::{
-    create_duplicate_gid_conflicts, create_then_load, create_with_many_branches_keeps_every_row_in_order,
-    list_filters, list_pages_newest_first, load_unknown_is_none,
+    create_duplicate_gid_conflicts, create_returning_ids_gives_the_transaction_back, create_then_load,
+    create_with_many_branches_keeps_every_row_in_order, list_filters, list_pages_newest_first,
+    load_unknown_is_none,
 };
 pub use held::hold_then_resume_held;
 pub use kv::{
@@ -80,6 +81,7 @@ macro_rules! store_test_suite {
         $crate::store_test_suite!(@tests $factory;
             create_then_load,
             create_duplicate_gid_conflicts,
+            create_returning_ids_gives_the_transaction_back,
             create_with_many_branches_keeps_every_row_in_order,
             load_unknown_is_none,
             list_pages_newest_first,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use dtx_core::{Branch, GlobalStatus, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{ClaimedThen, Error, Expect, Loaded, NewTransaction, Result, Save, ThenSave};
+use crate::{ClaimedThen, Created, Error, Expect, Loaded, NewTransaction, Result, Save, ThenSave};
 
 /// One write operation. Kept apart from its reply so that it can be run again.
 #[derive(Debug)]
@@ -51,6 +51,9 @@ pub enum Output {
     /// A create: its branch rows' ids in the order given, or none where the connection does
     /// not know them ([`crate::sql::Conn::inserted_ids`]).
     Created(Vec<i64>),
+    /// A create's answer to its caller: the transaction back, with the ids of `Created` (none
+    /// after a batch's multi-row statement). Made by [`Job::answer`].
+    Returned(Box<NewTransaction>, Vec<i64>),
     /// Rows claimed by [`WriteOp::ClaimDue`].
     Claimed(Vec<Loaded>),
     /// The row claimed by [`WriteOp::Claim`] (boxed: much larger than the other outputs).
@@ -71,17 +74,15 @@ pub trait FromOutput: Sized {
 
 impl FromOutput for () {
     fn from_output(output: Output) -> Option<()> {
-        matches!(output, Output::Done | Output::Created(_)).then_some(())
+        matches!(output, Output::Done | Output::Created(_) | Output::Returned(..)).then_some(())
     }
 }
 
-/// The branch row ids of a create ([`Output::Created`]); none where the writer wrote the row
-/// without learning them ([`Output::Done`]: a batch's multi-row statement).
-impl FromOutput for Vec<i64> {
-    fn from_output(output: Output) -> Option<Vec<i64>> {
+/// A create's transaction and branch row ids ([`Output::Returned`]).
+impl FromOutput for Created {
+    fn from_output(output: Output) -> Option<Created> {
         match output {
-            Output::Created(ids) => Some(ids),
-            Output::Done => Some(Vec::new()),
+            Output::Returned(tx, ids) => Some(Created { tx: *tx, ids }),
             _ => None,
         }
     }
@@ -143,7 +144,15 @@ pub struct Job {
 impl Job {
     /// Answers the caller. A caller that stopped waiting is not an error: its write stands.
     pub fn answer(self, result: Result<Output>) {
-        drop(self.reply.send(result));
+        let Job { op, reply } = self;
+        // A create's transaction goes back to its caller, who processes it next: moved, not
+        // copied before the write. `Done`: a batch's multi-row statement wrote it, ids unknown.
+        let result = match (op, result) {
+            (WriteOp::Create(tx), Ok(Output::Created(ids))) => Ok(Output::Returned(tx, ids)),
+            (WriteOp::Create(tx), Ok(Output::Done)) => Ok(Output::Returned(tx, Vec::new())),
+            (_, result) => result,
+        };
+        drop(reply.send(result));
     }
 
     /// Answers the caller with a copy of a failure shared by its whole batch.
@@ -200,7 +209,7 @@ impl Writes {
     }
 
     /// [`crate::Store::create_returning_ids`].
-    pub async fn create_returning_ids(&self, tx: NewTransaction) -> Result<Vec<i64>> {
+    pub async fn create_returning_ids(&self, tx: NewTransaction) -> Result<Created> {
         self.run(WriteOp::Create(Box::new(tx))).await
     }
 

@@ -92,6 +92,33 @@ pub async fn create_with_many_branches_keeps_every_row_in_order(store: Arc<dyn S
     assert!(store.load("wide-dup").await.expect("load").is_none(), "nothing of it stored");
 }
 
+/// `create_returning_ids` gives each caller its own transaction back, unchanged, with the
+/// ids its rows got (or none), also when the creates share a write batch; a duplicate is a
+/// `Conflict` as for `create`.
+pub async fn create_returning_ids_gives_the_transaction_back(store: Arc<dyn Store>) {
+    let creates = (0..24).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut tx = saga(&format!("returned-{i}"));
+            tx.branches[0].payload = format!("{{\"i\":{i}}}").into_bytes();
+            let created = store.create_returning_ids(tx.clone()).await.expect("create");
+            (tx, created)
+        })
+    });
+    for create in creates.collect::<Vec<_>>() {
+        let (tx, created) = create.await.expect("task");
+        assert_eq!(created.tx.global, tx.global, "{}", tx.global.gid);
+        assert_eq!(created.tx.branches, tx.branches, "{}", tx.global.gid);
+        let loaded = get(&*store, &tx.global.gid).await;
+        assert_eq!(loaded, expected(&tx, &loaded));
+        if !created.ids.is_empty() {
+            assert_eq!(created.ids, loaded.branches.iter().map(|b| b.id).collect::<Vec<_>>());
+        }
+    }
+    let again = store.create_returning_ids(saga("returned-0")).await;
+    assert!(matches!(again, Err(Error::Conflict(_))), "{again:?}");
+}
+
 /// A duplicate gid is a `Conflict`, and the stored transaction is untouched.
 pub async fn create_duplicate_gid_conflicts(store: Arc<dyn Store>) {
     put(&*store, saga("dup")).await;
