@@ -11,9 +11,10 @@
 //! The caller lives in [`Effects`] with a private field, so no other module can reach it.
 
 use std::sync::Arc;
+use std::task::Poll;
 
 use dtx_core::Outcome;
-use futures::future::{BoxFuture, maybe_done};
+use futures::future::BoxFuture;
 
 use crate::health::Health;
 use crate::participant::{CallRequest, Caller};
@@ -106,23 +107,19 @@ impl<'a> Ctx<'a> {
         let health: &'a Arc<Health> = &self.inner.health;
         let mut started = Vec::with_capacity(requests.len());
         for ((tag, req), probe) in requests.into_iter().zip(probes) {
-            let call: BoxFuture<'a, Outcome> = Box::pin(async move {
+            let mut call: Running<'a, T> = Box::pin(async move {
                 let outcome = caller.call(&req).await;
                 health.observe(&req.url, &outcome, probe);
-                outcome
+                (tag, outcome)
             });
-            let mut call = Box::pin(maybe_done(call));
             // Started here, right after the write that allowed it, rather than whenever the
             // round's loop first polls it (which could be after later decisions, e.g. after a
-            // rollback began): an answer ready at once is kept for the caller of the future.
-            let _ = futures::poll!(call.as_mut());
-            started.push(Box::pin(async move {
-                call.as_mut().await;
-                let outcome = call.as_mut().take_output().unwrap_or_else(|| {
-                    Outcome::Error("internal: a call's answer was taken twice".to_owned())
-                });
-                (tag, outcome)
-            }) as Running<'a, T>);
+            // rollback began). An answer ready at once is kept in a ready future: one box per
+            // call in the usual case.
+            match futures::poll!(call.as_mut()) {
+                Poll::Pending => started.push(call),
+                Poll::Ready(done) => started.push(Box::pin(std::future::ready(done))),
+            }
         }
         Ok(started)
     }
