@@ -10,7 +10,8 @@ use std::time::Duration;
 use dtx_core::retry::RetryPolicy;
 use dtx_core::{GlobalStatus, Timestamp, TransType, timeout};
 use dtx_store::{
-    Created, Error as StoreError, LeaseChange, Loaded, NewTransaction, Save, StatusChange, ThenSave,
+    BranchUpdate, Created, Error as StoreError, LeaseChange, Loaded, NewTransaction, Save, StatusChange,
+    ThenSave,
 };
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
@@ -70,7 +71,7 @@ impl Engine {
             let owner = inner.fresh_owner();
             let plan = Arc::new(self.submit_plan(&req, &owner, now, delay));
             let decide = plan.clone();
-            let then = ThenSave(Arc::new(move |loaded: &Loaded| decide.decide(loaded.clone()).into_save()));
+            let then = ThenSave(Arc::new(move |loaded: &Loaded| decide.save_of(loaded)));
             let lease_until = now.add(inner.opts.lease);
             if let Some(c) = inner.store.claim_then(&req.gid, &owner, now, lease_until, then).await? {
                 return self.submit_claimed(&req, c.loaded, owner, slot, &plan, c.saved).await;
@@ -407,15 +408,6 @@ enum OnClaimed {
     Submit { save: Save, loaded: Loaded, premarks: Premarks },
 }
 
-impl OnClaimed {
-    fn into_save(self) -> Option<Save> {
-        match self {
-            OnClaimed::Submit { save, .. } => Some(save),
-            _ => None,
-        }
-    }
-}
-
 impl SubmitPlan {
     fn decide(&self, mut loaded: Loaded) -> OnClaimed {
         if loaded.global.trans_type != self.trans_type {
@@ -424,43 +416,148 @@ impl SubmitPlan {
         match lifecycle::on_submit(Some(loaded.global.status)) {
             OnSubmit::Reprocess => OnClaimed::Reprocess(loaded),
             OnSubmit::FromPrepared => {
-                let now = self.now;
-                // prepared -> submitted, fenced by the claim.
-                let lease = if self.delay > 0 {
-                    LeaseChange::Release {
-                        next_cron_time: now.add(Duration::from_secs(self.delay)),
-                        next_cron_interval: loaded.global.next_cron_interval,
-                    }
-                } else {
-                    renewed_due_now(self.lease, &self.retry, &loaded, now)
-                };
-                let lease_until = match lease {
-                    LeaseChange::RenewRescheduled { lease_until, .. } => Some(lease_until),
-                    _ => None,
-                };
-                loaded.global.status = GlobalStatus::Submitted;
                 let mut premarks = Premarks::new();
                 let branches = if self.delay > 0 {
                     Vec::new()
                 } else {
                     round::premark_first_calls(&mut loaded, &mut premarks, self.ahead)
                 };
-                loaded.global.lease_until = lease_until;
-                let save = Save {
-                    gid: self.gid.clone(),
-                    owner: self.owner.clone(),
-                    now,
-                    branches,
-                    status: Some(StatusChange {
-                        to: GlobalStatus::Submitted,
-                        rollback_reason: None,
-                        result: None,
-                    }),
-                    lease,
+                let save = self.submitted(&loaded, branches);
+                loaded.global.status = GlobalStatus::Submitted;
+                loaded.global.lease_until = match save.lease {
+                    LeaseChange::RenewRescheduled { lease_until, .. } => Some(lease_until),
+                    _ => None,
                 };
                 OnClaimed::Submit { save, loaded, premarks }
             }
             other => OnClaimed::Refuse(loaded, other),
         }
+    }
+
+    /// The save [`SubmitPlan::decide`] makes of a claimed row, decided on the borrowed row
+    /// inside the claim's write (no copy of the row), to the same result.
+    fn save_of(&self, loaded: &Loaded) -> Option<Save> {
+        let submits = loaded.global.trans_type == self.trans_type
+            && lifecycle::on_submit(Some(loaded.global.status)) == OnSubmit::FromPrepared;
+        if !submits {
+            return None;
+        }
+        let branches =
+            if self.delay > 0 { Vec::new() } else { round::first_call_updates(loaded, self.ahead) };
+        Some(self.submitted(loaded, branches))
+    }
+
+    /// prepared -> submitted, fenced by the claim, with the first calls' attempts.
+    fn submitted(&self, loaded: &Loaded, branches: Vec<BranchUpdate>) -> Save {
+        let now = self.now;
+        let lease = if self.delay > 0 {
+            LeaseChange::Release {
+                next_cron_time: now.add(Duration::from_secs(self.delay)),
+                next_cron_interval: loaded.global.next_cron_interval,
+            }
+        } else {
+            renewed_due_now(self.lease, &self.retry, loaded, now)
+        };
+        Save {
+            gid: self.gid.clone(),
+            owner: self.owner.clone(),
+            now,
+            branches,
+            status: Some(StatusChange { to: GlobalStatus::Submitted, rollback_reason: None, result: None }),
+            lease,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dtx_core::{Branch, BranchStatus, Op};
+
+    use super::*;
+
+    fn plan(trans_type: TransType, delay: u64, ahead: Option<u64>) -> SubmitPlan {
+        SubmitPlan {
+            gid: "g".to_owned(),
+            trans_type,
+            owner: "node-1".to_owned(),
+            now: Timestamp(1_000),
+            delay,
+            lease: Duration::from_secs(30),
+            retry: RetryPolicy {
+                retry_interval: Duration::from_secs(10),
+                max_interval: Duration::from_secs(60),
+                jitter: 0.0,
+            },
+            ahead,
+        }
+    }
+
+    fn row(trans_type: TransType, status: GlobalStatus, branches: Vec<Branch>) -> Loaded {
+        let mut tx = dtx_store::testsuite::saga("g");
+        tx.global.trans_type = trans_type;
+        tx.global.status = status;
+        Loaded { global: tx.global, branches, taken_over: false }
+    }
+
+    fn branch(id: &str, op: Op, status: BranchStatus, attempts: u32) -> Branch {
+        Branch {
+            status,
+            attempts,
+            ..Branch::new(id.to_owned(), op, format!("http://svc/{op}"), Vec::new(), Timestamp(1))
+        }
+    }
+
+    /// The claim's write decides the save on the borrowed row (`save_of`); the submit decides
+    /// again on the row the claim returned (`decide`): both must be the same save, for every
+    /// mode, status, delay and ahead setting, or the row written is not the row processed.
+    #[test]
+    fn the_save_decided_in_the_claim_equals_the_submits() {
+        let tcc = vec![
+            branch("01", Op::Try, BranchStatus::Succeed, 1),
+            branch("01", Op::Confirm, BranchStatus::Prepared, 0),
+            branch("01", Op::Cancel, BranchStatus::Prepared, 0),
+            branch("02", Op::Try, BranchStatus::Succeed, 1),
+            branch("02", Op::Confirm, BranchStatus::Prepared, 2),
+            branch("02", Op::Cancel, BranchStatus::Prepared, 0),
+        ];
+        let msg = vec![
+            branch("01", Op::Action, BranchStatus::Prepared, 0),
+            branch("02", Op::Action, BranchStatus::Prepared, 1),
+            branch("03", Op::Action, BranchStatus::Succeed, 1),
+        ];
+        let mut submits = 0;
+        let xa = vec![
+            branch("01", Op::Commit, BranchStatus::Prepared, 0),
+            branch("01", Op::Rollback, BranchStatus::Prepared, 0),
+            branch("02", Op::Commit, BranchStatus::Prepared, 1),
+            branch("02", Op::Rollback, BranchStatus::Prepared, 0),
+        ];
+        for (trans_type, branches) in [(TransType::Tcc, &tcc), (TransType::Xa, &xa), (TransType::Msg, &msg)] {
+            for status in [
+                GlobalStatus::Prepared,
+                GlobalStatus::Submitted,
+                GlobalStatus::Aborting,
+                GlobalStatus::Succeed,
+            ] {
+                for stored_type in [trans_type, TransType::Saga] {
+                    for (delay, ahead) in [(0, None), (0, Some(3)), (5, None), (5, Some(3))] {
+                        let p = plan(trans_type, delay, ahead);
+                        let loaded = row(stored_type, status, branches.clone());
+                        let in_claim = p.save_of(&loaded);
+                        let decided = match p.decide(loaded) {
+                            OnClaimed::Submit { save, .. } => Some(save),
+                            _ => None,
+                        };
+                        assert_eq!(
+                            in_claim, decided,
+                            "{trans_type} {status} {stored_type} {delay} {ahead:?}"
+                        );
+                        submits += usize::from(decided.is_some_and(|s| !s.branches.is_empty()));
+                    }
+                }
+            }
+        }
+        // The cases with first calls to record are among them, not only refusals.
+        assert_eq!(submits, 6);
     }
 }

@@ -121,45 +121,83 @@ pub(crate) fn premark_first_calls(
     premarks: &mut ctx::Premarks,
     ahead: Option<u64>,
 ) -> Vec<dtx_store::BranchUpdate> {
-    let waves = calls_in_order(&loaded.global, &loaded.branches);
-    let mut updates = Vec::new();
+    let marks = first_call_marks(loaded, ahead);
+    let updates = mark_updates(loaded, &marks);
+    for m in marks {
+        let b = &mut loaded.branches[m.row];
+        if m.ahead.is_none() {
+            b.attempts = m.attempts;
+        }
+        premarks.push(ctx::Premark {
+            branch_id: b.branch_id.clone(),
+            op: b.op,
+            attempts: m.attempts,
+            ahead: m.ahead,
+        });
+    }
+    updates
+}
+
+/// The branch updates [`premark_first_calls`] writes, from the row as claimed: the claim's own
+/// write decides them on a borrowed row (ADR 22), without a copy of it.
+pub(crate) fn first_call_updates(loaded: &Loaded, ahead: Option<u64>) -> Vec<dtx_store::BranchUpdate> {
+    mark_updates(loaded, &first_call_marks(loaded, ahead))
+}
+
+/// One attempt [`premark_first_calls`] records: the row, its attempt count, and for a later
+/// call the operator-stop count it was recorded under.
+struct Mark {
+    row: usize,
+    attempts: u32,
+    ahead: Option<u64>,
+}
+
+/// The marks of a row about to become `submitted` (whatever its stored status).
+fn first_call_marks(loaded: &Loaded, ahead: Option<u64>) -> Vec<Mark> {
+    let mut marks = Vec::new();
+    let waves = calls_in_order(&loaded.global, GlobalStatus::Submitted, &loaded.branches);
     for (wave, rows) in waves.into_iter().enumerate() {
         let later = wave > 0;
         if later && ahead.is_none() {
             break;
         }
         for row in rows {
-            let b = &mut loaded.branches[row];
-            if later && b.attempts != 0 {
+            let attempts = loaded.branches[row].attempts;
+            // A later call already attempted, or already marked in an earlier wave.
+            if later && (attempts != 0 || marks.iter().any(|m: &Mark| m.row == row)) {
                 continue;
             }
-            let attempts = b.attempts + 1;
-            if !later {
-                b.attempts = attempts;
-            }
-            premarks.push(ctx::Premark {
-                branch_id: b.branch_id.clone(),
-                op: b.op,
-                attempts,
-                ahead: if later { ahead } else { None },
-            });
-            updates.push(dtx_store::BranchUpdate {
+            marks.push(Mark { row, attempts: attempts + 1, ahead: if later { ahead } else { None } });
+        }
+    }
+    marks
+}
+
+fn mark_updates(loaded: &Loaded, marks: &[Mark]) -> Vec<dtx_store::BranchUpdate> {
+    marks
+        .iter()
+        .map(|m| {
+            let b = &loaded.branches[m.row];
+            dtx_store::BranchUpdate {
                 id: b.id,
                 branch_id: b.branch_id.clone(),
                 op: b.op,
                 status: b.status,
-                attempts,
+                attempts: m.attempts,
                 last_error: b.last_error.clone(),
                 finish_time: b.finish_time,
-            });
-        }
-    }
-    updates
+            }
+        })
+        .collect()
 }
 
 /// The calls a submitted TCC, XA or message makes if every one succeeds, in waves (rows called
 /// together), by asking its plan again after each wave as if it had succeeded.
-fn calls_in_order(global: &dtx_core::Global, branches: &[dtx_core::Branch]) -> Vec<Vec<usize>> {
+fn calls_in_order(
+    global: &dtx_core::Global,
+    status: GlobalStatus,
+    branches: &[dtx_core::Branch],
+) -> Vec<Vec<usize>> {
     let mut waves = Vec::new();
     match global.trans_type {
         TransType::Tcc | TransType::Xa => {
@@ -167,7 +205,7 @@ fn calls_in_order(global: &dtx_core::Global, branches: &[dtx_core::Branch]) -> V
                 if global.trans_type == TransType::Tcc { dtx_core::tcc::plan } else { dtx_core::xa::plan };
             let mut rows: Vec<dtx_core::tcc::Row> =
                 branches.iter().map(|b| dtx_core::tcc::Row { op: b.op, status: b.status }).collect();
-            while let dtx_core::tcc::Decision::Call(row) = plan(global.status, &rows, false) {
+            while let dtx_core::tcc::Decision::Call(row) = plan(status, &rows, false) {
                 if waves.len() > branches.len() {
                     break;
                 }
@@ -182,7 +220,7 @@ fn calls_in_order(global: &dtx_core::Global, branches: &[dtx_core::Branch]) -> V
                 .map(|&i| Phase::from_stored(branches[i].status, branches[i].attempts))
                 .collect();
             while let dtx_core::msg::Decision::Start(start) =
-                dtx_core::msg::plan(global.status, &phases, global.options.concurrent, false)
+                dtx_core::msg::plan(status, &phases, global.options.concurrent, false)
             {
                 if waves.len() > actions.len() {
                     break;
