@@ -3,10 +3,14 @@
 //! opens connections and sends nothing cannot hold them for ever. Body read deadlines are a
 //! layer on the router ([`tower_http::timeout::RequestBodyTimeoutLayer`], set in `app.rs`).
 
+use std::convert::Infallible;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::HttpBody;
+use axum::http::Request;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -98,6 +102,27 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// What [`serve_http`] serves: a tower service of HTTP requests, cloned per connection.
+pub trait HttpApp<B>:
+    tower::Service<Request<Incoming>, Response = axum::http::Response<B>, Error = Infallible, Future: Send>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S, B> HttpApp<B> for S where
+    S: tower::Service<
+            Request<Incoming>,
+            Response = axum::http::Response<B>,
+            Error = Infallible,
+            Future: Send,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// The answer to a connection beyond `--max-connections`, sent after its request head, before any body is read or any work is done.
 pub const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 content-type: application/json\r\n\
@@ -106,13 +131,20 @@ connection: close\r\n\
 content-length: 85\r\n\r\n\
 {\"code\":\"unavailable\",\"message\":\"overloaded: too many open connections; retry later\"}";
 
-/// Serves `app` on `listener` until `stop`, then lets open connections finish their requests.
-pub async fn serve_http(
+/// Serves `app` (a router, or a router inside layers) on `listener` until `stop`, then lets
+/// open connections finish their requests.
+pub async fn serve_http<S, B>(
     listener: TcpListener,
-    app: axum::Router,
+    app: S,
     opts: HttpServe,
     stop: CancellationToken,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    S: HttpApp<B>,
+    B: HttpBody + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<axum::BoxError>,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     builder.http1().timer(TokioTimer::new()).header_read_timeout(opts.header_timeout);
     let builder = Arc::new(builder);
@@ -190,14 +222,18 @@ async fn refuse(mut tcp: tokio::net::TcpStream, tls: bool) {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-async fn serve_one<I>(
+async fn serve_one<I, S, B>(
     builder: &auto::Builder<TokioExecutor>,
     io: TokioIo<I>,
-    service: TowerToHyperService<axum::Router>,
+    service: TowerToHyperService<S>,
     stop: CancellationToken,
 ) -> Result<(), BoxError>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: HttpApp<B>,
+    B: HttpBody + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<axum::BoxError>,
 {
     let conn = builder.serve_connection_with_upgrades(io, service);
     let mut conn = std::pin::pin!(conn);

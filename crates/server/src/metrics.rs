@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dtx_core::{GlobalStatus, Outcome, Timestamp};
@@ -543,15 +543,14 @@ pub struct Http;
 
 impl ApiProtocol for Http {
     const KIND: &'static str = "http";
-    // The route as axum matched it (a shared string): no text is copied per request.
-    type Name = Option<MatchedPath>;
+    type Name = &'static str;
 
-    fn name<B>(req: &axum::http::Request<B>) -> Option<MatchedPath> {
-        req.extensions().get::<MatchedPath>().cloned()
+    fn name<B>(req: &axum::http::Request<B>) -> &'static str {
+        http_api(req.uri().path())
     }
 
-    fn api(name: &Option<MatchedPath>) -> &str {
-        name.as_ref().map_or("unknown", |p| route_api(p.as_str()))
+    fn api(name: &&'static str) -> &'static str {
+        name
     }
 
     fn ok<R>(resp: &axum::http::Response<R>) -> bool {
@@ -618,10 +617,50 @@ where
     }
 }
 
-fn route_api(path: &str) -> &str {
-    let mut segments = path.trim_end_matches('/').rsplit('/');
-    let last = segments.next().unwrap_or_default();
-    if last.starts_with('{') { segments.next().unwrap_or(last) } else { last }
+/// The DTM API's names (`/api/dtmsvr/<name>`) other than `topic/{topic}`.
+const DTM_APIS: [&str; 18] = [
+    "version",
+    "newGid",
+    "submit",
+    "prepare",
+    "abort",
+    "prepareWorkflow",
+    "registerBranch",
+    "registerTccBranch",
+    "registerXaBranch",
+    "forceStop",
+    "resetNextCronTime",
+    "resetCronTime",
+    "subscribe",
+    "unsubscribe",
+    "scanKV",
+    "queryKV",
+    "query",
+    "all",
+];
+
+/// The `api` label of an HTTP request: the last fixed segment of the route its path names
+/// (`/api/dtmsvr/topic/{topic}` → `topic`), or `unknown`
+/// for a path no route serves, so that no request creates a label value. The metrics layer
+/// wraps the whole router (ADR 28), so it sees the path before axum matched a route.
+pub fn http_api(path: &str) -> &'static str {
+    if let Some(name) = path.strip_prefix("/api/dtmsvr/") {
+        if name.strip_prefix("topic/").is_some_and(|t| !t.is_empty() && !t.contains('/')) {
+            return "topic";
+        }
+        return DTM_APIS.iter().find(|&&api| api == name).copied().unwrap_or("unknown");
+    }
+    match path {
+        "/api/ping" => "ping",
+        "/api/json-rpc" => "json-rpc",
+        "/api/metrics" => "metrics",
+        "/api/ready" => "ready",
+        "/admin" | "/admin/" => "admin",
+        "/admin/assets/app.js" => "app.js",
+        "/admin/assets/index.css" => "index.css",
+        "/api/admin/counts" => "counts",
+        _ => "unknown",
+    }
 }
 
 /// `GET /api/metrics`.
@@ -638,6 +677,67 @@ pub async fn handler(State((metrics, engine)): State<(Arc<Metrics>, Engine)>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The label a route's pattern names: its last fixed segment.
+    fn route_api(path: &str) -> &str {
+        let mut segments = path.trim_end_matches('/').rsplit('/');
+        let last = segments.next().unwrap_or_default();
+        if last.starts_with('{') { segments.next().unwrap_or(last) } else { last }
+    }
+
+    /// Every route the server has (`api`, `app` and `admin` routers), as written there: its
+    /// path is labelled with the route's last fixed segment; other paths are `unknown`.
+    #[test]
+    fn every_route_has_its_label_and_other_paths_none() {
+        let routes = [
+            "/api/ping",
+            "/api/dtmsvr/version",
+            "/api/dtmsvr/newGid",
+            "/api/dtmsvr/submit",
+            "/api/dtmsvr/prepare",
+            "/api/dtmsvr/abort",
+            "/api/dtmsvr/prepareWorkflow",
+            "/api/dtmsvr/registerBranch",
+            "/api/dtmsvr/registerTccBranch",
+            "/api/dtmsvr/registerXaBranch",
+            "/api/dtmsvr/forceStop",
+            "/api/dtmsvr/resetNextCronTime",
+            "/api/dtmsvr/resetCronTime",
+            "/api/dtmsvr/subscribe",
+            "/api/dtmsvr/unsubscribe",
+            "/api/dtmsvr/topic/{topic}",
+            "/api/dtmsvr/scanKV",
+            "/api/dtmsvr/queryKV",
+            "/api/dtmsvr/query",
+            "/api/dtmsvr/all",
+            "/api/json-rpc",
+            "/api/metrics",
+            "/api/ready",
+            "/admin",
+            "/admin/",
+            "/admin/assets/app.js",
+            "/admin/assets/index.css",
+            "/api/admin/counts",
+        ];
+        for route in routes {
+            let path = route.replace("{topic}", "orders");
+            assert_eq!(http_api(&path), route_api(route), "{route}");
+        }
+        for path in [
+            "/",
+            "/api",
+            "/api/dtmsvr/",
+            "/api/dtmsvr/submitx",
+            "/api/dtmsvr/submit/x",
+            "/api/dtmsvr/topic/",
+            "/api/dtmsvr/topic/a/b",
+            "/api/dtmsvr/Submit",
+            "/admin/x",
+            "/api/dtmsvr/bench-1234",
+        ] {
+            assert_eq!(http_api(path), "unknown", "{path}");
+        }
+    }
 
     #[test]
     fn hosts_and_routes() {

@@ -9,10 +9,8 @@ mod json_rpc;
 mod wire;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, delete, get, post};
 use dtx_engine::Engine;
-use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
 pub use handlers::new_gid_text;
@@ -26,7 +24,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
 }
 
-/// The API router.
+/// The API router. Its layers (metrics, auth, timeouts, tracing, body limits) wrap the whole
+/// server's router once, in `app`.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/ping", any(handlers::ping))
@@ -50,10 +49,5 @@ pub fn router(state: AppState) -> Router {
         .route("/api/dtmsvr/query", get(handlers::query))
         .route("/api/dtmsvr/all", get(handlers::all))
         .route("/api/json-rpc", post(json_rpc::handle))
-        // Bodies are limited by the handlers themselves, so that an oversized body gets a 400
-        // in the envelope like any other bad input.
-        .layer(
-            tower::ServiceBuilder::new().layer(TraceLayer::new_for_http()).layer(DefaultBodyLimit::disable()),
-        )
         .with_state(state)
 }
