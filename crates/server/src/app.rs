@@ -248,7 +248,7 @@ impl Server {
         let app = tower::ServiceBuilder::new()
             .layer(tower_http::trace::TraceLayer::new_for_http())
             .layer(metrics::ApiMetricsLayer::<metrics::Http>::new(self.metrics.clone()))
-            .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(self.http_body_timeout))
+            .layer(crate::body_timeout::BodyTimeoutLayer(self.http_body_timeout))
             .layer(crate::auth::HttpAuthLayer(self.tokens.clone()))
             // Bodies are limited by the handlers themselves, so that an oversized body gets a
             // 400 in the envelope like any other bad input.

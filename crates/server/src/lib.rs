@@ -18,6 +18,7 @@ pub mod admin;
 pub mod api;
 mod app;
 pub mod auth;
+pub mod body_timeout;
 pub mod cli;
 pub mod config;
 pub mod grpc;

@@ -1,7 +1,7 @@
 //! The HTTP listener: HTTP/1.1 over TCP or TLS (`--tls-cert`, `--tls-key`), with a deadline on
 //! the request headers (`--http-header-timeout`) and on the TLS handshake, so a client that
 //! opens connections and sends nothing cannot hold them for ever. Body read deadlines are a
-//! layer on the router ([`tower_http::timeout::RequestBodyTimeoutLayer`], set in `app.rs`).
+//! layer around the router ([`crate::body_timeout`], set in `app.rs`).
 
 use std::convert::Infallible;
 use std::path::Path;
