@@ -233,7 +233,9 @@ pub struct Settings {
     /// HTTP API: time a client has to send a request's headers.
     #[arg(long, env = "DTX_HTTP_HEADER_TIMEOUT")]
     pub http_header_timeout: Option<String>,
-    /// HTTP API: time a client has to send a request's body.
+    /// HTTP API: time a client has to send the rest of a request's body once it stalled
+    /// (counted from the first read that found none of it ready; later progress does not
+    /// extend it).
     #[arg(long, env = "DTX_HTTP_BODY_TIMEOUT")]
     pub http_body_timeout: Option<String>,
     /// HTTP API: connections open at once; one more is answered 503 (Retry-After) as soon as
@@ -415,7 +417,7 @@ pub struct Config {
     pub api_token: Option<Secret>,
     /// Time a client has to send a request's headers.
     pub http_header_timeout: Duration,
-    /// Time a client has to send a request's body.
+    /// Time a client has to send the rest of a request's body once it stalled.
     pub http_body_timeout: Duration,
     /// HTTP connections open at once (more are refused with 503).
     pub max_connections: usize,
