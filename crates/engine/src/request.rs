@@ -182,35 +182,32 @@ impl TransRequest {
 
     /// The branch rows at creation: saga = compensate then action per step; msg = one action
     /// per step, or per subscriber of a `topic://` step; tcc = none (registered later).
-    ///
-    /// The steps and payloads are moved into the rows, not copied: the request has none left
-    /// afterwards (its gid, mode and options are all a submit or prepare reads later).
-    pub(crate) async fn take_branches(&mut self, inner: &Inner, now: Timestamp) -> Result<Vec<Branch>> {
-        let steps = std::mem::take(&mut self.steps);
-        let payloads = std::mem::take(&mut self.payloads);
-        let mut rows = Vec::with_capacity(steps.len() * 2);
+    pub(crate) async fn branches(&self, inner: &Inner, now: Timestamp) -> Result<Vec<Branch>> {
+        let mut rows = Vec::new();
         match self.trans_type {
             TransType::Saga => {
-                for (i, (step, payload)) in steps.into_iter().zip(payloads).enumerate() {
+                for (i, (step, payload)) in self.steps.iter().zip(&self.payloads).enumerate() {
                     let id = step_branch_id(i);
-                    rows.push(Branch::new(id.clone(), Op::Compensate, step.compensate, payload.clone(), now));
-                    rows.push(Branch::new(id, Op::Action, step.action, payload, now));
+                    rows.push(Branch::new(
+                        id.clone(),
+                        Op::Compensate,
+                        step.compensate.clone(),
+                        payload.clone(),
+                        now,
+                    ));
+                    rows.push(Branch::new(id, Op::Action, step.action.clone(), payload.clone(), now));
                 }
             }
             TransType::Msg => {
-                for (i, (step, mut payload)) in steps.into_iter().zip(payloads).enumerate() {
+                for (i, (step, payload)) in self.steps.iter().zip(&self.payloads).enumerate() {
                     let urls = match step.action.strip_prefix(TOPIC_SCHEME) {
                         Some(topic) => subscribers(inner, topic).await?.into_iter().map(|s| s.url).collect(),
-                        None => vec![step.action],
+                        None => vec![step.action.clone()],
                     };
-                    let count = urls.len();
+                    let many = urls.len() > 1;
                     for (j, url) in urls.into_iter().enumerate() {
-                        let id =
-                            if count > 1 { format!("{:02}-{:02}", i + 1, j + 1) } else { step_branch_id(i) };
-                        // The last subscriber (or the only action) takes the payload itself.
-                        let data =
-                            if j + 1 == count { std::mem::take(&mut payload) } else { payload.clone() };
-                        rows.push(Branch::new(id, Op::Action, url, data, now));
+                        let id = if many { format!("{:02}-{:02}", i + 1, j + 1) } else { step_branch_id(i) };
+                        rows.push(Branch::new(id, Op::Action, url, payload.clone(), now));
                     }
                 }
             }

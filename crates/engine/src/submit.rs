@@ -51,7 +51,7 @@ impl Engine {
         Box::pin(self.submit_boxed(req)).await
     }
 
-    async fn submit_boxed(&self, mut req: TransRequest) -> Result<SubmitReply> {
+    async fn submit_boxed(&self, req: TransRequest) -> Result<SubmitReply> {
         if req.trans_type == TransType::Workflow {
             // A workflow's submit only records how the client ended it.
             return self.finish_workflow(&req).await;
@@ -79,7 +79,7 @@ impl Engine {
         }
         let now = inner.clock.now();
         let mut global = req.global(inner, GlobalStatus::Submitted, now);
-        let mut branches = req.take_branches(inner, now).await?;
+        let mut branches = req.branches(inner, now).await?;
         let owner = inner.fresh_owner();
         let owned = delay == 0;
         if owned {
@@ -222,7 +222,7 @@ impl Engine {
     }
 
     /// `prepare`: stores a tcc, xa or msg `prepared`, not owned, due when it times out.
-    pub async fn prepare(&self, mut req: TransRequest) -> Result<()> {
+    pub async fn prepare(&self, req: TransRequest) -> Result<()> {
         if !matches!(req.trans_type, TransType::Tcc | TransType::Xa | TransType::Msg) {
             return Err(Error::InvalidArgument(format!(
                 "prepare is for tcc, xa and msg transactions (a workflow uses prepareWorkflow), not '{}'",
@@ -241,7 +241,7 @@ impl Engine {
         ) {
             global.next_cron_time = now.add(t);
         }
-        let branches = req.take_branches(inner, now).await?;
+        let branches = req.branches(inner, now).await?;
         match inner.store.create(NewTransaction { global, branches }).await {
             Ok(()) => {
                 debug!(gid = %req.gid, trans_type = %req.trans_type, "prepared");
